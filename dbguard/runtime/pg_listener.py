@@ -1,0 +1,427 @@
+"""asyncio driver for PostgreSQL listeners: sockets, TLS, backpressure, cancel forwarding.
+
+Owns: accepting client connections, opening upstream connections, executing the actions a
+`session.pg.PgSession` returns, and the bookkeeping of live connections for draining.
+Must not contain protocol logic: every decision about bytes is the session's.
+
+Backpressure: when the client cannot keep up (its transport calls `pause_writing`), reading
+from the upstream pauses, and the reverse; so a slow reader of a huge result never makes the
+proxy buffer it (each transport's write buffer is bounded by its high-water mark).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Coroutine, Sequence
+from typing import Any, cast
+from dataclasses import dataclass
+
+from dbguard.session.pg import PgSession, Phase
+from dbguard.session.pg_actions import (
+    CancelTargets,
+    Close,
+    ConnectUpstream,
+    ForwardCancel,
+    PgListenerSettings,
+    SendClient,
+    SendUpstream,
+    SessionAction,
+    SessionStarted,
+    Sleep,
+    StartClientTls,
+    StartUpstreamTls,
+    UpstreamTlsMode,
+)
+from dbguard.session.throttle import LoginThrottle
+from dbguard.wire.pg import messages as m
+
+log = logging.getLogger("dbguard.runtime")
+
+UPSTREAM_CONNECT_TIMEOUT = 10.0
+TLS_HANDSHAKE_TIMEOUT = 10.0
+CANCEL_TIMEOUT = 5.0
+# Per-direction write buffer bounds: above HIGH the other side's reading pauses.
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+# A client that never finishes its startup/auth is dropped after this long.
+STARTUP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    context: ssl.SSLContext
+    cert_der: bytes
+
+
+def server_tls_context(cert_file: str, key_file: str) -> ClientTls:
+    """TLS material for the client side of a listener (the proxy is the TLS server)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    with open(cert_file, encoding="ascii") as fh:
+        pem = fh.read()
+    first = pem[: pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
+    return ClientTls(context, ssl.PEM_cert_to_DER_cert(first))
+
+
+def upstream_tls_context(mode: UpstreamTlsMode, root_cert: str | None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if mode in (UpstreamTlsMode.VERIFY_CA, UpstreamTlsMode.VERIFY_FULL):
+        if root_cert:
+            context.load_verify_locations(root_cert)
+        else:
+            context.load_default_certs()
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.check_hostname = mode is UpstreamTlsMode.VERIFY_FULL
+    else:
+        # sslmode prefer/require: encrypted, not authenticated (libpq's meaning).
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _UpstreamProtocol(asyncio.Protocol):
+    def __init__(self, conn: PgConnection) -> None:
+        self.conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.execute(self.conn.session.upstream_data(data))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.on_upstream_lost()
+
+    def pause_writing(self) -> None:
+        self.conn.pause_client_reading()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_client_reading()
+
+
+class PgConnection(asyncio.Protocol):
+    """One accepted client connection and its upstream: the asyncio side of a PgSession."""
+
+    def __init__(self, listener: PgListener) -> None:
+        self.listener = listener
+        self.loop = asyncio.get_running_loop()
+        self.session: PgSession
+        self.client: asyncio.Transport | None = None
+        self.upstream: asyncio.Transport | None = None
+        self._upstream_protocol = _UpstreamProtocol(self)
+        self._closed = False
+        self._client_paused = False
+        self._upstream_paused = False
+        self._startup_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---------------------------------------------------------------- client transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.client = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        self.client.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        peer = transport.get_extra_info("peername")
+        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "local")
+        self.session = PgSession(
+            self.listener.settings,
+            client_address=address,
+            cancel_targets=self.listener.cancel_targets,
+            throttle=self.listener.throttle,
+        )
+        self.listener.connections.add(self)
+        self._startup_timer = self.loop.call_later(STARTUP_TIMEOUT, self._startup_timed_out)
+        if len(self.listener.connections) > self.listener.max_connections:
+            self.execute([
+                SendClient(m.error_response("53300", "sorry, too many clients already", severity="FATAL").encode()),
+                Close("too many clients"),
+            ])
+
+    def data_received(self, data: bytes) -> None:
+        self.execute(self.session.client_data(data))
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed:
+            self.execute(self.session.client_closed())
+        self._finish()
+
+    def pause_writing(self) -> None:
+        self._upstream_paused = True
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._upstream_paused = False
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    # ---------------------------------------------------------------- upstream events
+
+    def on_upstream_lost(self) -> None:
+        if not self._closed:
+            self.execute(self.session.upstream_closed())
+
+    def pause_client_reading(self) -> None:
+        self._client_paused = True
+        if self.client is not None:
+            self.client.pause_reading()
+
+    def resume_client_reading(self) -> None:
+        self._client_paused = False
+        if self.client is not None:
+            self.client.resume_reading()
+
+    # ---------------------------------------------------------------- executing actions
+
+    def execute(self, actions: Sequence[SessionAction]) -> None:
+        for index, action in enumerate(actions):
+            if isinstance(action, SendClient):
+                if self.client is not None and not self.client.is_closing():
+                    self.client.write(action.data)
+            elif isinstance(action, SendUpstream):
+                if self.upstream is not None and not self.upstream.is_closing():
+                    self.upstream.write(action.data)
+            elif isinstance(action, SessionStarted):
+                self._on_session_started(action)
+            elif isinstance(action, Close):
+                self._close(action.reason)
+                return
+            elif isinstance(action, Sleep):
+                rest = list(actions[index + 1 :])
+                self.loop.call_later(action.seconds, self.execute, rest)
+                return
+            elif isinstance(action, StartClientTls):
+                self._spawn(self._start_client_tls(), list(actions[index + 1 :]))
+                return
+            elif isinstance(action, ConnectUpstream):
+                self._spawn(self._connect_upstream(action), list(actions[index + 1 :]))
+                return
+            elif isinstance(action, StartUpstreamTls):
+                self._spawn(self._start_upstream_tls(action), list(actions[index + 1 :]))
+                return
+            elif isinstance(action, ForwardCancel):
+                self.listener.forward_cancel(action)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], then: list[SessionAction]) -> None:
+        async def run() -> None:
+            await coro
+            if then and not self._closed:
+                self.execute(then)
+
+        task = self.loop.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_client_tls(self) -> None:
+        tls = self.listener.client_tls
+        assert tls is not None and self.client is not None
+        try:
+            transport = await asyncio.wait_for(
+                self.loop.start_tls(self.client, self, tls.context, server_side=True),
+                TLS_HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.info("session.tls_failed", extra={"client": self.session.client_address, "error": str(exc)})
+            self._close("client TLS handshake failed")
+            return
+        if transport is None:
+            self._close("client TLS handshake failed")
+            return
+        self.client = transport
+        self.execute(self.session.client_tls_started(tls.cert_der))
+
+    async def _connect_upstream(self, target: ConnectUpstream) -> None:
+        try:
+            if target.unix_socket:
+                connect = self.loop.create_unix_connection(lambda: self._upstream_protocol, target.unix_socket)
+            else:
+                connect = self.loop.create_connection(lambda: self._upstream_protocol, target.host, target.port)
+            transport, _ = await asyncio.wait_for(connect, UPSTREAM_CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            self.execute(self.session.upstream_failed(_describe(exc)))
+            return
+        if self._closed:
+            transport.close()
+            return
+        self.upstream = cast(asyncio.Transport, transport)
+        self.upstream.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        if self._upstream_paused:
+            self.upstream.pause_reading()
+        self.execute(self.session.upstream_connected())
+
+    async def _start_upstream_tls(self, action: StartUpstreamTls) -> None:
+        assert self.upstream is not None
+        try:
+            context = upstream_tls_context(action.mode, action.root_cert)
+            hostname = action.server_hostname if action.mode is UpstreamTlsMode.VERIFY_FULL else None
+            transport = await asyncio.wait_for(
+                self.loop.start_tls(self.upstream, self._upstream_protocol, context, server_hostname=hostname),
+                TLS_HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            self.execute(self.session.upstream_failed(f"TLS handshake failed: {_describe(exc)}"))
+            return
+        if transport is None:
+            self.execute(self.session.upstream_failed("TLS handshake failed"))
+            return
+        self.upstream = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        self.execute(self.session.upstream_tls_started(cert))
+
+    def _on_session_started(self, action: SessionStarted) -> None:
+        if self._startup_timer is not None:
+            self._startup_timer.cancel()
+            self._startup_timer = None
+        if action.upstream_key is not None:
+            self.listener.cancel_targets.register(
+                action.proxy_key, self.listener.settings.upstream.target, action.upstream_key
+            )
+
+    def _startup_timed_out(self) -> None:
+        self._startup_timer = None
+        if self.session.phase is not Phase.READY and not self._closed:
+            log.info("session.startup_timeout", extra={"client": self.session.client_address})
+            self.execute([
+                SendClient(m.error_response("08006", "dbguard: timed out waiting for the startup to complete",
+                                            severity="FATAL").encode()),
+                Close("startup timeout"),
+            ])
+
+    def _close(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.client is not None:
+            self.client.close()
+        if self.upstream is not None:
+            self.upstream.close()
+        self._finish()
+
+    def _finish(self) -> None:
+        self._closed = True
+        if self._startup_timer is not None:
+            self._startup_timer.cancel()
+            self._startup_timer = None
+        key = self.session.proxy_key
+        if key is not None:
+            self.listener.cancel_targets.unregister(key)
+        if self in self.listener.connections:
+            self.listener.connections.discard(self)
+            if self.session.info is not None:
+                log.info("session.end", extra={"session": self.session.session_id,
+                                               "reason": self.session.close_reason or "closed"})
+        if self.upstream is not None and not self.upstream.is_closing():
+            self.upstream.close()
+        self.listener.connection_finished()
+
+    # ---------------------------------------------------------------- draining
+
+    @property
+    def busy(self) -> bool:
+        return self.session.busy
+
+    def shut_down(self) -> None:
+        """Close the session as the server would on a smart shutdown (57P01)."""
+        self.execute([
+            SendClient(m.error_response("57P01", "terminating connection due to administrator command",
+                                        severity="FATAL").encode()),
+            Close("shutdown"),
+        ])
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class PgListener:
+    """One `protocol: postgres` listener: its server socket and its live connections."""
+
+    def __init__(
+        self,
+        settings: PgListenerSettings,
+        host: str,
+        port: int,
+        *,
+        client_tls: ClientTls | None,
+        cancel_targets: CancelTargets,
+        throttle: LoginThrottle,
+        max_connections: int = 10_000,
+    ) -> None:
+        self.settings = settings
+        self.host = host
+        self.port = port
+        self.client_tls = client_tls
+        self.cancel_targets = cancel_targets
+        self.throttle = throttle
+        self.max_connections = max_connections
+        self.connections: set[PgConnection] = set()
+        self._server: asyncio.Server | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: PgConnection(self), self.host, self.port,
+                                                reuse_address=True, backlog=1024)
+        sockets = self._server.sockets
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("listener.start", extra={"listener": self.settings.name, "listen": f"{self.host}:{self.port}"})
+
+    def update_settings(self, settings: PgListenerSettings) -> None:
+        """Reload: new connections use the new settings; live sessions keep theirs."""
+        self.settings = settings
+
+    def forward_cancel(self, action: ForwardCancel) -> None:
+        async def send() -> None:
+            target = action.target
+            try:
+                if target.unix_socket:
+                    opener = asyncio.open_unix_connection(target.unix_socket)
+                else:
+                    opener = asyncio.open_connection(target.host, target.port)
+                reader, writer = await asyncio.wait_for(opener, CANCEL_TIMEOUT)
+                writer.write(m.CancelRequest(action.process_id, action.secret_key).encode())
+                await writer.drain()
+                await asyncio.wait_for(reader.read(), CANCEL_TIMEOUT)
+                writer.close()
+            except (OSError, TimeoutError) as exc:
+                log.warning("session.cancel_failed", extra={"error": _describe(exc)})
+
+        task = asyncio.get_running_loop().create_task(send())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    def connection_finished(self) -> None:
+        if not self.connections:
+            self._idle.set()
+
+    async def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting; close idle sessions now and busy ones when their statement ends."""
+        await self.stop_accepting()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.connections:
+            for conn in list(self.connections):
+                if not conn.busy:
+                    conn.shut_down()
+            if not self.connections:
+                break
+            if asyncio.get_running_loop().time() >= deadline:
+                for conn in list(self.connections):
+                    conn.shut_down()
+                break
+            await asyncio.sleep(0.05)
+
+
+_background: set[asyncio.Task[None]] = set()

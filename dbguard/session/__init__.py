@@ -1,0 +1,1 @@
+"""Per-connection protocol state machines (sans-IO): startup, auth, query cycle."""

@@ -1,0 +1,737 @@
+"""The state machine of one PostgreSQL client connection through the proxy (sans-IO).
+
+Owns: the startup handshake with the client (SSLRequest, GSSENCRequest, CancelRequest,
+StartupMessage), authenticating the client against dbguard identities (SCRAM-SHA-256, or a
+cleartext password where allowed), the upstream handshake with the DSN's own credentials,
+and the query cycle once both sides are ready: every SQL text passes the gate, responses are
+relayed, and the session tracks transaction status, COPY and outstanding ReadyForQuery.
+
+Must not touch: sockets, asyncio, TLS objects. Input arrives through `client_data()`,
+`upstream_data()` and the driver's event callbacks; output is a list of `SessionAction`s.
+
+Phases (legal transitions only; anything else is a protocol error answered with 08P01):
+
+    STARTUP -> [CLIENT_TLS] -> STARTUP -> CLIENT_AUTH -> UPSTREAM_CONNECT
+      -> [UPSTREAM_TLS_ANSWER -> UPSTREAM_TLS] -> UPSTREAM_AUTH -> UPSTREAM_STARTUP
+      -> READY -> CLOSED
+    STARTUP --CancelRequest--> CLOSED
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import secrets
+import uuid
+from collections import deque
+from dataclasses import dataclass
+
+from dbguard.model import (
+    Action,
+    Decision,
+    Identity,
+    SessionInfo,
+    StatementRequest,
+    StatementSource,
+)
+from dbguard.session.pg_actions import (
+    CancelTargets,
+    Close,
+    ConnectUpstream,
+    ForwardCancel,
+    PgListenerSettings,
+    SendClient,
+    SendUpstream,
+    SessionAction,
+    SessionStarted,
+    Sleep,
+    StartClientTls,
+    StartUpstreamTls,
+    UpstreamTlsMode,
+)
+from dbguard.session.throttle import LoginThrottle
+from dbguard.wire.pg import messages as m
+from dbguard.wire.pg.auth import (
+    AuthenticationFailed,
+    ScramClientExchange,
+    ScramServerExchange,
+    md5_password_message,
+    tls_server_end_point_hash,
+    verify_cleartext,
+)
+from dbguard.wire.pg.framing import (
+    CANCEL_REQUEST_CODE,
+    GSSENC_REQUEST_CODE,
+    PROTOCOL_3_0,
+    SSL_REQUEST_CODE,
+    Frame,
+    MessageScanner,
+    Passthrough,
+    ProtocolViolation,
+    StartupReader,
+)
+
+log = logging.getLogger("dbguard.session")
+
+
+class Phase(enum.Enum):
+    STARTUP = "startup"
+    CLIENT_TLS = "client-tls"
+    CLIENT_AUTH = "client-auth"
+    UPSTREAM_CONNECT = "upstream-connect"
+    UPSTREAM_TLS_ANSWER = "upstream-tls-answer"
+    UPSTREAM_TLS = "upstream-tls"
+    UPSTREAM_AUTH = "upstream-auth"
+    UPSTREAM_STARTUP = "upstream-startup"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+# Client messages the session reads in full once READY. CopyData ('d') is only relayed.
+_CLIENT_INSPECT = frozenset({b"Q", b"P", b"B", b"E", b"D", b"C", b"S", b"H", b"F", b"X", b"c", b"f", b"p"})
+# Upstream messages the session reads in full once READY; the rest (DataRow, RowDescription,
+# CommandComplete, CopyData, notices...) is relayed in slices without being decoded.
+_UPSTREAM_INSPECT = frozenset({b"Z", b"S", b"G", b"H", b"W", b"E"})
+# During the upstream handshake everything is inspected.
+_ALL_TYPES = frozenset(bytes([i]) for i in range(256))
+
+# Startup parameters that never go upstream as the client sent them.
+_PROXY_OWNED_PARAMS = frozenset({"user", "database", "replication"})
+# PostgreSQL's names for the client encodings Python knows under another name. Statement text
+# is decoded with this for the gate; the bytes forwarded are always the client's own.
+_PG_ENCODINGS = {
+    "UTF8": "utf-8", "SQL_ASCII": "latin-1", "LATIN1": "latin-1", "LATIN2": "iso8859-2",
+    "LATIN9": "iso8859-15", "WIN1252": "cp1252", "WIN1251": "cp1251", "SJIS": "shift_jis",
+    "BIG5": "big5", "GBK": "gbk", "GB18030": "gb18030", "EUC_JP": "euc_jp", "EUC_KR": "euc_kr",
+    "UHC": "cp949", "KOI8R": "koi8-r",
+}
+
+_SQLSTATE_PROTOCOL_VIOLATION = "08P01"
+_SQLSTATE_CONNECTION_FAILURE = "08006"
+_SQLSTATE_CANNOT_CONNECT = "08001"
+_SQLSTATE_REJECTED = "08004"
+_SQLSTATE_INVALID_PASSWORD = "28P01"
+_SQLSTATE_INVALID_AUTHORIZATION = "28000"
+_SQLSTATE_FEATURE_NOT_SUPPORTED = "0A000"
+
+
+def fatal(sqlstate: str, message: str, *, detail: str | None = None, hint: str | None = None) -> bytes:
+    return m.error_response(sqlstate, message, severity="FATAL", detail=detail, hint=hint).encode()
+
+
+def error(sqlstate: str, message: str, *, detail: str | None = None, hint: str | None = None) -> bytes:
+    return m.error_response(sqlstate, message, detail=detail, hint=hint).encode()
+
+
+@dataclass(slots=True)
+class _Synthetic:
+    """A response the proxy produces itself, released once every upstream response queued
+    before it has arrived, so that pipelined clients see answers in order."""
+
+    data: bytes  # complete messages, up to but not including ReadyForQuery
+    with_ready: bool
+
+
+class PgSession:
+    """One client connection and its upstream connection."""
+
+    def __init__(
+        self,
+        settings: PgListenerSettings,
+        *,
+        client_address: str,
+        cancel_targets: CancelTargets,
+        throttle: LoginThrottle,
+        client_tls: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.client_address = client_address
+        self.session_id = str(uuid.uuid4())
+        self.phase = Phase.STARTUP
+        self.client_tls = client_tls
+        self.client_cert_hash: bytes | None = None
+        self.upstream_cert_hash: bytes | None = None
+        self.info: SessionInfo | None = None
+        self.identity: Identity | None = None
+        self.startup_params: dict[str, str] = {}
+        self.server_params: dict[str, str] = {}
+        self.transaction_status = b"I"
+        self.in_copy: bytes | None = None  # b"G" copy-in, b"H" copy-out, None
+        self.close_reason: str | None = None
+
+        self._cancel_targets = cancel_targets
+        self._throttle = throttle
+        self._startup_reader: StartupReader | None = StartupReader()
+        self._client_scanner = MessageScanner(_ALL_TYPES)
+        self._upstream_scanner = MessageScanner(_ALL_TYPES)
+        self._scram_server: ScramServerExchange | None = None
+        self._scram_client: ScramClientExchange | None = None
+        self._client_auth_step = ""
+        self._requested_user = ""
+        self._database = ""
+        self._upstream_key: tuple[int, bytes] | None = None
+        self._proxy_key: tuple[int, bytes] | None = None
+        self._pending_client: list[bytes] = []  # client bytes that arrived before READY
+        # One entry per response cycle (a Query or a Sync) still owed to the client, in order:
+        # None = the upstream's answer, ending with its ReadyForQuery; _Synthetic = ours.
+        self._owed: deque[_Synthetic | None] = deque()
+        self._upstream_fatal_seen = False
+        self._early_notices: list[bytes] = []  # NoticeResponses sent during upstream startup
+        self._client_terminated = False
+
+    # ------------------------------------------------------------------ driver entry points
+
+    def client_data(self, data: bytes) -> list[SessionAction]:
+        out: list[SessionAction] = []
+        try:
+            if self.phase in (Phase.STARTUP, Phase.CLIENT_TLS):
+                self._on_startup_bytes(data, out)
+            elif self.phase is Phase.CLIENT_AUTH:
+                self._client_scanner.feed(data)
+                self._on_client_auth(out)
+            elif self.phase is Phase.READY:
+                self._client_scanner.feed(data)
+                self._on_client_ready(out)
+            elif self.phase is Phase.CLOSED:
+                pass
+            else:
+                # Upstream handshake in progress; a client may pipeline its first query.
+                self._pending_client.append(data)
+                if sum(len(b) for b in self._pending_client) > 1024 * 1024:
+                    raise ProtocolViolation("too much data sent before authentication completed")
+        except ProtocolViolation as exc:
+            self._protocol_violation(str(exc), out)
+        return out
+
+    def upstream_data(self, data: bytes) -> list[SessionAction]:
+        out: list[SessionAction] = []
+        try:
+            if self.phase is Phase.UPSTREAM_TLS_ANSWER:
+                self._on_upstream_tls_answer(data, out)
+            elif self.phase in (Phase.UPSTREAM_AUTH, Phase.UPSTREAM_STARTUP):
+                self._upstream_scanner.feed(data)
+                self._on_upstream_handshake(out)
+            elif self.phase is Phase.READY:
+                self._upstream_scanner.feed(data)
+                self._on_upstream_ready(out)
+            elif self.phase is not Phase.CLOSED:
+                raise ProtocolViolation(f"unexpected data from the server in phase {self.phase.value}")
+        except ProtocolViolation as exc:
+            log.warning("upstream.protocol_violation", extra={"session": self.session_id, "error": str(exc)})
+            self._close_with(out, fatal(_SQLSTATE_CONNECTION_FAILURE,
+                                        "dbguard: the database server sent an invalid message"),
+                             "upstream protocol violation")
+        return out
+
+    def client_tls_started(self, server_cert_der: bytes | None) -> list[SessionAction]:
+        self.client_tls = True
+        if server_cert_der is not None:
+            self.client_cert_hash = tls_server_end_point_hash(server_cert_der)
+        self.phase = Phase.STARTUP
+        return []
+
+    def upstream_connected(self) -> list[SessionAction]:
+        out: list[SessionAction] = []
+        mode = self.settings.upstream.tls_mode
+        if mode is UpstreamTlsMode.DISABLE or self.settings.upstream.unix_socket:
+            self._send_upstream_startup(out)
+        else:
+            self.phase = Phase.UPSTREAM_TLS_ANSWER
+            out.append(SendUpstream(m.SSL_REQUEST))
+        return out
+
+    def upstream_tls_started(self, server_cert_der: bytes | None) -> list[SessionAction]:
+        if server_cert_der is not None:
+            self.upstream_cert_hash = tls_server_end_point_hash(server_cert_der)
+        out: list[SessionAction] = []
+        self._send_upstream_startup(out)
+        return out
+
+    def upstream_failed(self, reason: str) -> list[SessionAction]:
+        """The upstream could not be reached (or TLS to it failed)."""
+        out: list[SessionAction] = []
+        log.warning("upstream.connect_failed", extra={"session": self.session_id, "error": reason})
+        self._close_with(out, fatal(_SQLSTATE_CANNOT_CONNECT,
+                                    "dbguard: could not connect to the database server",
+                                    detail=reason), "upstream unreachable")
+        return out
+
+    def upstream_closed(self) -> list[SessionAction]:
+        """The upstream connection ended (server restart, crash, terminate)."""
+        out: list[SessionAction] = []
+        if self.phase is Phase.CLOSED:
+            return out
+        if self._upstream_fatal_seen or not self._upstream_scanner.at_boundary:
+            # The server already said why (57P01...), or a message was cut in half and
+            # anything we added would corrupt the client's framing: just close.
+            out.append(Close("upstream closed"))
+            self.phase = Phase.CLOSED
+            return out
+        self._close_with(out, fatal(_SQLSTATE_CONNECTION_FAILURE,
+                                    "dbguard: lost the connection to the database server"),
+                         "upstream closed")
+        return out
+
+    def client_closed(self) -> list[SessionAction]:
+        self.phase = Phase.CLOSED
+        return [Close("client closed")]
+
+    @property
+    def busy(self) -> bool:
+        """A statement is running: a response is still owed, or a COPY is in progress."""
+        return self.phase is Phase.READY and (bool(self._owed) or self.in_copy is not None)
+
+    @property
+    def proxy_key(self) -> tuple[int, bytes] | None:
+        return self._proxy_key
+
+    # ------------------------------------------------------------------ startup
+
+    def _on_startup_bytes(self, data: bytes, out: list[SessionAction]) -> None:
+        reader = self._startup_reader
+        if reader is None or self.phase is Phase.CLIENT_TLS:
+            raise ProtocolViolation("data received during the TLS handshake")
+        reader.feed(data)
+        while self.phase is Phase.STARTUP and (packet := reader.next_packet()) is not None:
+            if packet.code == SSL_REQUEST_CODE:
+                if packet.body:
+                    raise ProtocolViolation("malformed SSLRequest")
+                if self.client_tls or not self.settings.tls_available:
+                    out.append(SendClient(b"N"))
+                    continue
+                if reader.take_rest():
+                    # Bytes sent after SSLRequest but before the handshake would be read as if
+                    # they came over TLS (CVE-2021-23214): refuse.
+                    raise ProtocolViolation("unencrypted data after SSLRequest")
+                out.append(SendClient(b"S"))
+                out.append(StartClientTls())
+                self.phase = Phase.CLIENT_TLS
+                return
+            if packet.code == GSSENC_REQUEST_CODE:
+                if packet.body:
+                    raise ProtocolViolation("malformed GSSENCRequest")
+                out.append(SendClient(b"N"))
+                continue
+            if packet.code == CANCEL_REQUEST_CODE:
+                self._on_cancel_request(packet.body, out)
+                return
+            if packet.code >> 16 == 3:
+                rest = reader.take_rest()
+                self._startup_reader = None
+                self._on_startup_message(packet.code, packet.body, out)
+                if rest:
+                    self.client_data_after_startup(rest, out)
+                return
+            raise ProtocolViolation(
+                f"unsupported frontend protocol {packet.code >> 16}.{packet.code & 0xFFFF}"
+            )
+
+    def client_data_after_startup(self, data: bytes, out: list[SessionAction]) -> None:
+        if self.phase is Phase.CLIENT_AUTH:
+            self._client_scanner.feed(data)
+            self._on_client_auth(out)
+        elif self.phase is not Phase.CLOSED:
+            self._pending_client.append(data)
+
+    def _on_cancel_request(self, body: bytes, out: list[SessionAction]) -> None:
+        request = m.decode_cancel_request(body)
+        target = self._cancel_targets.lookup((request.process_id, request.secret_key))
+        self.phase = Phase.CLOSED
+        if target is not None:
+            upstream, pid, secret = target
+            out.append(ForwardCancel(upstream, pid, secret))
+            log.info("session.cancel_forwarded", extra={"client": self.client_address})
+        else:
+            log.info("session.cancel_unknown_key", extra={"client": self.client_address})
+        # As the server does: no answer on a cancel connection, just close it.
+        out.append(Close("cancel request"))
+
+    def _on_startup_message(self, code: int, body: bytes, out: list[SessionAction]) -> None:
+        params = m.decode_startup_parameters(body)
+        self.startup_params = params
+        if self.settings.tls_required and not self.client_tls:
+            self._close_with(out, fatal(_SQLSTATE_INVALID_AUTHORIZATION,
+                                        "dbguard: this listener requires TLS",
+                                        hint="Connect with sslmode=require."),
+                             "TLS required")
+            return
+        if "replication" in params and params["replication"].lower() not in ("false", "off", "no", "0"):
+            self._close_with(out, fatal(_SQLSTATE_FEATURE_NOT_SUPPORTED,
+                                        "dbguard: replication connections are not supported through the proxy"),
+                             "replication refused")
+            return
+        user = params.get("user", "")
+        if not user:
+            self._close_with(out, fatal(_SQLSTATE_INVALID_AUTHORIZATION,
+                                        "no PostgreSQL user name specified in startup packet"),
+                             "no user")
+            return
+        self._requested_user = user
+        self._database = params.get("database") or user
+        unsupported = sorted(k for k in params if k.startswith("_pq_."))
+        if code != PROTOCOL_3_0 or unsupported:
+            # We speak 3.0 on both sides; tell a newer client to fall back, as the server would.
+            out.append(SendClient(m.NegotiateProtocolVersion(0, tuple(unsupported)).encode()))
+        self.phase = Phase.CLIENT_AUTH
+        self._client_scanner = MessageScanner(frozenset({b"p"}), max_inspected=64 * 1024)
+        entry = self.settings.identities.get(user)
+        if self.settings.allow_cleartext:
+            # Only when the operator allowed it for this listener (clients without SCRAM).
+            self._client_auth_step = "password"
+            out.append(SendClient(m.Authentication(m.AUTH_CLEARTEXT).encode()))
+            return
+        binding = ("tls-server-end-point", self.client_cert_hash) if self.client_cert_hash else None
+        self._scram_server = ScramServerExchange(entry.verifier if entry else None, channel_binding=binding)
+        self._client_auth_step = "sasl-initial"
+        out.append(SendClient(m.Authentication(m.AUTH_SASL, mechanisms=tuple(self._scram_server.mechanisms())).encode()))
+
+    def _on_client_auth(self, out: list[SessionAction]) -> None:
+        for segment in self._client_scanner.segments():
+            if self.phase is not Phase.CLIENT_AUTH:
+                return
+            if not isinstance(segment, Frame):
+                raise ProtocolViolation("expected a password message during authentication")
+            self._on_client_auth_message(segment.payload, out)
+
+    def _on_client_auth_message(self, payload: bytes, out: list[SessionAction]) -> None:
+        entry = self.settings.identities.get(self._requested_user)
+        try:
+            if self._client_auth_step == "password":
+                password = m.decode_password(payload)
+                if not verify_cleartext(entry.verifier if entry else None, password):
+                    raise AuthenticationFailed("wrong password")
+            elif self._client_auth_step == "sasl-initial":
+                assert self._scram_server is not None
+                mechanism, data = m.decode_sasl_initial_response(payload)
+                server_first = self._scram_server.handle_client_first(mechanism, data)
+                out.append(SendClient(m.Authentication(m.AUTH_SASL_CONTINUE, server_first).encode()))
+                self._client_auth_step = "sasl-final"
+                return
+            elif self._client_auth_step == "sasl-final":
+                assert self._scram_server is not None
+                server_final = self._scram_server.handle_client_final(payload)
+                out.append(SendClient(m.Authentication(m.AUTH_SASL_FINAL, server_final).encode()))
+            else:
+                raise ProtocolViolation("unexpected authentication message")
+        except (AuthenticationFailed, ProtocolViolation) as exc:
+            delay = self._throttle.failure(self.client_address)
+            log.warning("session.auth_failed", extra={
+                "client": self.client_address, "user": self._requested_user,
+                "listener": self.settings.name, "reason": str(exc), "delay": delay,
+            })
+            out.append(Sleep(delay))
+            # Same answer for an unknown identity and a wrong secret.
+            self._close_with(out, fatal(_SQLSTATE_INVALID_PASSWORD,
+                                        f'password authentication failed for user "{self._requested_user}"'),
+                             "authentication failed")
+            return
+        assert entry is not None  # a successful exchange implies a known identity
+        self._throttle.success(self.client_address)
+        self.identity = entry.identity
+        self.phase = Phase.UPSTREAM_CONNECT
+        rest = self._client_scanner.segments()
+        leftover = b"".join(s.data if isinstance(s, Passthrough) else s.raw for s in rest)
+        if leftover:
+            self._pending_client.append(leftover)
+        out.append(self.settings.upstream.target)
+
+    # ------------------------------------------------------------------ upstream handshake
+
+    def _on_upstream_tls_answer(self, data: bytes, out: list[SessionAction]) -> None:
+        answer, rest = data[:1], data[1:]
+        if rest:
+            raise ProtocolViolation("server sent data after its SSLRequest answer")
+        up = self.settings.upstream
+        if answer == b"S":
+            self.phase = Phase.UPSTREAM_TLS
+            out.append(StartUpstreamTls(up.tls_mode, up.host, up.root_cert))
+        elif answer == b"N":
+            if up.tls_mode in (UpstreamTlsMode.REQUIRE, UpstreamTlsMode.VERIFY_CA, UpstreamTlsMode.VERIFY_FULL):
+                self._close_with(out, fatal(_SQLSTATE_CANNOT_CONNECT,
+                                            "dbguard: the database server does not support TLS, "
+                                            f"but the upstream sslmode is {up.tls_mode.value}"),
+                                 "upstream TLS unavailable")
+                return
+            self._send_upstream_startup(out)
+        elif answer == b"E":
+            raise ProtocolViolation("server answered SSLRequest with an error")
+        else:
+            raise ProtocolViolation(f"invalid answer {answer!r} to SSLRequest")
+
+    def _send_upstream_startup(self, out: list[SessionAction]) -> None:
+        up = self.settings.upstream
+        params = {"user": up.user, "database": self._database or up.database}
+        for key, value in self.startup_params.items():
+            if key in _PROXY_OWNED_PARAMS or key.startswith("_pq_.") or key.startswith("dbguard."):
+                continue
+            params[key] = value
+        self.phase = Phase.UPSTREAM_AUTH
+        out.append(SendUpstream(m.StartupMessage(PROTOCOL_3_0, params).encode()))
+
+    def _on_upstream_handshake(self, out: list[SessionAction]) -> None:
+        for segment in self._upstream_scanner.segments():
+            assert isinstance(segment, Frame)  # everything is inspected in this phase
+            msg = m.decode_backend(segment.type, segment.payload)
+            if self.phase is Phase.UPSTREAM_AUTH:
+                self._on_upstream_auth_message(msg, out)
+            elif self.phase is Phase.UPSTREAM_STARTUP:
+                self._on_upstream_startup_message(msg, segment.raw, out)
+            if self.phase in (Phase.READY, Phase.CLOSED):
+                break
+        if self.phase is Phase.READY:
+            # Whatever followed ReadyForQuery (an early notification) is relayed normally.
+            rest = b"".join(s.data if isinstance(s, Passthrough) else s.raw
+                            for s in self._upstream_scanner.segments())
+            self._upstream_scanner = MessageScanner(_UPSTREAM_INSPECT)
+            if rest:
+                self._upstream_scanner.feed(rest)
+                self._on_upstream_ready(out)
+
+    def _on_upstream_auth_message(self, msg: m.BackendMessage, out: list[SessionAction]) -> None:
+        up = self.settings.upstream
+        if isinstance(msg, m.ErrorOrNotice) and not msg.notice:
+            self._upstream_startup_error(msg, out)
+            return
+        if isinstance(msg, m.NegotiateProtocolVersion):
+            return
+        if not isinstance(msg, m.Authentication):
+            raise ProtocolViolation(f"unexpected {type(msg).__name__} during authentication")
+        try:
+            if msg.code == m.AUTH_OK:
+                self.phase = Phase.UPSTREAM_STARTUP
+            elif msg.code == m.AUTH_CLEARTEXT:
+                out.append(SendUpstream(m.PasswordLike(up.password.encode() + b"\x00").encode()))
+            elif msg.code == m.AUTH_MD5:
+                if len(msg.data) != 4:
+                    raise ProtocolViolation("md5 authentication request without a 4-byte salt")
+                response = md5_password_message(up.user, up.password, msg.data)
+                out.append(SendUpstream(m.PasswordLike(response + b"\x00").encode()))
+            elif msg.code == m.AUTH_SASL:
+                binding = ("tls-server-end-point", self.upstream_cert_hash) if self.upstream_cert_hash else None
+                self._scram_client = ScramClientExchange(up.user, up.password, list(msg.mechanisms),
+                                                         channel_binding=binding)
+                out.append(SendUpstream(m.encode_sasl_initial_response(
+                    self._scram_client.mechanism, self._scram_client.client_first())))
+            elif msg.code == m.AUTH_SASL_CONTINUE and self._scram_client is not None:
+                out.append(SendUpstream(m.PasswordLike(self._scram_client.client_final(msg.data)).encode()))
+            elif msg.code == m.AUTH_SASL_FINAL and self._scram_client is not None:
+                self._scram_client.verify_server_final(msg.data)
+            else:
+                self._close_with(out, fatal(_SQLSTATE_REJECTED,
+                                            "dbguard: the database server asked for an authentication "
+                                            f"method dbguard does not support (code {msg.code})"),
+                                 "unsupported upstream auth")
+        except AuthenticationFailed as exc:
+            log.error("upstream.auth_failed", extra={"session": self.session_id, "error": str(exc)})
+            self._close_with(out, fatal(_SQLSTATE_REJECTED,
+                                        "dbguard: could not authenticate to the database server"),
+                             "upstream auth failed")
+
+    def _upstream_startup_error(self, msg: m.ErrorOrNotice, out: list[SessionAction]) -> None:
+        sqlstate = msg.sqlstate or ""
+        log.error("upstream.startup_error", extra={"session": self.session_id, "sqlstate": sqlstate,
+                                                   "error": msg.message})
+        if sqlstate.startswith("28"):
+            # The service account's credentials are dbguard's business, not the client's.
+            data = fatal(_SQLSTATE_REJECTED, "dbguard: the database server rejected dbguard's credentials",
+                         hint="Ask the dbguard operator to check the listener's upstream DSN.")
+        else:
+            data = m.ErrorOrNotice(msg.fields).encode()
+        self._close_with(out, data, f"upstream startup error {sqlstate}")
+
+    def _on_upstream_startup_message(self, msg: m.BackendMessage, raw: bytes, out: list[SessionAction]) -> None:
+        if isinstance(msg, m.ParameterStatus):
+            self.server_params[msg.name] = msg.value
+        elif isinstance(msg, m.BackendKeyData):
+            self._upstream_key = (msg.process_id, msg.secret_key)
+        elif isinstance(msg, m.ErrorOrNotice):
+            if not msg.notice:
+                self._upstream_startup_error(msg, out)
+                return
+            self._early_notices.append(raw)
+        elif isinstance(msg, m.ReadyForQuery):
+            self._become_ready(msg.status, out)
+        else:
+            raise ProtocolViolation(f"unexpected {type(msg).__name__} during startup")
+
+    def _become_ready(self, status: bytes, out: list[SessionAction]) -> None:
+        assert self.identity is not None
+        self.transaction_status = status
+        self._proxy_key = (secrets.randbits(31), secrets.token_bytes(4))
+        self.info = SessionInfo(
+            session_id=self.session_id,
+            listener=self.settings.name,
+            protocol="postgres",
+            identity=self.identity,
+            client_address=self.client_address,
+            database=self._database,
+            application_name=self.server_params.get("application_name", ""),
+            tls=self.client_tls,
+        )
+        parts = [m.Authentication(m.AUTH_OK).encode()]
+        parts += [m.ParameterStatus(k, v).encode() for k, v in self.server_params.items()]
+        parts += self._early_notices
+        parts.append(m.BackendKeyData(*self._proxy_key).encode())
+        parts.append(m.ready_for_query(status))
+        out.append(SessionStarted(self._proxy_key, self._upstream_key))
+        out.append(SendClient(b"".join(parts)))
+        self.phase = Phase.READY
+        self._client_scanner = MessageScanner(_CLIENT_INSPECT)
+        log.info("session.start", extra={
+            "session": self.session_id, "identity": self.identity.name, "listener": self.settings.name,
+            "database": self._database, "client": self.client_address, "tls": self.client_tls,
+        })
+        if self._pending_client:
+            pending = b"".join(self._pending_client)
+            self._pending_client.clear()
+            self._client_scanner.feed(pending)
+            self._on_client_ready(out)
+
+    # ------------------------------------------------------------------ query cycle
+
+    def _on_client_ready(self, out: list[SessionAction]) -> None:
+        forward: list[bytes] = []
+        for segment in self._client_scanner.segments():
+            if isinstance(segment, Passthrough):
+                forward.append(segment.data)
+                continue
+            t = segment.type
+            if t == b"Q":
+                query = m.decode_frontend(t, segment.payload)
+                assert isinstance(query, m.Query)
+                decision = self._decide(query.sql, StatementSource.SIMPLE_QUERY, "")
+                if decision.action is Action.ALLOW or not decision.enforced:
+                    forward.append(segment.raw)
+                    self._owed.append(None)
+                else:
+                    self._flush(forward, out)
+                    self._refuse_simple(decision, out)
+            elif t == b"P":
+                parse = m.decode_frontend(t, segment.payload)
+                assert isinstance(parse, m.Parse)
+                # Extended protocol: the statement is decided when it is parsed; a refusal in
+                # this protocol is the policy issue's to render (error, then skip to Sync).
+                self._decide(parse.sql, StatementSource.PARSE, parse.name)
+                forward.append(segment.raw)
+            elif t == b"S":
+                forward.append(segment.raw)
+                self._owed.append(None)
+            elif t == b"F":
+                self._flush(forward, out)
+                self._owed.append(_Synthetic(error(
+                    _SQLSTATE_FEATURE_NOT_SUPPORTED,
+                    "dbguard: the fastpath function call protocol is not supported through the proxy",
+                    hint="Call the function with a SELECT statement instead."), with_ready=True))
+                self._release_synthetic(out)
+            elif t == b"X":
+                self._client_terminated = True
+                forward.append(segment.raw)
+                self._flush(forward, out)
+                self.phase = Phase.CLOSED
+                out.append(Close("client terminated"))
+                return
+            elif t == b"p":
+                raise ProtocolViolation("unexpected password message after authentication")
+            else:
+                # Validate the framing of the rest of the extended protocol before relaying.
+                m.decode_frontend(t, segment.payload)
+                forward.append(segment.raw)
+        self._flush(forward, out)
+
+    @staticmethod
+    def _flush(forward: list[bytes], out: list[SessionAction]) -> None:
+        if forward:
+            out.append(SendUpstream(forward[0] if len(forward) == 1 else b"".join(forward)))
+            forward.clear()
+
+    def _decide(self, sql_bytes: bytes, source: StatementSource, name: str) -> Decision:
+        assert self.info is not None
+        sql = sql_bytes.decode(self.python_encoding, "replace")
+        return self.settings.gate.decide(StatementRequest(self.info, sql, source, name))
+
+    @property
+    def python_encoding(self) -> str:
+        name = self.server_params.get("client_encoding", "UTF8").upper()
+        return _PG_ENCODINGS.get(name, "utf-8")
+
+    def _refuse_simple(self, decision: Decision, out: list[SessionAction]) -> None:
+        message = decision.reason or "dbguard: statement refused"
+        self._owed.append(_Synthetic(error("42501", message, hint=decision.hint or None), with_ready=True))
+        self._release_synthetic(out)
+
+    def _release_synthetic(self, out: list[SessionAction]) -> None:
+        """Send every synthetic answer that is now at the head of the queue."""
+        while self._owed and self._owed[0] is not None:
+            synthetic = self._owed.popleft()
+            assert synthetic is not None
+            data = synthetic.data
+            if synthetic.with_ready:
+                data += m.ready_for_query(self.transaction_status)
+            out.append(SendClient(data))
+
+    def _on_upstream_ready(self, out: list[SessionAction]) -> None:
+        chunks: list[bytes] = []
+        for segment in self._upstream_scanner.segments():
+            if isinstance(segment, Passthrough):
+                chunks.append(segment.data)
+                continue
+            t = segment.type
+            chunks.append(segment.raw)
+            if t == b"Z":
+                status = segment.payload[:1]
+                if status not in (b"I", b"T", b"E") or len(segment.payload) != 1:
+                    raise ProtocolViolation("invalid ReadyForQuery")
+                self.transaction_status = status
+                self.in_copy = None
+                if self._owed and self._owed[0] is None:
+                    self._owed.popleft()
+                if self._owed and self._owed[0] is not None:
+                    out.append(SendClient(b"".join(chunks)))
+                    chunks.clear()
+                    self._release_synthetic(out)
+            elif t == b"S":
+                status_msg = m.decode_backend(t, segment.payload)
+                assert isinstance(status_msg, m.ParameterStatus)
+                self.server_params[status_msg.name] = status_msg.value
+            elif t in (b"G", b"H"):
+                self.in_copy = t
+            elif t == b"W":
+                raise ProtocolViolation("CopyBothResponse outside replication")
+            elif t == b"E":
+                severity = _severity(segment.payload)
+                if severity in ("FATAL", "PANIC"):
+                    self._upstream_fatal_seen = True
+        if chunks:
+            out.append(SendClient(chunks[0] if len(chunks) == 1 else b"".join(chunks)))
+
+    # ------------------------------------------------------------------ closing
+
+    def _protocol_violation(self, detail: str, out: list[SessionAction]) -> None:
+        log.warning("session.protocol_violation", extra={"client": self.client_address, "error": detail})
+        if self.phase is Phase.CLIENT_TLS:
+            self.phase = Phase.CLOSED
+            out.append(Close("protocol violation"))
+            return
+        self._close_with(out, fatal(_SQLSTATE_PROTOCOL_VIOLATION, f"dbguard: invalid message: {detail}"),
+                         "protocol violation")
+
+    def _close_with(self, out: list[SessionAction], final_message: bytes, reason: str) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        self.phase = Phase.CLOSED
+        self.close_reason = reason
+        out.append(SendClient(final_message))
+        out.append(Close(reason))
+
+
+def _severity(error_payload: bytes) -> str:
+    """The non-localized severity of an ErrorResponse payload, cheaply."""
+    try:
+        msg = m.decode_backend(b"E", error_payload)
+    except ProtocolViolation:
+        return ""
+    assert isinstance(msg, m.ErrorOrNotice)
+    return msg.get(m.FIELD_SEVERITY_V) or msg.get(m.FIELD_SEVERITY) or ""
+
+
+__all__ = ["Phase", "PgSession", "ConnectUpstream"]

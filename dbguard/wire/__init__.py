@@ -1,0 +1,1 @@
+"""Sans-IO wire protocol codecs: bytes in, typed messages and bytes out; no sockets."""
