@@ -15,8 +15,8 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Coroutine, Sequence
-from typing import Any, cast
 from dataclasses import dataclass
+from typing import Any, cast
 
 from dbguard.session.pg import PgSession, Phase
 from dbguard.session.pg_actions import (
@@ -217,7 +217,8 @@ class PgConnection(asyncio.Protocol):
 
     async def _start_client_tls(self) -> None:
         tls = self.listener.client_tls
-        assert tls is not None and self.client is not None
+        assert tls is not None
+        assert self.client is not None
         try:
             transport = await asyncio.wait_for(
                 self.loop.start_tls(self.client, self, tls.context, server_side=True),
@@ -246,7 +247,7 @@ class PgConnection(asyncio.Protocol):
         if self._closed:
             transport.close()
             return
-        self.upstream = cast(asyncio.Transport, transport)
+        self.upstream = transport
         self.upstream.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         if self._upstream_paused:
             self.upstream.pause_reading()

@@ -110,7 +110,7 @@ _SQLSTATE_PROTOCOL_VIOLATION = "08P01"
 _SQLSTATE_CONNECTION_FAILURE = "08006"
 _SQLSTATE_CANNOT_CONNECT = "08001"
 _SQLSTATE_REJECTED = "08004"
-_SQLSTATE_INVALID_PASSWORD = "28P01"
+_SQLSTATE_INVALID_PASSWORD = "28P01"  # noqa: S105 - a SQLSTATE, not a password
 _SQLSTATE_INVALID_AUTHORIZATION = "28000"
 _SQLSTATE_FEATURE_NOT_SUPPORTED = "0A000"
 
@@ -383,7 +383,8 @@ class PgSession:
         binding = ("tls-server-end-point", self.client_cert_hash) if self.client_cert_hash else None
         self._scram_server = ScramServerExchange(entry.verifier if entry else None, channel_binding=binding)
         self._client_auth_step = "sasl-initial"
-        out.append(SendClient(m.Authentication(m.AUTH_SASL, mechanisms=tuple(self._scram_server.mechanisms())).encode()))
+        mechanisms = tuple(self._scram_server.mechanisms())
+        out.append(SendClient(m.Authentication(m.AUTH_SASL, mechanisms=mechanisms).encode()))
 
     def _on_client_auth(self, out: list[SessionAction]) -> None:
         for segment in self._client_scanner.segments():
@@ -734,4 +735,4 @@ def _severity(error_payload: bytes) -> str:
     return msg.get(m.FIELD_SEVERITY_V) or msg.get(m.FIELD_SEVERITY) or ""
 
 
-__all__ = ["Phase", "PgSession", "ConnectUpstream"]
+__all__ = ["ConnectUpstream", "PgSession", "Phase"]

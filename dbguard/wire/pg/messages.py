@@ -197,10 +197,8 @@ class Authentication:
     mechanisms: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
-        if self.code == AUTH_SASL:
-            body = b"".join(_cstr(m) for m in self.mechanisms) + b"\x00"
-        else:
-            body = self.data
+        sasl = self.code == AUTH_SASL
+        body = b"".join(_cstr(m) for m in self.mechanisms) + b"\x00" if sasl else self.data
         return frame(b"R", _I32.pack(self.code) + body)
 
 
@@ -408,7 +406,8 @@ BackendMessage = (
     | ParameterDescription | NegotiateProtocolVersion | FunctionCallResponse | Bare
 )
 
-_BARE_BACKEND = frozenset(b"123sInc")  # ParseComplete, BindComplete, CloseComplete, PortalSuspended, EmptyQuery, NoData, CopyDone
+# ParseComplete, BindComplete, CloseComplete, PortalSuspended, EmptyQueryResponse, NoData, CopyDone
+_BARE_BACKEND = frozenset(b"123sInc")
 
 
 def decode_backend(msg_type: bytes, payload: bytes) -> BackendMessage:
@@ -602,7 +601,9 @@ class PasswordLike:
         return frame(b"p", self.payload)
 
 
-FrontendMessage = Query | Parse | Bind | Describe | Close | Execute | CopyFail | FunctionCall | PasswordLike | Bare
+FrontendMessage = (
+    Query | Parse | Bind | Describe | Close | Execute | CopyFail | FunctionCall | PasswordLike | Bare
+)
 
 _BARE_FRONTEND = frozenset(b"cHSX")  # CopyDone, Flush, Sync, Terminate
 

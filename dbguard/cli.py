@@ -1,0 +1,89 @@
+"""Command line front end (console script `dbguard`): argparse in, rich out, no logic.
+
+Owns: parsing arguments, exit statuses (0 ok, 1 failed check, 2 bad usage or configuration),
+and rendering. Everything it runs lives in runtime/, devdb/ and the feature packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from dbguard import __version__
+from dbguard.config import ConfigError, load_config, resolve_config_path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_err = Console(stderr=True, highlight=False)
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="configuration file (default: $DBGUARD_CONFIG or ./dbguard.yaml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dbguard",
+        description="Governance proxy for PostgreSQL and MySQL/MariaDB.",
+    )
+    parser.add_argument("--version", action="version", version=f"dbguard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    serve = sub.add_parser("serve", help="run every listener in the configuration")
+    _add_config_option(serve)
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                       help="override log.level from the configuration")
+    serve.add_argument("--log-format", choices=["text", "json"],
+                       help="override log.format from the configuration")
+
+    demo = sub.add_parser("demo", help="start a throwaway PostgreSQL with sample data behind dbguard")
+    demo.add_argument("--port", type=int, default=15432, help="proxy port (default 15432; 0 = any free port)")
+    demo.add_argument("--walkthrough", action="store_true",
+                      help="play a scripted agent session through the proxy, then exit")
+    demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: RET503 - parser.error exits
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "demo":
+            from dbguard.demo import run_demo
+
+            return run_demo(port=args.port, walkthrough=args.walkthrough, log_level=args.log_level)
+    except ConfigError as exc:
+        _err.print(f"[bold red]dbguard: configuration error:[/] {exc}", markup=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    parser.error(f"unknown command {args.command!r}")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from dbguard.runtime import logs
+    from dbguard.runtime.server import run_event_loop, serve
+
+    path: Path = resolve_config_path(args.config)
+    config = load_config(path)  # validate before anything starts; errors exit 2
+    logs.configure(args.log_level or config.log.level.value, args.log_format or config.log.format.value)
+    try:
+        run_event_loop(lambda: serve(path))
+    except OSError as exc:
+        _err.print(f"dbguard: cannot start: {exc}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
