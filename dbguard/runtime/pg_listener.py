@@ -115,6 +115,11 @@ class PgConnection(asyncio.Protocol):
         self._upstream_paused = False
         self._startup_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # While start_tls runs, the TLS layer may hand us decrypted bytes before the coroutine
+        # resumes; they are held here until the session has been told TLS is up. (Plaintext
+        # sent after SSLRequest is refused by the session before the handshake starts.)
+        self._tls_handshake_data: list[bytes] | None = None
+        self._upstream_tls_in_progress = False
 
     # ---------------------------------------------------------------- client transport events
 
@@ -138,6 +143,9 @@ class PgConnection(asyncio.Protocol):
             ])
 
     def data_received(self, data: bytes) -> None:
+        if self._tls_handshake_data is not None:
+            self._tls_handshake_data.append(data)
+            return
         self.execute(self.session.client_data(data))
 
     def eof_received(self) -> bool | None:
@@ -161,6 +169,8 @@ class PgConnection(asyncio.Protocol):
     # ---------------------------------------------------------------- upstream events
 
     def on_upstream_lost(self) -> None:
+        if self._upstream_tls_in_progress:
+            return  # the failed handshake reports itself, with its cause
         if not self._closed:
             self.execute(self.session.upstream_closed())
 
@@ -194,12 +204,19 @@ class PgConnection(asyncio.Protocol):
                 self.loop.call_later(action.seconds, self.execute, rest)
                 return
             elif isinstance(action, StartClientTls):
+                # Stop reading now: the ClientHello must reach the TLS layer, not the session.
+                # start_tls resumes reading once its protocol is in place.
+                if self.client is not None:
+                    self.client.pause_reading()
+                self._tls_handshake_data = []
                 self._spawn(self._start_client_tls(), list(actions[index + 1 :]))
                 return
             elif isinstance(action, ConnectUpstream):
                 self._spawn(self._connect_upstream(action), list(actions[index + 1 :]))
                 return
             elif isinstance(action, StartUpstreamTls):
+                if self.upstream is not None:
+                    self.upstream.pause_reading()
                 self._spawn(self._start_upstream_tls(action), list(actions[index + 1 :]))
                 return
             elif isinstance(action, ForwardCancel):
@@ -232,7 +249,10 @@ class PgConnection(asyncio.Protocol):
             self._close("client TLS handshake failed")
             return
         self.client = transport
+        held, self._tls_handshake_data = self._tls_handshake_data or [], None
         self.execute(self.session.client_tls_started(tls.cert_der))
+        if held and not self._closed:
+            self.execute(self.session.client_data(b"".join(held)))
 
     async def _connect_upstream(self, target: ConnectUpstream) -> None:
         try:
@@ -255,6 +275,7 @@ class PgConnection(asyncio.Protocol):
 
     async def _start_upstream_tls(self, action: StartUpstreamTls) -> None:
         assert self.upstream is not None
+        self._upstream_tls_in_progress = True
         try:
             context = upstream_tls_context(action.mode, action.root_cert)
             hostname = action.server_hostname if action.mode is UpstreamTlsMode.VERIFY_FULL else None
@@ -263,8 +284,10 @@ class PgConnection(asyncio.Protocol):
                 TLS_HANDSHAKE_TIMEOUT,
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            self._upstream_tls_in_progress = False
             self.execute(self.session.upstream_failed(f"TLS handshake failed: {_describe(exc)}"))
             return
+        self._upstream_tls_in_progress = False
         if transport is None:
             self.execute(self.session.upstream_failed("TLS handshake failed"))
             return

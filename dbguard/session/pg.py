@@ -225,8 +225,7 @@ class PgSession:
 
     def client_tls_started(self, server_cert_der: bytes | None) -> list[SessionAction]:
         self.client_tls = True
-        if server_cert_der is not None:
-            self.client_cert_hash = tls_server_end_point_hash(server_cert_der)
+        self.client_cert_hash = _channel_binding_hash(server_cert_der)
         self.phase = Phase.STARTUP
         return []
 
@@ -241,8 +240,7 @@ class PgSession:
         return out
 
     def upstream_tls_started(self, server_cert_der: bytes | None) -> list[SessionAction]:
-        if server_cert_der is not None:
-            self.upstream_cert_hash = tls_server_end_point_hash(server_cert_der)
+        self.upstream_cert_hash = _channel_binding_hash(server_cert_der)
         out: list[SessionAction] = []
         self._send_upstream_startup(out)
         return out
@@ -381,7 +379,8 @@ class PgSession:
             out.append(SendClient(m.Authentication(m.AUTH_CLEARTEXT).encode()))
             return
         binding = ("tls-server-end-point", self.client_cert_hash) if self.client_cert_hash else None
-        self._scram_server = ScramServerExchange(entry.verifier if entry else None, channel_binding=binding)
+        self._scram_server = ScramServerExchange(entry.verifier if entry else None, channel_binding=binding,
+                                                 user=user)
         self._client_auth_step = "sasl-initial"
         mechanisms = tuple(self._scram_server.mechanisms())
         out.append(SendClient(m.Authentication(m.AUTH_SASL, mechanisms=mechanisms).encode()))
@@ -418,7 +417,8 @@ class PgSession:
             delay = self._throttle.failure(self.client_address)
             log.warning("session.auth_failed", extra={
                 "client": self.client_address, "user": self._requested_user,
-                "listener": self.settings.name, "reason": str(exc), "delay": delay,
+                "listener": self.settings.name, "delay": delay,
+                "reason": exc.log_detail if isinstance(exc, AuthenticationFailed) else str(exc),
             })
             out.append(Sleep(delay))
             # Same answer for an unknown identity and a wrong secret.
@@ -499,6 +499,9 @@ class PgSession:
             raise ProtocolViolation(f"unexpected {type(msg).__name__} during authentication")
         try:
             if msg.code == m.AUTH_OK:
+                if self._scram_client is not None and not self._scram_client.completed:
+                    # A server that skips SASLFinal never proved it knows the password.
+                    raise AuthenticationFailed(log_detail="server skipped the SCRAM server signature")
                 self.phase = Phase.UPSTREAM_STARTUP
             elif msg.code == m.AUTH_CLEARTEXT:
                 out.append(SendUpstream(m.PasswordLike(up.password.encode() + b"\x00").encode()))
@@ -523,7 +526,8 @@ class PgSession:
                                             f"method dbguard does not support (code {msg.code})"),
                                  "unsupported upstream auth")
         except AuthenticationFailed as exc:
-            log.error("upstream.auth_failed", extra={"session": self.session_id, "error": str(exc)})
+            log.error("upstream.auth_failed", extra={"session": self.session_id,
+                                                     "error": exc.log_detail or str(exc)})
             self._close_with(out, fatal(_SQLSTATE_REJECTED,
                                         "dbguard: could not authenticate to the database server"),
                              "upstream auth failed")
@@ -723,6 +727,16 @@ class PgSession:
         self.close_reason = reason
         out.append(SendClient(final_message))
         out.append(Close(reason))
+
+
+def _channel_binding_hash(cert_der: bytes | None) -> bytes | None:
+    """tls-server-end-point data for a certificate, or None where it has none (Ed25519)."""
+    if cert_der is None:
+        return None
+    try:
+        return tls_server_end_point_hash(cert_der)
+    except ValueError:
+        return None
 
 
 def _severity(error_payload: bytes) -> str:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -172,15 +173,21 @@ def proxy(pg_server: ThrowawayPostgres) -> Iterator[ProxyProcess]:
             running.stop()
 
 
+class ProxyFactory(Protocol):
+    """Starts a proxy in front of `upstream_dsn`; keyword arguments as for `start_proxy`."""
+
+    def __call__(self, upstream_dsn: str, **kwargs: Any) -> ProxyProcess: ...
+
+
 @pytest.fixture
-def proxy_factory(tmp_path: Path) -> Iterator[object]:
+def proxy_factory(tmp_path: Path) -> Iterator[ProxyFactory]:
     """Start extra proxies with their own config (stopped at the end of the test)."""
     started: list[ProxyProcess] = []
 
-    def factory(upstream_dsn: str, **kwargs: object) -> ProxyProcess:
+    def factory(upstream_dsn: str, **kwargs: Any) -> ProxyProcess:
         directory = tmp_path / f"proxy{len(started)}"
         directory.mkdir()
-        running = start_proxy(directory, upstream_dsn, **kwargs)  # type: ignore[arg-type]
+        running = start_proxy(directory, upstream_dsn, **kwargs)
         started.append(running)
         return running
 

@@ -259,7 +259,8 @@ class ErrorOrNotice:
         return self.get(FIELD_MESSAGE)
 
     def encode(self) -> bytes:
-        body = b"".join(_cstr(k) + _cstr(v) for k, v in self.fields) + b"\x00"
+        # Each field is a one-byte code (no terminator) followed by a NUL-terminated value.
+        body = b"".join(k.encode("latin-1") + _cstr(v) for k, v in self.fields) + b"\x00"
         return frame(b"N" if self.notice else b"E", body)
 
 
