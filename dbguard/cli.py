@@ -20,7 +20,12 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-_err = Console(stderr=True, highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str) -> None:
+    """One unwrapped, unmarked-up line on stderr, so `file:line: key` stays greppable."""
+    _err.print(message, markup=False, style="bold red")
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: RET503 - parser.err
 
             return run_demo(port=args.port, walkthrough=args.walkthrough, log_level=args.log_level)
     except ConfigError as exc:
-        _err.print(f"[bold red]dbguard: configuration error:[/] {exc}", markup=True)
+        _fail(f"dbguard: configuration error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
@@ -80,7 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         run_event_loop(lambda: serve(path))
     except OSError as exc:
-        _err.print(f"dbguard: cannot start: {exc}")
+        _fail(f"dbguard: cannot start: {exc}")
         return EXIT_FAILED
     return EXIT_OK
 

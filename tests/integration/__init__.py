@@ -1,0 +1,1 @@
+# tests.integration — tests against real throwaway PostgreSQL/MariaDB servers and real clients.

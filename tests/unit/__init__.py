@@ -1,0 +1,1 @@
+# tests.unit — pure, fast tests: byte-level codecs, analyser, policy; no servers, no sockets.
