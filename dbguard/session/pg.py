@@ -87,8 +87,12 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-# Client messages the session reads in full once READY. CopyData ('d') is only relayed.
-_CLIENT_INSPECT = frozenset({b"Q", b"P", b"B", b"E", b"D", b"C", b"S", b"H", b"F", b"X", b"c", b"f", b"p"})
+# Client messages relayed without being decoded once READY: Bind, Execute, Describe, Close,
+# Flush and the COPY sub-protocol carry no SQL text; the server validates them. Everything else
+# is inspected: Query and Parse (the decision point), Sync (response cycles), FunctionCall and
+# Terminate, and any unknown type, which is refused here rather than guessed at.
+_CLIENT_RELAYED = frozenset({b"B", b"E", b"D", b"C", b"H", b"d", b"c", b"f"})
+_CLIENT_INSPECT = frozenset(bytes([i]) for i in range(256)) - _CLIENT_RELAYED
 # Upstream messages the session reads in full once READY; the rest (DataRow, RowDescription,
 # CommandComplete, CopyData, notices...) is relayed in slices without being decoded.
 _UPSTREAM_INSPECT = frozenset({b"Z", b"S", b"G", b"H", b"W", b"E"})
@@ -562,7 +566,11 @@ class PgSession:
     def _become_ready(self, status: bytes, out: list[SessionAction]) -> None:
         assert self.identity is not None
         self.transaction_status = status
-        self._proxy_key = (secrets.randbits(31), secrets.token_bytes(4))
+        # The client sees the backend's real pid (so NotificationResponse.pid and
+        # pg_backend_pid() agree with what it was told) but a secret of dbguard's own: only a
+        # key dbguard issued can cancel, and only through dbguard.
+        pid = self._upstream_key[0] if self._upstream_key else secrets.randbits(31)
+        self._proxy_key = (pid, secrets.token_bytes(4))
         self.info = SessionInfo(
             session_id=self.session_id,
             listener=self.settings.name,
@@ -638,9 +646,7 @@ class PgSession:
             elif t == b"p":
                 raise ProtocolViolation("unexpected password message after authentication")
             else:
-                # Validate the framing of the rest of the extended protocol before relaying.
-                m.decode_frontend(t, segment.payload)
-                forward.append(segment.raw)
+                raise ProtocolViolation(f"unknown message type {t!r}")
         self._flush(forward, out)
 
     @staticmethod
