@@ -102,7 +102,7 @@ def test_sigterm_drains(pg_server: ThrowawayPostgres, proxy_factory: ProxyFactor
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(proxy.dsn("copilot"), connect_timeout=3)
     worker.join(10)
-    assert result and result[0] == ("", "finished")  # the running statement completed
+    assert result == [("", "finished")]  # the running statement completed
     with pytest.raises(psycopg.OperationalError) as info:
         idle.execute("SELECT 1")
     assert "terminating connection due to administrator command" in str(info.value)

@@ -344,7 +344,7 @@ class CopyResponse:
     column_formats: tuple[int, ...]
 
     def encode(self) -> bytes:
-        body = struct.pack("!bh", self.overall_format, len(self.column_formats))
+        body = struct.pack("!Bh", self.overall_format, len(self.column_formats))
         body += b"".join(_I16.pack(f) for f in self.column_formats)
         return frame(self.kind, body)
 
@@ -364,7 +364,7 @@ class ParameterDescription:
     type_oids: tuple[int, ...]
 
     def encode(self) -> bytes:
-        return frame(b"t", _I16.pack(len(self.type_oids)) + b"".join(_U32.pack(o) for o in self.type_oids))
+        return frame(b"t", _U16.pack(len(self.type_oids)) + b"".join(_U32.pack(o) for o in self.type_oids))
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,7 +514,7 @@ class Parse:
     param_types: tuple[int, ...] = ()
 
     def encode(self) -> bytes:
-        body = _cstr(self.name) + _cstr(self.sql) + _I16.pack(len(self.param_types))
+        body = _cstr(self.name) + _cstr(self.sql) + _U16.pack(len(self.param_types))
         body += b"".join(_U32.pack(o) for o in self.param_types)
         return frame(b"P", body)
 
@@ -528,12 +528,12 @@ class Bind:
     result_formats: tuple[int, ...] = ()
 
     def encode(self) -> bytes:
-        parts = [_cstr(self.portal), _cstr(self.statement), _I16.pack(len(self.param_formats))]
+        parts = [_cstr(self.portal), _cstr(self.statement), _U16.pack(len(self.param_formats))]
         parts += [_I16.pack(f) for f in self.param_formats]
-        parts.append(_I16.pack(len(self.params)))
+        parts.append(_U16.pack(len(self.params)))
         for p in self.params:
             parts.append(_I32.pack(-1) if p is None else _I32.pack(len(p)) + p)
-        parts.append(_I16.pack(len(self.result_formats)))
+        parts.append(_U16.pack(len(self.result_formats)))
         parts += [_I16.pack(f) for f in self.result_formats]
         return frame(b"B", b"".join(parts))
 
@@ -581,9 +581,9 @@ class FunctionCall:
     result_format: int = 0
 
     def encode(self) -> bytes:
-        parts = [_U32.pack(self.function_oid), _I16.pack(len(self.arg_formats))]
+        parts = [_U32.pack(self.function_oid), _U16.pack(len(self.arg_formats))]
         parts += [_I16.pack(f) for f in self.arg_formats]
-        parts.append(_I16.pack(len(self.args)))
+        parts.append(_U16.pack(len(self.args)))
         for a in self.args:
             parts.append(_I32.pack(-1) if a is None else _I32.pack(len(a)) + a)
         parts.append(_I16.pack(self.result_format))
@@ -610,11 +610,10 @@ _BARE_FRONTEND = frozenset(b"cHSX")  # CopyDone, Flush, Sync, Terminate
 
 
 def _formats_and_values(r: PayloadReader, what: str) -> tuple[tuple[int, ...], tuple[bytes | None, ...]]:
-    nformats = r.int16()
-    _check_count(nformats, what)
+    # The server reads these counts as unsigned 16-bit (up to 65535 parameters).
+    nformats = r.uint16()
     formats = tuple(r.int16() for _ in range(nformats))
-    nvalues = r.int16()
-    _check_count(nvalues, what)
+    nvalues = r.uint16()
     values: list[bytes | None] = []
     for _ in range(nvalues):
         n = r.int32()
@@ -634,15 +633,13 @@ def decode_frontend(msg_type: bytes, payload: bytes) -> FrontendMessage:
     elif t == b"P":
         name = r.cstring()
         sql = r.cstring_bytes()
-        count = r.int16()
-        _check_count(count, "Parse")
+        count = r.uint16()
         result = Parse(name, sql, tuple(r.uint32() for _ in range(count)))
     elif t == b"B":
         portal = r.cstring()
         statement = r.cstring()
         formats, params = _formats_and_values(r, "Bind")
-        nresult = r.int16()
-        _check_count(nresult, "Bind")
+        nresult = r.uint16()
         result = Bind(portal, statement, formats, params, tuple(r.int16() for _ in range(nresult)))
     elif t in (b"D", b"C"):
         kind = r.byte()
