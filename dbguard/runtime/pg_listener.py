@@ -127,10 +127,12 @@ class PgConnection(asyncio.Protocol):
         self.client = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         self.client.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         peer = transport.get_extra_info("peername")
-        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "local")
+        host = str(peer[0]) if isinstance(peer, tuple) else str(peer or "local")
+        address = f"{host}:{peer[1]}" if isinstance(peer, tuple) else host
         self.session = PgSession(
             self.listener.settings,
             client_address=address,
+            client_host=host,
             cancel_targets=self.listener.cancel_targets,
             throttle=self.listener.throttle,
         )

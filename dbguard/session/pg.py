@@ -144,12 +144,15 @@ class PgSession:
         settings: PgListenerSettings,
         *,
         client_address: str,
+        client_host: str | None = None,
         cancel_targets: CancelTargets,
         throttle: LoginThrottle,
         client_tls: bool = False,
     ) -> None:
         self.settings = settings
         self.client_address = client_address
+        # Authentication failures are counted per host: every new connection has a new port.
+        self.client_host = client_host if client_host is not None else client_address.rsplit(":", 1)[0]
         self.session_id = str(uuid.uuid4())
         self.phase = Phase.STARTUP
         self.client_tls = client_tls
@@ -373,7 +376,7 @@ class PgSession:
         unsupported = sorted(k for k in params if k.startswith("_pq_."))
         if code != PROTOCOL_3_0 or unsupported:
             # We speak 3.0 on both sides; tell a newer client to fall back, as the server would.
-            out.append(SendClient(m.NegotiateProtocolVersion(0, tuple(unsupported)).encode()))
+            out.append(SendClient(m.NegotiateProtocolVersion(PROTOCOL_3_0, tuple(unsupported)).encode()))
         self.phase = Phase.CLIENT_AUTH
         self._client_scanner = MessageScanner(frozenset({b"p"}), max_inspected=64 * 1024)
         entry = self.settings.identities.get(user)
@@ -418,7 +421,7 @@ class PgSession:
             else:
                 raise ProtocolViolation("unexpected authentication message")
         except (AuthenticationFailed, ProtocolViolation) as exc:
-            delay = self._throttle.failure(self.client_address)
+            delay = self._throttle.failure(self.client_host)
             log.warning("session.auth_failed", extra={
                 "client": self.client_address, "user": self._requested_user,
                 "listener": self.settings.name, "delay": delay,
@@ -431,7 +434,7 @@ class PgSession:
                              "authentication failed")
             return
         assert entry is not None  # a successful exchange implies a known identity
-        self._throttle.success(self.client_address)
+        self._throttle.success(self.client_host)
         self.identity = entry.identity
         self.phase = Phase.UPSTREAM_CONNECT
         rest = self._client_scanner.segments()

@@ -369,11 +369,11 @@ class ParameterDescription:
 
 @dataclass(frozen=True, slots=True)
 class NegotiateProtocolVersion:
-    newest_minor: int
+    newest_version: int  # the whole version number, e.g. 196608 for 3.0 (not just the minor)
     unrecognized_options: tuple[str, ...]
 
     def encode(self) -> bytes:
-        body = _I32.pack(self.newest_minor) + _I32.pack(len(self.unrecognized_options))
+        body = _I32.pack(self.newest_version) + _I32.pack(len(self.unrecognized_options))
         body += b"".join(_cstr(o) for o in self.unrecognized_options)
         return frame(b"v", body)
 
