@@ -88,6 +88,7 @@ class _UpstreamProtocol(asyncio.Protocol):
         self.conn = conn
 
     def data_received(self, data: bytes) -> None:
+        self.conn.touch()
         self.conn.execute(self.conn.session.upstream_data(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -120,6 +121,8 @@ class PgConnection(asyncio.Protocol):
         # sent after SSLRequest is refused by the session before the handshake starts.)
         self._tls_handshake_data: list[bytes] | None = None
         self._upstream_tls_in_progress = False
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._last_activity = 0.0
 
     # ---------------------------------------------------------------- client transport events
 
@@ -145,6 +148,7 @@ class PgConnection(asyncio.Protocol):
             ])
 
     def data_received(self, data: bytes) -> None:
+        self.touch()
         if self._tls_handshake_data is not None:
             self._tls_handshake_data.append(data)
             return
@@ -169,6 +173,31 @@ class PgConnection(asyncio.Protocol):
             self.upstream.resume_reading()
 
     # ---------------------------------------------------------------- upstream events
+
+    def touch(self) -> None:
+        """Activity in either direction restarts the idle clock (listener `idle_timeout`,
+        0 = off). Only a timestamp per read: the timer re-arms itself for the remainder."""
+        self._last_activity = self.loop.time()
+        timeout = self.listener.idle_timeout
+        if timeout > 0 and self._idle_timer is None and not self._closed:
+            self._idle_timer = self.loop.call_later(timeout, self._idle_timed_out)
+
+    def _idle_timed_out(self) -> None:
+        self._idle_timer = None
+        timeout = self.listener.idle_timeout
+        if self._closed or timeout <= 0:
+            return
+        remaining = self._last_activity + timeout - self.loop.time()
+        if remaining > 0 or self.session.busy:
+            # Recent activity, or a statement is running (not idleness): look again later.
+            self._idle_timer = self.loop.call_later(max(remaining, timeout / 4), self._idle_timed_out)
+            return
+        log.info("session.idle_timeout", extra={"session": self.session.session_id})
+        self.execute([
+            SendClient(m.error_response("57P05", "terminating connection due to idle-session timeout",
+                                        severity="FATAL").encode()),
+            Close("idle timeout"),
+        ])
 
     def on_upstream_lost(self) -> None:
         if self._upstream_tls_in_progress:
@@ -299,6 +328,7 @@ class PgConnection(asyncio.Protocol):
         self.execute(self.session.upstream_tls_started(cert))
 
     def _on_session_started(self, action: SessionStarted) -> None:
+        self.touch()
         if self._startup_timer is not None:
             self._startup_timer.cancel()
             self._startup_timer = None
@@ -329,6 +359,9 @@ class PgConnection(asyncio.Protocol):
 
     def _finish(self) -> None:
         self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self._startup_timer is not None:
             self._startup_timer.cancel()
             self._startup_timer = None
@@ -377,6 +410,7 @@ class PgListener:
         cancel_targets: CancelTargets,
         throttle: LoginThrottle,
         max_connections: int = 10_000,
+        idle_timeout: float = 0.0,
     ) -> None:
         self.settings = settings
         self.host = host
@@ -385,6 +419,7 @@ class PgListener:
         self.cancel_targets = cancel_targets
         self.throttle = throttle
         self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
         self.connections: set[PgConnection] = set()
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()

@@ -92,6 +92,7 @@ class Server:
                     cancel_targets=self.cancel_targets,
                     throttle=self.throttle,
                     max_connections=listener.max_connections,
+                    idle_timeout=listener.idle_timeout,
                 )
                 await pg.start()
                 self.pg_listeners.append(pg)
@@ -119,6 +120,8 @@ class Server:
                 log.warning("config.reload_needs_restart", extra={"listener": cfg.name,
                                                                   "reason": "listen address changed"})
             pg.update_settings(build_pg_settings(cfg, identities, gate))
+            pg.idle_timeout = cfg.idle_timeout
+            pg.max_connections = cfg.max_connections
         self.config = new
         log.info("config.reloaded", extra={"identities": len(identities)})
 

@@ -3,7 +3,8 @@
 Covers: a configuration error exits 2 naming file, line and key; SIGHUP adds a new identity
 without dropping live sessions, and a broken file on SIGHUP keeps the old configuration in
 force; SIGTERM stops accepting, lets a running statement finish, closes idle sessions with
-57P01, and the process exits 0.
+57P01, and the process exits 0; `idle_timeout` closes idle sessions (57P05) but never a
+running statement.
 """
 
 from __future__ import annotations
@@ -109,3 +110,17 @@ def test_sigterm_drains(pg_server: ThrowawayPostgres, proxy_factory: ProxyFactor
     assert proxy.proc.wait(10) == 0
     idle.close()
     busy.close()
+
+
+def test_idle_timeout_closes_idle_sessions_only(pg_server: ThrowawayPostgres, proxy_factory: ProxyFactory) -> None:
+    proxy = proxy_factory(pg_server.dsn(sslmode="disable"), listener_extra={"idle_timeout": "1s"})
+    conn = psycopg.connect(proxy.dsn("copilot"), autocommit=True)
+    # A statement running longer than the idle timeout is not idleness.
+    assert conn.execute("SELECT pg_sleep(1.6), 'done'").fetchone() == ("", "done")
+    time.sleep(0.5)
+    assert conn.execute("SELECT 1").fetchone() == (1,)  # activity restarted the clock
+    time.sleep(1.8)
+    with pytest.raises(psycopg.OperationalError) as info:
+        conn.execute("SELECT 1")
+    assert "idle-session timeout" in str(info.value)
+    conn.close()
