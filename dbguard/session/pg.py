@@ -69,6 +69,7 @@ from dbguard.wire.pg.framing import (
     Passthrough,
     ProtocolViolation,
     StartupReader,
+    split_whole_messages,
 )
 
 log = logging.getLogger("dbguard.session")
@@ -197,8 +198,9 @@ class PgSession:
                 self._client_scanner.feed(data)
                 self._on_client_auth(out)
             elif self.phase is Phase.READY:
-                self._client_scanner.feed(data)
-                self._on_client_ready(out)
+                if not (self._client_scanner.at_boundary and self._client_fast_path(data, out)):
+                    self._client_scanner.feed(data)
+                    self._on_client_ready(out)
             elif self.phase is Phase.CLOSED:
                 pass
             else:
@@ -219,8 +221,9 @@ class PgSession:
                 self._upstream_scanner.feed(data)
                 self._on_upstream_handshake(out)
             elif self.phase is Phase.READY:
-                self._upstream_scanner.feed(data)
-                self._on_upstream_ready(out)
+                if not (self._upstream_scanner.at_boundary and self._upstream_fast_path(data, out)):
+                    self._upstream_scanner.feed(data)
+                    self._on_upstream_ready(out)
             elif self.phase is not Phase.CLOSED:
                 raise ProtocolViolation(f"unexpected data from the server in phase {self.phase.value}")
         except ProtocolViolation as exc:
@@ -651,6 +654,90 @@ class PgSession:
             else:
                 raise ProtocolViolation(f"unknown message type {t!r}")
         self._flush(forward, out)
+
+    def _client_fast_path(self, data: bytes, out: list[SessionAction]) -> bool:
+        """Handle a read made only of whole Query/Parse/Bind/Execute/Describe/Close/Sync/Flush
+        messages in place, forwarding `data` itself when everything is allowed. Returns False,
+        having changed nothing, for anything else (the general path then takes the bytes)."""
+        messages = split_whole_messages(data)
+        if messages is None:
+            return False
+        # (start, end, sql, source, statement name); source None marks a Sync.
+        statements: list[tuple[int, int, bytes, StatementSource | None, str]] = []
+        for msg_type, start, end in messages:
+            if msg_type in _CLIENT_RELAYED:
+                continue
+            if msg_type == b"Q":
+                sql = data[start + 5 : end - 1]
+                if data[end - 1] != 0 or b"\x00" in sql:
+                    return False
+                statements.append((start, end, sql, StatementSource.SIMPLE_QUERY, ""))
+            elif msg_type == b"P":
+                name_end = data.find(b"\x00", start + 5, end)
+                sql_end = data.find(b"\x00", name_end + 1, end) if name_end >= 0 else -1
+                if sql_end < 0:
+                    return False
+                name = data[start + 5 : name_end].decode("utf-8", "surrogateescape")
+                statements.append((start, end, data[name_end + 1 : sql_end], StatementSource.PARSE, name))
+            elif msg_type == b"S":
+                if end - start != 5:
+                    return False
+                statements.append((start, end, b"", None, ""))
+            else:
+                return False  # Terminate, FunctionCall, password or unknown: the general path
+        forwarded_from = 0
+        for start, end, sql, source, name in statements:
+            if source is None:  # Sync: the upstream owes one response cycle
+                self._owed.append(None)
+                continue
+            decision = self._decide(sql, source, name)
+            if source is StatementSource.PARSE:
+                continue  # extended protocol: decided at Parse (refusal rendering: policy issue)
+            if decision.action is Action.ALLOW or not decision.enforced:
+                self._owed.append(None)
+                continue
+            if start > forwarded_from:
+                out.append(SendUpstream(data[forwarded_from:start]))
+            self._refuse_simple(decision, out)
+            forwarded_from = end
+        if forwarded_from == 0:
+            out.append(SendUpstream(data))
+        elif forwarded_from < len(data):
+            out.append(SendUpstream(data[forwarded_from:]))
+        return True
+
+    def _upstream_fast_path(self, data: bytes, out: list[SessionAction]) -> bool:
+        """Relay a read made only of whole messages, where the only one that matters is
+        ReadyForQuery, as the very same bytes object. Returns False, having changed nothing,
+        when anything needs the general path (a partial message, ParameterStatus, an error,
+        COPY, or a synthetic answer due between two ReadyForQuery)."""
+        messages = split_whole_messages(data)
+        if messages is None:
+            return False
+        ready = 0
+        status = self.transaction_status
+        for msg_type, start, end in messages:
+            if msg_type == b"Z":
+                if end - start != 6:
+                    return False
+                status = data[start + 5 : end]
+                ready += 1
+            elif msg_type in _UPSTREAM_INSPECT:
+                return False
+        owed = self._owed
+        # Each ReadyForQuery retires one upstream answer; no synthetic answer may become due.
+        for index in range(min(ready + 1, len(owed))):
+            if owed[index] is not None:
+                return False
+        if status not in (b"I", b"T", b"E"):
+            return False
+        for _ in range(min(ready, len(owed))):
+            owed.popleft()
+        if ready:
+            self.transaction_status = status
+            self.in_copy = None
+        out.append(SendClient(data))
+        return True
 
     @staticmethod
     def _flush(forward: list[bytes], out: list[SessionAction]) -> None:
