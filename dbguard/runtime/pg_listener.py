@@ -47,6 +47,8 @@ WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
 # A client that never finishes its startup/auth is dropped after this long.
 STARTUP_TIMEOUT = 30.0
+# The idle clock looks this many times per idle_timeout.
+IDLE_CHECKS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +90,14 @@ class _UpstreamProtocol(asyncio.Protocol):
         self.conn = conn
 
     def data_received(self, data: bytes) -> None:
-        self.conn.touch()
-        self.conn.execute(self.conn.session.upstream_data(data))
+        conn = self.conn
+        conn.reads += 1
+        if conn.session.upstream_fast(data):
+            client = conn.client
+            if client is not None and not client.is_closing():
+                client.write(data)
+            return
+        conn.execute(conn.session.upstream_data(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.conn.on_upstream_lost()
@@ -122,7 +130,9 @@ class PgConnection(asyncio.Protocol):
         self._tls_handshake_data: list[bytes] | None = None
         self._upstream_tls_in_progress = False
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._last_activity = 0.0
+        self.reads = 0  # reads in either direction; the idle clock watches it move
+        self._reads_seen = 0
+        self._idle_ticks = 0
 
     # ---------------------------------------------------------------- client transport events
 
@@ -148,11 +158,19 @@ class PgConnection(asyncio.Protocol):
             ])
 
     def data_received(self, data: bytes) -> None:
-        self.touch()
+        self.reads += 1
         if self._tls_handshake_data is not None:
             self._tls_handshake_data.append(data)
             return
-        self.execute(self.session.client_data(data))
+        fast = self.session.client_fast(data)
+        if fast is None:
+            self.execute(self.session.client_data(data))
+        elif isinstance(fast, bytes):
+            upstream = self.upstream
+            if upstream is not None and not upstream.is_closing():
+                upstream.write(fast)
+        else:
+            self.execute(fast)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -174,23 +192,29 @@ class PgConnection(asyncio.Protocol):
 
     # ---------------------------------------------------------------- upstream events
 
-    def touch(self) -> None:
-        """Activity in either direction restarts the idle clock (listener `idle_timeout`,
-        0 = off). Only a timestamp per read: the timer re-arms itself for the remainder."""
-        self._last_activity = self.loop.time()
+    def _arm_idle_clock(self) -> None:
+        """Start checking for idleness (listener `idle_timeout`, 0 = off). The hot path only
+        counts reads; every quarter of the timeout the clock looks whether the count moved, so
+        an idle session is closed between 1 and 1.25 timeouts after its last activity."""
         timeout = self.listener.idle_timeout
         if timeout > 0 and self._idle_timer is None and not self._closed:
-            self._idle_timer = self.loop.call_later(timeout, self._idle_timed_out)
+            self._idle_ticks = 0
+            self._reads_seen = self.reads
+            self._idle_timer = self.loop.call_later(timeout / IDLE_CHECKS, self._idle_check)
 
-    def _idle_timed_out(self) -> None:
+    def _idle_check(self) -> None:
         self._idle_timer = None
         timeout = self.listener.idle_timeout
         if self._closed or timeout <= 0:
             return
-        remaining = self._last_activity + timeout - self.loop.time()
-        if remaining > 0 or self.session.busy:
-            # Recent activity, or a statement is running (not idleness): look again later.
-            self._idle_timer = self.loop.call_later(max(remaining, timeout / 4), self._idle_timed_out)
+        if self.reads != self._reads_seen or self.session.busy:
+            # Activity, or a statement running (not idleness): start counting again.
+            self._reads_seen = self.reads
+            self._idle_ticks = 0
+        else:
+            self._idle_ticks += 1
+        if self._idle_ticks < IDLE_CHECKS:
+            self._idle_timer = self.loop.call_later(timeout / IDLE_CHECKS, self._idle_check)
             return
         log.info("session.idle_timeout", extra={"session": self.session.session_id})
         self.execute([
@@ -328,7 +352,7 @@ class PgConnection(asyncio.Protocol):
         self.execute(self.session.upstream_tls_started(cert))
 
     def _on_session_started(self, action: SessionStarted) -> None:
-        self.touch()
+        self._arm_idle_clock()
         if self._startup_timer is not None:
             self._startup_timer.cancel()
             self._startup_timer = None

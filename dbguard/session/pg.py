@@ -62,6 +62,7 @@ from dbguard.wire.pg.auth import (
 from dbguard.wire.pg.framing import (
     CANCEL_REQUEST_CODE,
     GSSENC_REQUEST_CODE,
+    MAX_INSPECTED_MESSAGE,
     PROTOCOL_3_0,
     SSL_REQUEST_CODE,
     Frame,
@@ -69,8 +70,8 @@ from dbguard.wire.pg.framing import (
     Passthrough,
     ProtocolViolation,
     StartupReader,
-    split_whole_messages,
 )
+from dbguard.wire.pg.framing import HEADER as _HEADER
 
 log = logging.getLogger("dbguard.session")
 
@@ -100,6 +101,7 @@ _UPSTREAM_INSPECT = frozenset({b"Z", b"S", b"G", b"H", b"W", b"E"})
 # During the upstream handshake everything is inspected.
 _ALL_TYPES = frozenset(bytes([i]) for i in range(256))
 
+_TRANSACTION_STATES = frozenset({b"I", b"T", b"E"})
 # Startup parameters that never go upstream as the client sent them.
 _PROXY_OWNED_PARAMS = frozenset({"user", "database", "replication"})
 # PostgreSQL's names for the client encodings Python knows under another name. Statement text
@@ -163,6 +165,7 @@ class PgSession:
         self.identity: Identity | None = None
         self.startup_params: dict[str, str] = {}
         self.server_params: dict[str, str] = {}
+        self.python_encoding = "utf-8"  # Python's name for the session's client_encoding
         self.transaction_status = b"I"
         self.in_copy: bytes | None = None  # b"G" copy-in, b"H" copy-out, None
         self.close_reason: str | None = None
@@ -189,6 +192,110 @@ class PgSession:
 
     # ------------------------------------------------------------------ driver entry points
 
+    def client_fast(self, data: bytes) -> bytes | list[SessionAction] | None:
+        """The hot path for client bytes, tried before `client_data()`.
+
+        When the session is READY and `data` is exactly a run of whole messages of the common
+        types (Query, Parse, Bind, Execute, Describe, Close, Sync, Flush), they are handled in
+        place in one pass: the result is `data` itself to forward unchanged when everything is
+        allowed, or the actions for a refusal. None means "not a common case", with nothing
+        changed, and the driver calls `client_data()`. No copy, no object per message.
+        """
+        if self.phase is not Phase.READY or not self._client_scanner.at_boundary:
+            return None
+        end = len(data)
+        pos = 0
+        unpack = _HEADER.unpack_from
+        relayed = _CLIENT_RELAYED
+        cycle: list[tuple[bytes, int, int]] = []  # Query, Parse and Sync, in order
+        while pos < end:
+            if end - pos < 5:
+                return None
+            msg_type, length = unpack(data, pos)
+            nxt = pos + 1 + length
+            if length < 4 or nxt > end or length > MAX_INSPECTED_MESSAGE:
+                return None
+            if msg_type not in relayed:
+                if msg_type == b"Q":
+                    if data[nxt - 1] != 0 or data.find(b"\x00", pos + 5, nxt - 1) >= 0:
+                        return None
+                elif msg_type == b"P":
+                    if data.count(b"\x00", pos + 5, nxt) < 2:
+                        return None
+                elif msg_type != b"S" or length != 4:
+                    return None  # Terminate, FunctionCall, password, unknown: general path
+                cycle.append((msg_type, pos, nxt))
+            pos = nxt
+        out: list[SessionAction] | None = None
+        forwarded_from = 0
+        owed = self._owed
+        for msg_type, start, stop in cycle:
+            if msg_type == b"S":
+                owed.append(None)  # the upstream owes one response cycle per Sync
+            elif msg_type == b"Q":
+                decision = self._decide(data[start + 5 : stop - 1], StatementSource.SIMPLE_QUERY, "")
+                if decision.action is Action.ALLOW or not decision.enforced:
+                    owed.append(None)
+                    continue
+                if out is None:
+                    out = []
+                if start > forwarded_from:
+                    out.append(SendUpstream(data[forwarded_from:start]))
+                self._refuse_simple(decision, out)
+                forwarded_from = stop
+            else:  # Parse: the extended protocol decides at Parse (refusals: the policy issue)
+                name_end = data.index(b"\x00", start + 5, stop)
+                sql_end = data.index(b"\x00", name_end + 1, stop)
+                name = data[start + 5 : name_end].decode("utf-8", "surrogateescape")
+                self._decide(data[name_end + 1 : sql_end], StatementSource.PARSE, name)
+        if out is None:
+            return data
+        if forwarded_from < end:
+            out.append(SendUpstream(data[forwarded_from:]))
+        return out
+
+    def upstream_fast(self, data: bytes) -> bool:
+        """The hot path for upstream bytes, tried before `upstream_data()`: True when `data`
+        is whole messages that can go to the client unchanged, the only one that matters being
+        ReadyForQuery (tracked here). False, with nothing changed, for anything else: a partial
+        message, ParameterStatus, an error, COPY, or a synthetic answer falling due."""
+        if self.phase is not Phase.READY or not self._upstream_scanner.at_boundary:
+            return False
+        end = len(data)
+        pos = 0
+        unpack = _HEADER.unpack_from
+        inspect = _UPSTREAM_INSPECT
+        ready = 0
+        status = b""
+        while pos < end:
+            if end - pos < 5:
+                return False
+            msg_type, length = unpack(data, pos)
+            nxt = pos + 1 + length
+            if length < 4 or nxt > end:
+                return False
+            if msg_type in inspect:
+                if msg_type != b"Z" or length != 5:
+                    return False
+                status = data[pos + 5 : nxt]
+                ready += 1
+            pos = nxt
+        if ready:
+            if status not in _TRANSACTION_STATES:
+                return False
+            owed = self._owed
+            # Each ReadyForQuery retires one upstream answer; no synthetic may fall due.
+            for index in range(min(ready + 1, len(owed))):
+                if owed[index] is not None:
+                    return False
+            for _ in range(min(ready, len(owed))):
+                owed.popleft()
+            self.transaction_status = status
+            self.in_copy = None
+        elif self._owed and self._owed[0] is not None:
+            return False
+        return True
+
     def client_data(self, data: bytes) -> list[SessionAction]:
         out: list[SessionAction] = []
         try:
@@ -198,9 +305,8 @@ class PgSession:
                 self._client_scanner.feed(data)
                 self._on_client_auth(out)
             elif self.phase is Phase.READY:
-                if not (self._client_scanner.at_boundary and self._client_fast_path(data, out)):
-                    self._client_scanner.feed(data)
-                    self._on_client_ready(out)
+                self._client_scanner.feed(data)
+                self._on_client_ready(out)
             elif self.phase is Phase.CLOSED:
                 pass
             else:
@@ -221,9 +327,8 @@ class PgSession:
                 self._upstream_scanner.feed(data)
                 self._on_upstream_handshake(out)
             elif self.phase is Phase.READY:
-                if not (self._upstream_scanner.at_boundary and self._upstream_fast_path(data, out)):
-                    self._upstream_scanner.feed(data)
-                    self._on_upstream_ready(out)
+                self._upstream_scanner.feed(data)
+                self._on_upstream_ready(out)
             elif self.phase is not Phase.CLOSED:
                 raise ProtocolViolation(f"unexpected data from the server in phase {self.phase.value}")
         except ProtocolViolation as exc:
@@ -556,7 +661,7 @@ class PgSession:
 
     def _on_upstream_startup_message(self, msg: m.BackendMessage, raw: bytes, out: list[SessionAction]) -> None:
         if isinstance(msg, m.ParameterStatus):
-            self.server_params[msg.name] = msg.value
+            self._set_server_param(msg.name, msg.value)
         elif isinstance(msg, m.BackendKeyData):
             self._upstream_key = (msg.process_id, msg.secret_key)
         elif isinstance(msg, m.ErrorOrNotice):
@@ -655,90 +760,6 @@ class PgSession:
                 raise ProtocolViolation(f"unknown message type {t!r}")
         self._flush(forward, out)
 
-    def _client_fast_path(self, data: bytes, out: list[SessionAction]) -> bool:
-        """Handle a read made only of whole Query/Parse/Bind/Execute/Describe/Close/Sync/Flush
-        messages in place, forwarding `data` itself when everything is allowed. Returns False,
-        having changed nothing, for anything else (the general path then takes the bytes)."""
-        messages = split_whole_messages(data)
-        if messages is None:
-            return False
-        # (start, end, sql, source, statement name); source None marks a Sync.
-        statements: list[tuple[int, int, bytes, StatementSource | None, str]] = []
-        for msg_type, start, end in messages:
-            if msg_type in _CLIENT_RELAYED:
-                continue
-            if msg_type == b"Q":
-                sql = data[start + 5 : end - 1]
-                if data[end - 1] != 0 or b"\x00" in sql:
-                    return False
-                statements.append((start, end, sql, StatementSource.SIMPLE_QUERY, ""))
-            elif msg_type == b"P":
-                name_end = data.find(b"\x00", start + 5, end)
-                sql_end = data.find(b"\x00", name_end + 1, end) if name_end >= 0 else -1
-                if sql_end < 0:
-                    return False
-                name = data[start + 5 : name_end].decode("utf-8", "surrogateescape")
-                statements.append((start, end, data[name_end + 1 : sql_end], StatementSource.PARSE, name))
-            elif msg_type == b"S":
-                if end - start != 5:
-                    return False
-                statements.append((start, end, b"", None, ""))
-            else:
-                return False  # Terminate, FunctionCall, password or unknown: the general path
-        forwarded_from = 0
-        for start, end, sql, source, name in statements:
-            if source is None:  # Sync: the upstream owes one response cycle
-                self._owed.append(None)
-                continue
-            decision = self._decide(sql, source, name)
-            if source is StatementSource.PARSE:
-                continue  # extended protocol: decided at Parse (refusal rendering: policy issue)
-            if decision.action is Action.ALLOW or not decision.enforced:
-                self._owed.append(None)
-                continue
-            if start > forwarded_from:
-                out.append(SendUpstream(data[forwarded_from:start]))
-            self._refuse_simple(decision, out)
-            forwarded_from = end
-        if forwarded_from == 0:
-            out.append(SendUpstream(data))
-        elif forwarded_from < len(data):
-            out.append(SendUpstream(data[forwarded_from:]))
-        return True
-
-    def _upstream_fast_path(self, data: bytes, out: list[SessionAction]) -> bool:
-        """Relay a read made only of whole messages, where the only one that matters is
-        ReadyForQuery, as the very same bytes object. Returns False, having changed nothing,
-        when anything needs the general path (a partial message, ParameterStatus, an error,
-        COPY, or a synthetic answer due between two ReadyForQuery)."""
-        messages = split_whole_messages(data)
-        if messages is None:
-            return False
-        ready = 0
-        status = self.transaction_status
-        for msg_type, start, end in messages:
-            if msg_type == b"Z":
-                if end - start != 6:
-                    return False
-                status = data[start + 5 : end]
-                ready += 1
-            elif msg_type in _UPSTREAM_INSPECT:
-                return False
-        owed = self._owed
-        # Each ReadyForQuery retires one upstream answer; no synthetic answer may become due.
-        for index in range(min(ready + 1, len(owed))):
-            if owed[index] is not None:
-                return False
-        if status not in (b"I", b"T", b"E"):
-            return False
-        for _ in range(min(ready, len(owed))):
-            owed.popleft()
-        if ready:
-            self.transaction_status = status
-            self.in_copy = None
-        out.append(SendClient(data))
-        return True
-
     @staticmethod
     def _flush(forward: list[bytes], out: list[SessionAction]) -> None:
         if forward:
@@ -750,10 +771,10 @@ class PgSession:
         sql = sql_bytes.decode(self.python_encoding, "replace")
         return self.settings.gate.decide(StatementRequest(self.info, sql, source, name))
 
-    @property
-    def python_encoding(self) -> str:
-        name = self.server_params.get("client_encoding", "UTF8").upper()
-        return _PG_ENCODINGS.get(name, "utf-8")
+    def _set_server_param(self, name: str, value: str) -> None:
+        self.server_params[name] = value
+        if name == "client_encoding":
+            self.python_encoding = _PG_ENCODINGS.get(value.upper(), "utf-8")
 
     def _refuse_simple(self, decision: Decision, out: list[SessionAction]) -> None:
         message = decision.reason or "dbguard: statement refused"
@@ -793,7 +814,7 @@ class PgSession:
             elif t == b"S":
                 status_msg = m.decode_backend(t, segment.payload)
                 assert isinstance(status_msg, m.ParameterStatus)
-                self.server_params[status_msg.name] = status_msg.value
+                self._set_server_param(status_msg.name, status_msg.value)
             elif t in (b"G", b"H"):
                 self.in_copy = t
             elif t == b"W":

@@ -29,6 +29,7 @@ _MIN_LENGTH = 4
 _MAX_LENGTH = 0x7FFF_FFFF
 
 _HEADER = struct.Struct("!cI")
+HEADER = _HEADER  # type byte + int32 length, for the session's one-pass hot path
 _INT32 = struct.Struct("!I")
 
 # Startup-phase request codes (the int32 after the length of an untyped packet).
@@ -144,33 +145,6 @@ class MessageScanner:
         if self._pos == len(buf):
             buf.clear()
             self._pos = 0
-
-
-def split_whole_messages(data: bytes, max_length: int = MAX_INSPECTED_MESSAGE) -> list[tuple[bytes, int, int]] | None:
-    """The hot path's framing: if `data` is exactly a run of complete messages, each no longer
-    than `max_length`, return (type, start, end) for each; otherwise None, and the caller falls
-    back to a `MessageScanner` (which handles partial messages and reports bad lengths).
-
-    One read usually holds whole messages (a query, or a short result ending in
-    ReadyForQuery); this lets the session look at them in place and forward the very same
-    bytes object, with no copy into a buffer and no object per message.
-    """
-    out: list[tuple[bytes, int, int]] = []
-    pos = 0
-    end = len(data)
-    unpack = _HEADER.unpack_from
-    while pos < end:
-        if end - pos < 5:
-            return None
-        msg_type, length = unpack(data, pos)
-        if length < _MIN_LENGTH or length > max_length:
-            return None
-        nxt = pos + 1 + length
-        if nxt > end:
-            return None
-        out.append((msg_type, pos, nxt))
-        pos = nxt
-    return out
 
 
 @dataclass(frozen=True, slots=True)
