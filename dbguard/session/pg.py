@@ -207,7 +207,10 @@ class PgSession:
         pos = 0
         unpack = _HEADER.unpack_from
         relayed = _CLIENT_RELAYED
-        cycle: list[tuple[bytes, int, int]] = []  # Query, Parse and Sync, in order
+        # Query, Parse and Sync in order; built only once a Query or Parse shows up, so a read
+        # of Bind/Execute/Sync (a prepared statement's round trip) allocates nothing.
+        cycle: list[tuple[bytes, int, int]] | None = None
+        syncs = 0
         while pos < end:
             if end - pos < 5:
                 return None
@@ -222,10 +225,23 @@ class PgSession:
                 elif msg_type == b"P":
                     if data.count(b"\x00", pos + 5, nxt) < 2:
                         return None
-                elif msg_type != b"S" or length != 4:
+                elif msg_type == b"S" and length == 4:
+                    if cycle is None:
+                        syncs += 1
+                    else:
+                        cycle.append((msg_type, pos, nxt))
+                    pos = nxt
+                    continue
+                else:
                     return None  # Terminate, FunctionCall, password, unknown: general path
+                if cycle is None:
+                    cycle = [(b"S", 0, 0)] * syncs  # the Syncs seen so far came first
                 cycle.append((msg_type, pos, nxt))
             pos = nxt
+        if cycle is None:
+            for _ in range(syncs):
+                self._owed.append(None)  # the upstream owes one response cycle per Sync
+            return data
         out: list[SessionAction] | None = None
         forwarded_from = 0
         owed = self._owed
