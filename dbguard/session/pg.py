@@ -49,6 +49,7 @@ from dbguard.session.pg_actions import (
     StartUpstreamTls,
     UpstreamTlsMode,
 )
+from dbguard.session.pg_startup import refused_startup_setting
 from dbguard.session.throttle import LoginThrottle
 from dbguard.wire.pg import messages as m
 from dbguard.wire.pg.auth import (
@@ -120,6 +121,7 @@ _SQLSTATE_REJECTED = "08004"
 _SQLSTATE_INVALID_PASSWORD = "28P01"  # noqa: S105 - a SQLSTATE, not a password
 _SQLSTATE_INVALID_AUTHORIZATION = "28000"
 _SQLSTATE_FEATURE_NOT_SUPPORTED = "0A000"
+_SQLSTATE_INSUFFICIENT_PRIVILEGE = "42501"
 
 
 def fatal(sqlstate: str, message: str, *, detail: str | None = None, hint: str | None = None) -> bytes:
@@ -488,6 +490,15 @@ class PgSession:
             self._close_with(out, fatal(_SQLSTATE_FEATURE_NOT_SUPPORTED,
                                         "dbguard: replication connections are not supported through the proxy"),
                              "replication refused")
+            return
+        refused = refused_startup_setting(params)
+        if refused is not None:
+            self._close_with(out, fatal(
+                _SQLSTATE_INSUFFICIENT_PRIVILEGE,
+                f'dbguard: the startup setting "{refused}" is not allowed through the proxy',
+                detail=f"setting={refused}",
+                hint="Leave it out of the connection parameters and run SET after connecting, "
+                     "where policy can see it."), "startup setting refused")
             return
         user = params.get("user", "")
         if not user:

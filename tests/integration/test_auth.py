@@ -264,3 +264,23 @@ def test_sslmode_require_without_tls_fails_cleanly(own_proxy: ProxyProcess) -> N
         assert conn.info.pgconn.ssl_in_use is False
         assert conn.execute("SELECT 'plain'").fetchone() == ("plain",)
 
+
+
+def test_privilege_changing_startup_settings_are_refused(proxy: ProxyProcess) -> None:
+    """A `role` in the startup packet would switch privileges with no statement for policy
+    to see: refused before authentication, naming the setting; harmless settings pass."""
+    with pytest.raises(psycopg.OperationalError) as info:
+        psycopg.connect(proxy.dsn("copilot"), options="-c role=app_owner")
+    assert 'the startup setting "role" is not allowed through the proxy' in str(info.value)
+
+    async def via_asyncpg() -> None:
+        with pytest.raises(asyncpg.PostgresError) as refused:
+            await asyncpg.connect(proxy.dsn("copilot"), server_settings={"session_authorization": "app_owner"})
+        assert refused.value.sqlstate == "42501"
+        conn = await asyncpg.connect(proxy.dsn("copilot"), server_settings={"statement_timeout": "5000"})
+        try:
+            assert await conn.fetchval("SHOW statement_timeout") == "5s"
+        finally:
+            await conn.close()
+
+    asyncio.run(via_asyncpg())
