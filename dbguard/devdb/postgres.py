@@ -115,7 +115,7 @@ def find_postgres_bindir() -> Path:
     raise DevDbError(_APT_HINT)
 
 
-def _client_binary(bindir: Path, name: str) -> Path:
+def client_binary(bindir: Path, name: str) -> Path:
     """A client program (psql, pg_isready) next to the server, else from PATH."""
     beside = bindir / name
     if os.access(beside, os.X_OK):
@@ -462,6 +462,10 @@ class ThrowawayPostgres:
 
     # ------------------------------------------------------------------ DSNs
 
+    def client_binary(self, name: str) -> Path:
+        """A PostgreSQL client program (psql, pgbench, pg_isready) matching this server."""
+        return client_binary(self._bindir, name)
+
     def superuser_dsn(self, database: str = "postgres") -> str:
         return self.dsn(user=self.superuser, password=self.superuser_password, database=database)
 
@@ -773,7 +777,7 @@ class ThrowawayPostgres:
             raise
 
     def _wait_until_ready(self) -> None:
-        pg_isready = _client_binary(self._bindir, "pg_isready")
+        pg_isready = client_binary(self._bindir, "pg_isready")
         command = [
             str(pg_isready),
             "--quiet",
@@ -868,7 +872,7 @@ class ThrowawayPostgres:
             secret = password if password is not None else self._passwords.get(login)
             host = self.host
         command = [
-            str(_client_binary(self._bindir, "psql")),
+            str(client_binary(self._bindir, "psql")),
             "--no-psqlrc",
             "--quiet",
             "--no-align",

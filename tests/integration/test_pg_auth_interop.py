@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from dbguard.devdb.certs import CertPair, make_self_signed_cert
+from dbguard.devdb.postgres import find_postgres_bindir
 from dbguard.wire.pg.auth import (
     TLS_SERVER_END_POINT,
     AuthenticationFailed,
@@ -40,10 +41,11 @@ from dbguard.wire.pg.auth import (
     md5_password_message,
     tls_server_end_point_hash,
 )
+from tests.pgwire import read_message, recv_exact
 
 pytestmark = [pytest.mark.integration]
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_BIN = find_postgres_bindir()  # whichever PostgreSQL the machine has
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 PROTOCOL_3_0 = 196608
@@ -51,22 +53,6 @@ IO_TIMEOUT = 15.0
 
 
 # --------------------------------------------------------------------------- wire helpers
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("peer closed the connection")
-        data += chunk
-    return data
-
-
-def _read_message(sock: socket.socket) -> tuple[bytes, bytes]:
-    header = _recv_exact(sock, 5)
-    (length,) = struct.unpack("!I", header[1:])
-    return header[:1], _recv_exact(sock, length - 4)
 
 
 def _message(kind: bytes, payload: bytes) -> bytes:
@@ -105,7 +91,7 @@ def _login(
         channel_binding: tuple[str, bytes] | None = None
         if tls is not None:
             sock.sendall(struct.pack("!II", 8, SSL_REQUEST))
-            assert _recv_exact(sock, 1) == b"S"
+            assert recv_exact(sock, 1) == b"S"
             sock = tls.wrap_socket(sock, server_hostname="localhost")
             peer_der = sock.getpeercert(binary_form=True)
             assert peer_der is not None
@@ -118,7 +104,7 @@ def _login(
         method = "trust"
         exchange: ScramClientExchange | None = None
         while True:
-            kind, payload = _read_message(sock)
+            kind, payload = read_message(sock)
             if kind == b"E":
                 raise PgError(_error_fields(payload))
             if kind == b"Z":
@@ -308,8 +294,8 @@ class FakeServer:
     def _handle(self, sock: socket.socket) -> None:
         channel_binding: tuple[str, bytes] | None = None
         while True:
-            (length,) = struct.unpack("!I", _recv_exact(sock, 4))
-            body = _recv_exact(sock, length - 4)
+            (length,) = struct.unpack("!I", recv_exact(sock, 4))
+            body = recv_exact(sock, length - 4)
             (code,) = struct.unpack("!I", body[:4])
             if code == SSL_REQUEST and self.certs is not None:
                 sock.sendall(b"S")
@@ -331,14 +317,14 @@ class FakeServer:
         mechanisms = b"".join(m.encode() + b"\0" for m in exchange.mechanisms()) + b"\0"
         sock.sendall(_message(b"R", struct.pack("!I", 10) + mechanisms))
         try:
-            kind, payload = _read_message(sock)
+            kind, payload = read_message(sock)
             assert kind == b"p"
             mechanism, _, rest = payload.partition(b"\0")
             attempt.client_first = rest[4:]
             server_first = exchange.handle_client_first(mechanism.decode(), rest[4:])
             attempt.mechanism = exchange.mechanism
             sock.sendall(_message(b"R", struct.pack("!I", 11) + server_first))
-            kind, payload = _read_message(sock)
+            kind, payload = read_message(sock)
             assert kind == b"p"
             server_final = exchange.handle_client_final(payload)
         except AuthenticationFailed as exc:
@@ -362,7 +348,7 @@ class FakeServer:
         sock.sendall(_message(b"K", struct.pack("!II", 4242, 1234)))
         sock.sendall(_message(b"Z", b"I"))
         while True:  # until Terminate or hang-up; refuse anything else
-            kind, _ = _read_message(sock)
+            kind, _ = read_message(sock)
             if kind == b"X":
                 return
             error = "SERROR\0VERROR\0C0A000\0Mthis test server runs no queries\0\0"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -36,12 +35,7 @@ class BenchDatabases:
 
 
 def pgbench_binary(server: ThrowawayPostgres) -> str:
-    beside = server.bindir / "pgbench"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("pgbench")
-    assert found is not None, "pgbench is needed (apt-get install postgresql-contrib)"
-    return found
+    return str(server.client_binary("pgbench"))
 
 
 def pgbench(server: ThrowawayPostgres, env: dict[str, str], *args: str) -> tuple[int, str]:

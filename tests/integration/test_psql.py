@@ -9,7 +9,6 @@ between the two paths (same server, same upstream role), so nothing is normalise
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -25,12 +24,7 @@ PSQL_TIMEOUT = 60
 
 
 def psql_binary(server: ThrowawayPostgres) -> str:
-    beside = server.bindir / "psql"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("psql")
-    assert found is not None, "psql is needed (apt-get install postgresql-client)"
-    return found
+    return str(server.client_binary("psql"))
 
 
 def clean_env(**values: str) -> dict[str, str]:

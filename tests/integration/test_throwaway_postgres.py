@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from dbguard.devdb import DevDbError, ThrowawayPostgres, find_postgres_bindir
 from dbguard.devdb.postgres import _embedded_bindir
 from tests.integration.conftest import PgServerFactory
+from tests.pgwire import read_message
 
 # Authentication request codes of the PostgreSQL protocol (AuthenticationXxx messages).
 AUTH_OK = 0
@@ -31,14 +32,6 @@ AUTH_SASL = 10
 PROTOCOL_3_0 = 196608
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        data += chunk
-    return data
 
 
 def first_auth_request(server: ThrowawayPostgres, user: str, database: str) -> tuple[int, bytes]:
@@ -50,9 +43,7 @@ def first_auth_request(server: ThrowawayPostgres, user: str, database: str) -> t
     body = struct.pack("!i", PROTOCOL_3_0) + params + b"\0"
     with socket.create_connection((server.host, server.port), timeout=10) as sock:
         sock.sendall(struct.pack("!i", len(body) + 4) + body)
-        kind = _recv_exact(sock, 1)
-        (length,) = struct.unpack("!i", _recv_exact(sock, 4))
-        payload = _recv_exact(sock, length - 4)
+        kind, payload = read_message(sock)
     assert kind == b"R", (kind, payload)
     (code,) = struct.unpack("!i", payload[:4])
     return code, payload[4:]
