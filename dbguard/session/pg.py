@@ -12,8 +12,7 @@ Must not touch: sockets, asyncio, TLS objects. Input arrives through `client_dat
 Phases (legal transitions only; anything else is a protocol error answered with 08P01):
 
     STARTUP -> [CLIENT_TLS] -> STARTUP -> CLIENT_AUTH -> UPSTREAM_CONNECT
-      -> [UPSTREAM_TLS_ANSWER -> UPSTREAM_TLS] -> UPSTREAM_AUTH -> UPSTREAM_STARTUP
-      -> READY -> CLOSED
+      -> UPSTREAM_LOGIN (its own steps: session.pg_upstream_login) -> READY -> CLOSED
     STARTUP --CancelRequest--> CLOSED
 """
 
@@ -46,18 +45,20 @@ from dbguard.session.pg_actions import (
     SessionStarted,
     Sleep,
     StartClientTls,
-    StartUpstreamTls,
-    UpstreamTlsMode,
 )
 from dbguard.session.pg_startup import refused_startup_setting
+from dbguard.session.pg_upstream_login import (
+    LoginOutcome,
+    UpstreamLogin,
+    UpstreamReady,
+    UpstreamRefused,
+    channel_binding_hash,
+)
 from dbguard.session.throttle import LoginThrottle
 from dbguard.wire.pg import messages as m
 from dbguard.wire.pg.auth import (
     AuthenticationFailed,
-    ScramClientExchange,
     ScramServerExchange,
-    md5_password_message,
-    tls_server_end_point_hash,
     verify_cleartext,
 )
 from dbguard.wire.pg.framing import (
@@ -82,10 +83,7 @@ class Phase(enum.Enum):
     CLIENT_TLS = "client-tls"
     CLIENT_AUTH = "client-auth"
     UPSTREAM_CONNECT = "upstream-connect"
-    UPSTREAM_TLS_ANSWER = "upstream-tls-answer"
-    UPSTREAM_TLS = "upstream-tls"
-    UPSTREAM_AUTH = "upstream-auth"
-    UPSTREAM_STARTUP = "upstream-startup"
+    UPSTREAM_LOGIN = "upstream-login"  # see session.pg_upstream_login
     READY = "ready"
     CLOSED = "closed"
 
@@ -103,8 +101,6 @@ _UPSTREAM_INSPECT = frozenset({b"Z", b"S", b"G", b"H", b"W", b"E"})
 _ALL_TYPES = frozenset(bytes([i]) for i in range(256))
 
 _TRANSACTION_STATES = frozenset({b"I", b"T", b"E"})
-# Startup parameters that never go upstream as the client sent them.
-_PROXY_OWNED_PARAMS = frozenset({"user", "database", "replication"})
 # PostgreSQL's names for the client encodings Python knows under another name. Statement text
 # is decoded with this for the gate; the bytes forwarded are always the client's own.
 _PG_ENCODINGS = {
@@ -162,7 +158,6 @@ class PgSession:
         self.phase = Phase.STARTUP
         self.client_tls = client_tls
         self.client_cert_hash: bytes | None = None
-        self.upstream_cert_hash: bytes | None = None
         self.info: SessionInfo | None = None
         self.identity: Identity | None = None
         self.startup_params: dict[str, str] = {}
@@ -176,9 +171,9 @@ class PgSession:
         self._throttle = throttle
         self._startup_reader: StartupReader | None = StartupReader()
         self._client_scanner = MessageScanner(_ALL_TYPES)
-        self._upstream_scanner = MessageScanner(_ALL_TYPES)
+        self._upstream_scanner = MessageScanner(_UPSTREAM_INSPECT)
         self._scram_server: ScramServerExchange | None = None
-        self._scram_client: ScramClientExchange | None = None
+        self._login: UpstreamLogin | None = None
         self._client_auth_step = ""
         self._requested_user = ""
         self._database = ""
@@ -339,11 +334,9 @@ class PgSession:
     def upstream_data(self, data: bytes) -> list[SessionAction]:
         out: list[SessionAction] = []
         try:
-            if self.phase is Phase.UPSTREAM_TLS_ANSWER:
-                self._on_upstream_tls_answer(data, out)
-            elif self.phase in (Phase.UPSTREAM_AUTH, Phase.UPSTREAM_STARTUP):
-                self._upstream_scanner.feed(data)
-                self._on_upstream_handshake(out)
+            if self.phase is Phase.UPSTREAM_LOGIN and self._login is not None:
+                actions, outcome = self._login.receive(data)
+                self._on_login_outcome(actions, outcome, out)
             elif self.phase is Phase.READY:
                 self._upstream_scanner.feed(data)
                 self._on_upstream_ready(out)
@@ -358,25 +351,18 @@ class PgSession:
 
     def client_tls_started(self, server_cert_der: bytes | None) -> list[SessionAction]:
         self.client_tls = True
-        self.client_cert_hash = _channel_binding_hash(server_cert_der)
+        self.client_cert_hash = channel_binding_hash(server_cert_der)
         self.phase = Phase.STARTUP
         return []
 
     def upstream_connected(self) -> list[SessionAction]:
-        out: list[SessionAction] = []
-        mode = self.settings.upstream.tls_mode
-        if mode is UpstreamTlsMode.DISABLE or self.settings.upstream.unix_socket:
-            self._send_upstream_startup(out)
-        else:
-            self.phase = Phase.UPSTREAM_TLS_ANSWER
-            out.append(SendUpstream(m.SSL_REQUEST))
-        return out
+        self.phase = Phase.UPSTREAM_LOGIN
+        self._login = UpstreamLogin(self.settings.upstream, self.startup_params, self._database, self.session_id)
+        return self._login.start()
 
     def upstream_tls_started(self, server_cert_der: bytes | None) -> list[SessionAction]:
-        self.upstream_cert_hash = _channel_binding_hash(server_cert_der)
-        out: list[SessionAction] = []
-        self._send_upstream_startup(out)
-        return out
+        assert self._login is not None
+        return self._login.tls_started(server_cert_der)
 
     def upstream_failed(self, reason: str) -> list[SessionAction]:
         """The upstream could not be reached (or TLS to it failed)."""
@@ -578,128 +564,24 @@ class PgSession:
             self._pending_client.append(leftover)
         out.append(self.settings.upstream.target)
 
-    # ------------------------------------------------------------------ upstream handshake
+    # ------------------------------------------------------------------ upstream login
 
-    def _on_upstream_tls_answer(self, data: bytes, out: list[SessionAction]) -> None:
-        answer, rest = data[:1], data[1:]
-        if rest:
-            raise ProtocolViolation("server sent data after its SSLRequest answer")
-        up = self.settings.upstream
-        if answer == b"S":
-            self.phase = Phase.UPSTREAM_TLS
-            out.append(StartUpstreamTls(up.tls_mode, up.host, up.root_cert))
-        elif answer == b"N":
-            if up.tls_mode in (UpstreamTlsMode.REQUIRE, UpstreamTlsMode.VERIFY_CA, UpstreamTlsMode.VERIFY_FULL):
-                self._close_with(out, fatal(_SQLSTATE_CANNOT_CONNECT,
-                                            "dbguard: the database server does not support TLS, "
-                                            f"but the upstream sslmode is {up.tls_mode.value}"),
-                                 "upstream TLS unavailable")
-                return
-            self._send_upstream_startup(out)
-        elif answer == b"E":
-            raise ProtocolViolation("server answered SSLRequest with an error")
-        else:
-            raise ProtocolViolation(f"invalid answer {answer!r} to SSLRequest")
-
-    def _send_upstream_startup(self, out: list[SessionAction]) -> None:
-        up = self.settings.upstream
-        params = {"user": up.user, "database": self._database or up.database}
-        for key, value in self.startup_params.items():
-            if key in _PROXY_OWNED_PARAMS or key.startswith("_pq_.") or key.startswith("dbguard."):
-                continue
-            params[key] = value
-        self.phase = Phase.UPSTREAM_AUTH
-        out.append(SendUpstream(m.StartupMessage(PROTOCOL_3_0, params).encode()))
-
-    def _on_upstream_handshake(self, out: list[SessionAction]) -> None:
-        for segment in self._upstream_scanner.segments():
-            assert isinstance(segment, Frame)  # everything is inspected in this phase
-            msg = m.decode_backend(segment.type, segment.payload)
-            if self.phase is Phase.UPSTREAM_AUTH:
-                self._on_upstream_auth_message(msg, out)
-            elif self.phase is Phase.UPSTREAM_STARTUP:
-                self._on_upstream_startup_message(msg, segment.raw, out)
-            if self.phase in (Phase.READY, Phase.CLOSED):
-                break
-        if self.phase is Phase.READY:
-            # Whatever followed ReadyForQuery (an early notification) is relayed normally.
-            rest = b"".join(s.data if isinstance(s, Passthrough) else s.raw
-                            for s in self._upstream_scanner.segments())
-            self._upstream_scanner = MessageScanner(_UPSTREAM_INSPECT)
-            if rest:
-                self._upstream_scanner.feed(rest)
+    def _on_login_outcome(self, actions: list[SessionAction], outcome: LoginOutcome,
+                          out: list[SessionAction]) -> None:
+        out.extend(actions)
+        if isinstance(outcome, UpstreamRefused):
+            self._close_with(out, outcome.client_message, outcome.reason)
+        elif isinstance(outcome, UpstreamReady):
+            for name, value in outcome.server_params.items():
+                self._set_server_param(name, value)
+            self._upstream_key = outcome.backend_key
+            self._early_notices = outcome.notices
+            self._login = None
+            self._become_ready(outcome.status, out)
+            if outcome.rest and self.phase is Phase.READY:
+                # Whatever followed ReadyForQuery (an early notification) is relayed normally.
+                self._upstream_scanner.feed(outcome.rest)
                 self._on_upstream_ready(out)
-
-    def _on_upstream_auth_message(self, msg: m.BackendMessage, out: list[SessionAction]) -> None:
-        up = self.settings.upstream
-        if isinstance(msg, m.ErrorOrNotice) and not msg.notice:
-            self._upstream_startup_error(msg, out)
-            return
-        if isinstance(msg, m.NegotiateProtocolVersion):
-            return
-        if not isinstance(msg, m.Authentication):
-            raise ProtocolViolation(f"unexpected {type(msg).__name__} during authentication")
-        try:
-            if msg.code == m.AUTH_OK:
-                if self._scram_client is not None and not self._scram_client.completed:
-                    # A server that skips SASLFinal never proved it knows the password.
-                    raise AuthenticationFailed(log_detail="server skipped the SCRAM server signature")
-                self.phase = Phase.UPSTREAM_STARTUP
-            elif msg.code == m.AUTH_CLEARTEXT:
-                out.append(SendUpstream(m.PasswordLike(up.password.encode() + b"\x00").encode()))
-            elif msg.code == m.AUTH_MD5:
-                if len(msg.data) != 4:
-                    raise ProtocolViolation("md5 authentication request without a 4-byte salt")
-                response = md5_password_message(up.user, up.password, msg.data)
-                out.append(SendUpstream(m.PasswordLike(response + b"\x00").encode()))
-            elif msg.code == m.AUTH_SASL:
-                binding = ("tls-server-end-point", self.upstream_cert_hash) if self.upstream_cert_hash else None
-                self._scram_client = ScramClientExchange(up.user, up.password, list(msg.mechanisms),
-                                                         channel_binding=binding)
-                out.append(SendUpstream(m.encode_sasl_initial_response(
-                    self._scram_client.mechanism, self._scram_client.client_first())))
-            elif msg.code == m.AUTH_SASL_CONTINUE and self._scram_client is not None:
-                out.append(SendUpstream(m.PasswordLike(self._scram_client.client_final(msg.data)).encode()))
-            elif msg.code == m.AUTH_SASL_FINAL and self._scram_client is not None:
-                self._scram_client.verify_server_final(msg.data)
-            else:
-                self._close_with(out, fatal(_SQLSTATE_REJECTED,
-                                            "dbguard: the database server asked for an authentication "
-                                            f"method dbguard does not support (code {msg.code})"),
-                                 "unsupported upstream auth")
-        except AuthenticationFailed as exc:
-            log.error("upstream.auth_failed", extra={"session": self.session_id,
-                                                     "error": exc.log_detail or str(exc)})
-            self._close_with(out, fatal(_SQLSTATE_REJECTED,
-                                        "dbguard: could not authenticate to the database server"),
-                             "upstream auth failed")
-
-    def _upstream_startup_error(self, msg: m.ErrorOrNotice, out: list[SessionAction]) -> None:
-        sqlstate = msg.sqlstate or ""
-        log.error("upstream.startup_error", extra={"session": self.session_id, "sqlstate": sqlstate,
-                                                   "error": msg.message})
-        if sqlstate.startswith("28"):
-            # The service account's credentials are dbguard's business, not the client's.
-            data = fatal(_SQLSTATE_REJECTED, "dbguard: the database server rejected dbguard's credentials",
-                         hint="Ask the dbguard operator to check the listener's upstream DSN.")
-        else:
-            data = m.ErrorOrNotice(msg.fields).encode()
-        self._close_with(out, data, f"upstream startup error {sqlstate}")
-
-    def _on_upstream_startup_message(self, msg: m.BackendMessage, raw: bytes, out: list[SessionAction]) -> None:
-        if isinstance(msg, m.ParameterStatus):
-            self._set_server_param(msg.name, msg.value)
-        elif isinstance(msg, m.BackendKeyData):
-            self._upstream_key = (msg.process_id, msg.secret_key)
-        elif isinstance(msg, m.ErrorOrNotice):
-            if not msg.notice:
-                self._upstream_startup_error(msg, out)
-                return
-            self._early_notices.append(raw)
-        elif isinstance(msg, m.ReadyForQuery):
-            self._become_ready(msg.status, out)
-        else:
-            raise ProtocolViolation(f"unexpected {type(msg).__name__} during startup")
 
     def _become_ready(self, status: bytes, out: list[SessionAction]) -> None:
         assert self.identity is not None
@@ -871,16 +753,6 @@ class PgSession:
         self.close_reason = reason
         out.append(SendClient(final_message))
         out.append(Close(reason))
-
-
-def _channel_binding_hash(cert_der: bytes | None) -> bytes | None:
-    """tls-server-end-point data for a certificate, or None where it has none (Ed25519)."""
-    if cert_der is None:
-        return None
-    try:
-        return tls_server_end_point_hash(cert_der)
-    except ValueError:
-        return None
 
 
 def _severity(error_payload: bytes) -> str:
