@@ -146,3 +146,40 @@ def test_server_error_keeps_session(proxy: ProxyProcess) -> None:
             conn.execute("SELECT 1/0")
         conn.rollback()
         assert conn.execute("SELECT 3").fetchone() == (3,)
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_reader_does_not_make_the_proxy_buffer_the_result(pg_server: ThrowawayPostgres,
+                                                               proxy: ProxyProcess) -> None:
+    """Backpressure: a client that stops reading a ~400 MB result makes the proxy stop reading
+    the upstream, instead of buffering the result in memory."""
+    before = _rss_kib(proxy.proc.pid)
+    sock = _raw_login(proxy)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sql = "SELECT g, repeat('y', 400) AS dbguard_slow_reader FROM generate_series(1, 1000000) g"
+    sock.sendall(m.Query(sql.encode()).encode())
+    first = sock.recv(65536)  # the result has started
+    assert first
+    time.sleep(3)  # the client reads nothing: the server could have produced it all by now
+    grown = _rss_kib(proxy.proc.pid) - before
+    assert grown < 32 * 1024, f"proxy RSS grew by {grown} KiB while the client was not reading"
+    # Reading resumes and the whole result arrives intact, ending in ReadyForQuery.
+    scanner = MessageScanner(frozenset({b"Z", b"C", b"E"}))
+    scanner.feed(first)
+    tail = [s for s in scanner.segments() if isinstance(s, Frame)]
+    sock.settimeout(60)
+    while not any(f.type == b"Z" for f in tail):
+        chunk = sock.recv(1 << 20)
+        assert chunk, "proxy closed the connection"
+        scanner.feed(chunk)
+        tail += [s for s in scanner.segments() if isinstance(s, Frame)]
+    assert [f.type for f in tail] == [b"C", b"Z"]
+    assert tail[0].payload == b"SELECT 1000000\x00"
+    sock.close()
