@@ -32,18 +32,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from dbguard.devdb.postgres import ThrowawayPostgres
-from tests.integration.harness import (
-    DEFAULT_IDENTITIES,
-    REPO_ROOT,
-    ProxyProcess,
-    free_port,
-    wait_for_port,
-    write_config,
-)
+from tests.integration.harness import ProxyProcess, free_port, start_proxy, wait_for_port
 
 # Wide enough for the table when the output is a file or a pipe (rich assumes 80 columns then).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -356,26 +349,11 @@ def reset_tpcb_tables(server: ThrowawayPostgres) -> None:
 
 @contextlib.contextmanager
 def running_dbguard(server: ThrowawayPostgres, directory: Path) -> Iterator[ProxyProcess]:
-    """`dbguard serve` in front of `server`, upstream as the app owner, at PROXY_LOG_LEVEL.
-
-    The harness's `write_config` writes the configuration; the process is started here rather
-    than with `start_proxy` only because that one always runs at debug level."""
-    port = free_port()
-    config = write_config(directory, server.dsn(sslmode="disable"), port=port)
-    log_path = directory / "dbguard.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dbguard", "serve", "-c", str(config),
-             "--log-level", PROXY_LOG_LEVEL],
-            cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-        )
-    secrets = {name: secret for name, _kind, secret, _roles in DEFAULT_IDENTITIES}
-    proxy = ProxyProcess(config, port, proc, log_path, secrets)
+    """`dbguard serve` in front of `server`, upstream as the app owner, at PROXY_LOG_LEVEL."""
     try:
-        wait_for_port("127.0.0.1", port, 20.0, proc)
-    except (RuntimeError, TimeoutError) as exc:
-        proxy.stop()
-        raise SystemExit(f"dbguard serve did not start: {exc}\n{proxy.log()}") from exc
+        proxy = start_proxy(directory, server.dsn(sslmode="disable"), log_level=PROXY_LOG_LEVEL)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from exc
     try:
         yield proxy
     finally:
@@ -458,20 +436,21 @@ def running_pgbouncer(binary: str, server: ThrowawayPostgres, pool_size: int
 
 def idle_connection_memory(target: Target, count: int) -> MemoryResult:
     """RSS growth of the proxy process per idle, authenticated, ready client connection."""
-    import psycopg  # a test dependency: imported here so `--help` works without it
+    import psycopg  # imported here so `--help` works without it
+    from psycopg.conninfo import make_conninfo
 
     assert target.pid is not None
-    conninfo = {"host": target.host, "port": target.port, "user": target.user,
-                "password": target.password, "dbname": target.database, "sslmode": "disable"}
+    conninfo = make_conninfo(host=target.host, port=target.port, user=target.user,
+                             password=target.password, dbname=target.database, sslmode="disable")
     # Warm the proxy's first-connection paths (imports, caches) before the baseline.
-    with psycopg.connect(**conninfo, autocommit=True) as warm:  # type: ignore[arg-type]
+    with psycopg.connect(conninfo, autocommit=True) as warm:
         warm.execute("SELECT 1").fetchall()
     time.sleep(0.3)
     before = rss_kib(target.pid)
     connections: list[psycopg.Connection[Any]] = []
     try:
         for _ in range(count):
-            conn = psycopg.connect(**conninfo, autocommit=True)  # type: ignore[arg-type]
+            conn = psycopg.connect(conninfo, autocommit=True)
             connections.append(conn)
         for conn in connections:  # every session has run one statement: fully set up
             conn.execute("SELECT 1").fetchall()
@@ -560,13 +539,14 @@ def render(summaries: list[Summary], memory: list[MemoryResult], plan: list[Work
                f"repeats, -c {settings.clients} -j {settings.threads} (medians)"),
         title_justify="left",
     )
-    for header, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("workload", "left"), ("target", "left"), ("tps", "right"), ("spread", "right"),
         ("vs direct", "right"),
         ("vs pgb", "right"), ("goal (dbguard)", "left"), ("latency ms", "right"),
         ("added ms", "right"), ("proxy µs/tx", "right"), ("server µs/tx", "right"),
-    ):
-        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    )
+    for header, justify in columns:
+        table.add_column(header, justify=justify, no_wrap=True)
     previous = ""
     for row in summaries:
         if previous and row.workload != previous:

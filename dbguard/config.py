@@ -1173,8 +1173,8 @@ def _is_null(node: Node) -> bool:
 def _value_of(mapping: Node, name: str) -> Node | None:
     if isinstance(mapping, MappingNode):
         for k, v in mapping.value:
-            if isinstance(k, ScalarNode) and k.value == name:
-                return v  # type: ignore[no-any-return]
+            if isinstance(k, ScalarNode) and k.value == name and isinstance(v, Node):
+                return v
     return mapping
 
 

@@ -56,7 +56,6 @@ def _write_config(directory: Path, upstream: str, port: int, secrets_by_name: di
     for name, kind, roles in DEMO_IDENTITIES:
         lines += [f"  - name: {name}", f"    kind: {kind}", f"    secret: {secrets_by_name[name]}",
                   f"    roles: [{', '.join(roles)}]"]
-    lines.append(f"store: sqlite:///{directory / 'dbguard.db'}")
     path = directory / "dbguard.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o600)
@@ -155,6 +154,13 @@ def _dsn(name: str, secret: str, port: int) -> str:
     return f"postgresql://{name}:{secret}@127.0.0.1:{port}/app"
 
 
+TRY_THESE = (
+    "Try:  SELECT full_name, email FROM customers LIMIT 5;\n"
+    "      \\dt\n"
+    "      SELECT status, count(*) FROM orders GROUP BY status;"
+)
+
+
 def _print_welcome(port: int, secrets_by_name: dict[str, str], config: Path) -> None:
     table = Table(title="dbguard demo: connect through the proxy", show_lines=False)
     table.add_column("identity")
@@ -164,11 +170,8 @@ def _print_welcome(port: int, secrets_by_name: dict[str, str], config: Path) -> 
         table.add_row(name, kind, _dsn(name, secrets_by_name[name], port))
     _console.print(table)
     copilot = secrets_by_name["copilot"]
-    _console.print(Panel.fit(  # a hint printed for a person, not a query
-        f"psql '{_dsn('copilot', copilot, port)}'\n\n"  # noqa: S608
-        "Try:  SELECT full_name, email FROM customers LIMIT 5;\n"
-        "      \\dt\n"
-        "      SELECT status, count(*) FROM orders GROUP BY status;",
+    _console.print(Panel.fit(
+        f"psql '{_dsn('copilot', copilot, port)}'\n\n" + TRY_THESE,
         title="try it", border_style="green",
     ))
     _console.print(f"[dim]config: {config}  (the agent's DSN never contains the database password)[/]")

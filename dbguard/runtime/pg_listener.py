@@ -152,10 +152,7 @@ class PgConnection(asyncio.Protocol):
         self.listener.connections.add(self)
         self._startup_timer = self.loop.call_later(STARTUP_TIMEOUT, self._startup_timed_out)
         if len(self.listener.connections) > self.listener.max_connections:
-            self.execute([
-                SendClient(m.error_response("53300", "sorry, too many clients already", severity="FATAL").encode()),
-                Close("too many clients"),
-            ])
+            self._close_with_fatal("53300", "sorry, too many clients already", "too many clients")
 
     def data_received(self, data: bytes) -> None:
         self.reads += 1
@@ -217,11 +214,7 @@ class PgConnection(asyncio.Protocol):
             self._idle_timer = self.loop.call_later(timeout / IDLE_CHECKS, self._idle_check)
             return
         log.info("session.idle_timeout", extra={"session": self.session.session_id})
-        self.execute([
-            SendClient(m.error_response("57P05", "terminating connection due to idle-session timeout",
-                                        severity="FATAL").encode()),
-            Close("idle timeout"),
-        ])
+        self._close_with_fatal("57P05", "terminating connection due to idle-session timeout", "idle timeout")
 
     def on_upstream_lost(self) -> None:
         if self._upstream_tls_in_progress:
@@ -365,11 +358,8 @@ class PgConnection(asyncio.Protocol):
         self._startup_timer = None
         if self.session.phase is not Phase.READY and not self._closed:
             log.info("session.startup_timeout", extra={"client": self.session.client_address})
-            self.execute([
-                SendClient(m.error_response("08006", "dbguard: timed out waiting for the startup to complete",
-                                            severity="FATAL").encode()),
-                Close("startup timeout"),
-            ])
+            self._close_with_fatal("08006", "dbguard: timed out waiting for the startup to complete",
+                                   "startup timeout")
 
     def _close(self, reason: str) -> None:
         if self._closed:
@@ -409,11 +399,11 @@ class PgConnection(asyncio.Protocol):
 
     def shut_down(self) -> None:
         """Close the session as the server would on a smart shutdown (57P01)."""
-        self.execute([
-            SendClient(m.error_response("57P01", "terminating connection due to administrator command",
-                                        severity="FATAL").encode()),
-            Close("shutdown"),
-        ])
+        self._close_with_fatal("57P01", "terminating connection due to administrator command", "shutdown")
+
+    def _close_with_fatal(self, sqlstate: str, message: str, reason: str) -> None:
+        """Tell the client why, as the server would (FATAL), then close both sides."""
+        self.execute([SendClient(m.fatal(sqlstate, message)), Close(reason)])
 
 
 def _describe(exc: BaseException) -> str:

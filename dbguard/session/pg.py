@@ -62,6 +62,7 @@ from dbguard.wire.pg.auth import (
     verify_cleartext,
 )
 from dbguard.wire.pg.framing import (
+    ALL_TYPES,
     CANCEL_REQUEST_CODE,
     GSSENC_REQUEST_CODE,
     MAX_INSPECTED_MESSAGE,
@@ -93,12 +94,11 @@ class Phase(enum.Enum):
 # is inspected: Query and Parse (the decision point), Sync (response cycles), FunctionCall and
 # Terminate, and any unknown type, which is refused here rather than guessed at.
 _CLIENT_RELAYED = frozenset({b"B", b"E", b"D", b"C", b"H", b"d", b"c", b"f"})
-_CLIENT_INSPECT = frozenset(bytes([i]) for i in range(256)) - _CLIENT_RELAYED
+_CLIENT_INSPECT = ALL_TYPES - _CLIENT_RELAYED
 # Upstream messages the session reads in full once READY; the rest (DataRow, RowDescription,
 # CommandComplete, CopyData, notices...) is relayed in slices without being decoded.
 _UPSTREAM_INSPECT = frozenset({b"Z", b"S", b"G", b"H", b"W", b"E"})
 # During the upstream handshake everything is inspected.
-_ALL_TYPES = frozenset(bytes([i]) for i in range(256))
 
 _TRANSACTION_STATES = frozenset({b"I", b"T", b"E"})
 # PostgreSQL's names for the client encodings Python knows under another name. Statement text
@@ -118,14 +118,6 @@ _SQLSTATE_INVALID_PASSWORD = "28P01"  # noqa: S105 - a SQLSTATE, not a password
 _SQLSTATE_INVALID_AUTHORIZATION = "28000"
 _SQLSTATE_FEATURE_NOT_SUPPORTED = "0A000"
 _SQLSTATE_INSUFFICIENT_PRIVILEGE = "42501"
-
-
-def fatal(sqlstate: str, message: str, *, detail: str | None = None, hint: str | None = None) -> bytes:
-    return m.error_response(sqlstate, message, severity="FATAL", detail=detail, hint=hint).encode()
-
-
-def error(sqlstate: str, message: str, *, detail: str | None = None, hint: str | None = None) -> bytes:
-    return m.error_response(sqlstate, message, detail=detail, hint=hint).encode()
 
 
 @dataclass(slots=True)
@@ -170,7 +162,7 @@ class PgSession:
         self._cancel_targets = cancel_targets
         self._throttle = throttle
         self._startup_reader: StartupReader | None = StartupReader()
-        self._client_scanner = MessageScanner(_ALL_TYPES)
+        self._client_scanner = MessageScanner(ALL_TYPES)
         self._upstream_scanner = MessageScanner(_UPSTREAM_INSPECT)
         self._scram_server: ScramServerExchange | None = None
         self._login: UpstreamLogin | None = None
@@ -344,7 +336,7 @@ class PgSession:
                 raise ProtocolViolation(f"unexpected data from the server in phase {self.phase.value}")
         except ProtocolViolation as exc:
             log.warning("upstream.protocol_violation", extra={"session": self.session_id, "error": str(exc)})
-            self._close_with(out, fatal(_SQLSTATE_CONNECTION_FAILURE,
+            self._close_with(out, m.fatal(_SQLSTATE_CONNECTION_FAILURE,
                                         "dbguard: the database server sent an invalid message"),
                              "upstream protocol violation")
         return out
@@ -368,7 +360,7 @@ class PgSession:
         """The upstream could not be reached (or TLS to it failed)."""
         out: list[SessionAction] = []
         log.warning("upstream.connect_failed", extra={"session": self.session_id, "error": reason})
-        self._close_with(out, fatal(_SQLSTATE_CANNOT_CONNECT,
+        self._close_with(out, m.fatal(_SQLSTATE_CANNOT_CONNECT,
                                     "dbguard: could not connect to the database server",
                                     detail=reason), "upstream unreachable")
         return out
@@ -384,7 +376,7 @@ class PgSession:
             out.append(Close("upstream closed"))
             self.phase = Phase.CLOSED
             return out
-        self._close_with(out, fatal(_SQLSTATE_CONNECTION_FAILURE,
+        self._close_with(out, m.fatal(_SQLSTATE_CONNECTION_FAILURE,
                                     "dbguard: lost the connection to the database server"),
                          "upstream closed")
         return out
@@ -437,13 +429,13 @@ class PgSession:
                 self._startup_reader = None
                 self._on_startup_message(packet.code, packet.body, out)
                 if rest:
-                    self.client_data_after_startup(rest, out)
+                    self._client_data_after_startup(rest, out)
                 return
             raise ProtocolViolation(
                 f"unsupported frontend protocol {packet.code >> 16}.{packet.code & 0xFFFF}"
             )
 
-    def client_data_after_startup(self, data: bytes, out: list[SessionAction]) -> None:
+    def _client_data_after_startup(self, data: bytes, out: list[SessionAction]) -> None:
         if self.phase is Phase.CLIENT_AUTH:
             self._client_scanner.feed(data)
             self._on_client_auth(out)
@@ -467,19 +459,19 @@ class PgSession:
         params = m.decode_startup_parameters(body)
         self.startup_params = params
         if self.settings.tls_required and not self.client_tls:
-            self._close_with(out, fatal(_SQLSTATE_INVALID_AUTHORIZATION,
+            self._close_with(out, m.fatal(_SQLSTATE_INVALID_AUTHORIZATION,
                                         "dbguard: this listener requires TLS",
                                         hint="Connect with sslmode=require."),
                              "TLS required")
             return
         if "replication" in params and params["replication"].lower() not in ("false", "off", "no", "0"):
-            self._close_with(out, fatal(_SQLSTATE_FEATURE_NOT_SUPPORTED,
+            self._close_with(out, m.fatal(_SQLSTATE_FEATURE_NOT_SUPPORTED,
                                         "dbguard: replication connections are not supported through the proxy"),
                              "replication refused")
             return
         refused = refused_startup_setting(params)
         if refused is not None:
-            self._close_with(out, fatal(
+            self._close_with(out, m.fatal(
                 _SQLSTATE_INSUFFICIENT_PRIVILEGE,
                 f'dbguard: the startup setting "{refused}" is not allowed through the proxy',
                 detail=f"setting={refused}",
@@ -488,7 +480,7 @@ class PgSession:
             return
         user = params.get("user", "")
         if not user:
-            self._close_with(out, fatal(_SQLSTATE_INVALID_AUTHORIZATION,
+            self._close_with(out, m.fatal(_SQLSTATE_INVALID_AUTHORIZATION,
                                         "no PostgreSQL user name specified in startup packet"),
                              "no user")
             return
@@ -550,7 +542,7 @@ class PgSession:
             })
             out.append(Sleep(delay))
             # Same answer for an unknown identity and a wrong secret.
-            self._close_with(out, fatal(_SQLSTATE_INVALID_PASSWORD,
+            self._close_with(out, m.fatal(_SQLSTATE_INVALID_PASSWORD,
                                         f'password authentication failed for user "{self._requested_user}"'),
                              "authentication failed")
             return
@@ -651,7 +643,7 @@ class PgSession:
                 self._owed.append(None)
             elif t == b"F":
                 self._flush(forward, out)
-                self._owed.append(_Synthetic(error(
+                self._owed.append(_Synthetic(m.error(
                     _SQLSTATE_FEATURE_NOT_SUPPORTED,
                     "dbguard: the fastpath function call protocol is not supported through the proxy",
                     hint="Call the function with a SELECT statement instead."), with_ready=True))
@@ -687,7 +679,7 @@ class PgSession:
 
     def _refuse_simple(self, decision: Decision, out: list[SessionAction]) -> None:
         message = decision.reason or "dbguard: statement refused"
-        self._owed.append(_Synthetic(error("42501", message, hint=decision.hint or None), with_ready=True))
+        self._owed.append(_Synthetic(m.error("42501", message, hint=decision.hint or None), with_ready=True))
         self._release_synthetic(out)
 
     def _release_synthetic(self, out: list[SessionAction]) -> None:
@@ -743,7 +735,7 @@ class PgSession:
             self.phase = Phase.CLOSED
             out.append(Close("protocol violation"))
             return
-        self._close_with(out, fatal(_SQLSTATE_PROTOCOL_VIOLATION, f"dbguard: invalid message: {detail}"),
+        self._close_with(out, m.fatal(_SQLSTATE_PROTOCOL_VIOLATION, f"dbguard: invalid message: {detail}"),
                          "protocol violation")
 
     def _close_with(self, out: list[SessionAction], final_message: bytes, reason: str) -> None:

@@ -32,11 +32,10 @@ from dbguard.wire.pg.auth import (
     md5_password_message,
     tls_server_end_point_hash,
 )
-from dbguard.wire.pg.framing import PROTOCOL_3_0, Frame, MessageScanner, Passthrough, ProtocolViolation
+from dbguard.wire.pg.framing import ALL_TYPES, PROTOCOL_3_0, Frame, MessageScanner, Passthrough, ProtocolViolation
 
 log = logging.getLogger("dbguard.session")
 
-_ALL_TYPES = frozenset(bytes([i]) for i in range(256))
 # Startup parameters that never go upstream as the client sent them.
 _PROXY_OWNED_PARAMS = frozenset({"user", "database", "replication"})
 _TLS_MANDATORY = (UpstreamTlsMode.REQUIRE, UpstreamTlsMode.VERIFY_CA, UpstreamTlsMode.VERIFY_FULL)
@@ -75,10 +74,6 @@ class UpstreamRefused:
 LoginOutcome = UpstreamReady | UpstreamRefused | None
 
 
-def _fatal(sqlstate: str, message: str, *, hint: str | None = None) -> bytes:
-    return m.error_response(sqlstate, message, severity="FATAL", hint=hint).encode()
-
-
 def channel_binding_hash(cert_der: bytes | None) -> bytes | None:
     """tls-server-end-point data for a certificate, or None where it has none (Ed25519)."""
     if cert_der is None:
@@ -97,7 +92,7 @@ class UpstreamLogin:
     session_id: str
     step: Step = Step.AUTH
     server_params: dict[str, str] = field(default_factory=dict)
-    _scanner: MessageScanner = field(default_factory=lambda: MessageScanner(_ALL_TYPES))
+    _scanner: MessageScanner = field(default_factory=lambda: MessageScanner(ALL_TYPES))
     _scram: ScramClientExchange | None = None
     _cert_hash: bytes | None = None
     _backend_key: tuple[int, bytes] | None = None
@@ -154,7 +149,7 @@ class UpstreamLogin:
             if up.tls_mode in _TLS_MANDATORY:
                 message = ("dbguard: the database server does not support TLS, "
                            f"but the upstream sslmode is {up.tls_mode.value}")
-                return [], UpstreamRefused(_fatal(SQLSTATE_CANNOT_CONNECT, message), "upstream TLS unavailable")
+                return [], UpstreamRefused(m.fatal(SQLSTATE_CANNOT_CONNECT, message), "upstream TLS unavailable")
             return [self._startup_message()], None
         if answer == b"E":
             raise ProtocolViolation("server answered SSLRequest with an error")
@@ -202,11 +197,11 @@ class UpstreamLogin:
             else:
                 message = ("dbguard: the database server asked for an authentication method "
                            f"dbguard does not support (code {msg.code})")
-                return UpstreamRefused(_fatal(SQLSTATE_REJECTED, message), "unsupported upstream auth")
+                return UpstreamRefused(m.fatal(SQLSTATE_REJECTED, message), "unsupported upstream auth")
         except AuthenticationFailed as exc:
             log.error("upstream.auth_failed", extra={"session": self.session_id,
                                                      "error": exc.log_detail or str(exc)})
-            return UpstreamRefused(_fatal(SQLSTATE_REJECTED, "dbguard: could not authenticate to the database server"),
+            return UpstreamRefused(m.fatal(SQLSTATE_REJECTED, "dbguard: could not authenticate to the database server"),
                                    "upstream auth failed")
         return None
 
@@ -227,7 +222,7 @@ class UpstreamLogin:
                                                    "error": msg.message})
         if sqlstate.startswith("28"):
             # The service account's credentials are dbguard's business, not the client's.
-            data = _fatal(SQLSTATE_REJECTED, "dbguard: the database server rejected dbguard's credentials",
+            data = m.fatal(SQLSTATE_REJECTED, "dbguard: the database server rejected dbguard's credentials",
                           hint="Ask the dbguard operator to check the listener's upstream DSN.")
         else:
             data = m.ErrorOrNotice(msg.fields).encode()  # e.g. 3D000: the client's own business

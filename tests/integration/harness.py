@@ -126,7 +126,6 @@ def write_config(
     for name, kind, secret, roles in identities:
         lines += [f"  - name: {name}", f"    kind: {kind}", f"    secret: {secret}",
                   f"    roles: [{', '.join(roles)}]"]
-    lines.append(f"store: sqlite:///{directory / 'dbguard.db'}")
     path = directory / "dbguard.yaml"
     path.write_text("\n".join(lines) + "\n" + extra_yaml, encoding="utf-8")
     return path
@@ -141,6 +140,7 @@ def start_proxy(
     extra_yaml: str = "",
     env: Mapping[str, str] | None = None,
     timeout: float = 20.0,
+    log_level: str = "debug",
 ) -> ProxyProcess:
     port = free_port()
     config = write_config(directory, upstream_dsn, port=port, identities=identities,
@@ -148,7 +148,7 @@ def start_proxy(
     log_path = directory / "dbguard.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dbguard", "serve", "-c", str(config), "--log-level", "debug"],
+            [sys.executable, "-m", "dbguard", "serve", "-c", str(config), "--log-level", log_level],
             cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )

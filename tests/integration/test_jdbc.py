@@ -26,13 +26,14 @@ JAVA_TIMEOUT = 120
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The directory holding ProxyCheck.class."""
+    """The directory holding ProxyCheck.class. scripts/test installs Java and the driver, so
+    their absence is a broken test environment: a failure, never a skip."""
     missing = [name for name in ("javac", "java") if shutil.which(name) is None]
     if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed (apt-get install default-jdk-headless)")
+        pytest.fail(f"{' and '.join(missing)} not installed (run scripts/ensure-server-binaries)")
     if not DRIVER_JAR.is_file():
-        pytest.skip(f"the PostgreSQL JDBC driver {DRIVER_JAR} is missing "
-                    "(apt-get install libpostgresql-jdbc-java, or set $DBGUARD_PGJDBC_JAR)")
+        pytest.fail(f"the PostgreSQL JDBC driver {DRIVER_JAR} is missing "
+                    "(run scripts/ensure-server-binaries, or set $DBGUARD_PGJDBC_JAR)")
     out = tmp_path_factory.mktemp("jdbc")
     result = subprocess.run(["javac", "-cp", str(DRIVER_JAR), "-d", str(out), str(SOURCE)],
                             capture_output=True, text=True, timeout=JAVA_TIMEOUT, check=False)

@@ -9,28 +9,21 @@
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from dbguard.devdb.certs import CertPair, make_self_signed_cert
-from dbguard.devdb.postgres import find_postgres_bindir
+from dbguard.devdb.postgres import ThrowawayPostgres
 from dbguard.wire.pg.auth import (
     TLS_SERVER_END_POINT,
     AuthenticationFailed,
@@ -45,7 +38,6 @@ from tests.pgwire import read_message, recv_exact
 
 pytestmark = [pytest.mark.integration]
 
-PG_BIN = find_postgres_bindir()  # whichever PostgreSQL the machine has
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 PROTOCOL_3_0 = 196608
@@ -145,65 +137,19 @@ class RealServer:
     verifier_secret: str
 
 
-# PostgreSQL refuses to run as root: then the server runs as the 'postgres' account.
-RUN_AS = "postgres" if os.geteuid() == 0 else None
-
-
 @pytest.fixture(scope="module")
-def real_server() -> Iterator[RealServer]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"no PostgreSQL server binaries in {PG_BIN}")
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
-    base = Path(tempfile.mkdtemp(prefix="dbguard-pgauth-"))
-    data, sockets = base / "data", base / "sockets"
-    sockets.mkdir()
-    certs = make_self_signed_cert(base / "certs")
-    if os.geteuid() == 0:
-        for path in [base, sockets, base / "certs", *(base / "certs").iterdir()]:
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-
-    def run(*args: str) -> None:
-        subprocess.run(args, check=True, capture_output=True, cwd=base, user=RUN_AS)
-
-    run(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8", "--no-sync")
-    (data / "pg_hba.conf").write_text(
-        "local all all trust\nhost all md5user 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 scram-sha-256\n"
-    )
-    options = (
-        f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-        f"-c ssl=on -c ssl_cert_file={certs.cert_path} -c ssl_key_file={certs.key_path} "
-        f"-c password_encryption=scram-sha-256"
-    )
-    pg_ctl = str(PG_BIN / "pg_ctl")
-    run(pg_ctl, "-D", str(data), "-l", str(base / "server.log"), "-w", "-o", options, "start")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    """A throwaway PostgreSQL with TLS, a SCRAM role, a role whose stored secret dbguard made,
+    and an md5 role."""
+    certs = make_self_signed_cert(tmp_path_factory.mktemp("certs"))
     verifier_secret = "made by dbguard"
-    try:
-        with psycopg.connect(host=str(sockets), port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
-            conn.execute("CREATE ROLE app LOGIN PASSWORD 'app-secret'")
-            conn.execute(
-                sql.SQL("CREATE ROLE ours LOGIN PASSWORD {}").format(
-                    sql.Literal(make_scram_verifier(verifier_secret).to_postgres_secret())
-                )
-            )
-            conn.execute("SET password_encryption = 'md5'")
-            conn.execute("CREATE ROLE md5user LOGIN PASSWORD 'md5-secret'")
-        yield RealServer(port=port, certs=certs, verifier_secret=verifier_secret)
-    finally:
-        subprocess.run(
-            [pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-            check=False,
-            cwd=base,
-            user=RUN_AS,
-        )
-        shutil.rmtree(base, ignore_errors=True)
+    with ThrowawayPostgres(ssl_cert=certs.cert_path, ssl_key=certs.key_path) as server:
+        server.create_role("app", "app-secret")
+        # PostgreSQL stores a password given in its SCRAM secret format as is.
+        server.create_role("ours", make_scram_verifier(verifier_secret).to_postgres_secret())
+        server.create_role("md5user", "md5-secret", password_encryption="md5")
+        server.set_hba_method("md5user", "md5")
+        yield RealServer(port=server.port, certs=certs, verifier_secret=verifier_secret)
 
 
 def _verify_full(certs: CertPair) -> ssl.SSLContext:

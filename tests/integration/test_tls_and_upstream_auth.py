@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from dbguard.devdb.certs import CertPair, make_self_signed_cert
+from dbguard.devdb.postgres import HbaMethod
 from tests.integration.conftest import PgServerFactory
 from tests.integration.harness import ProxyFactory
 
@@ -83,13 +84,17 @@ def test_upstream_tls_wrong_ca_is_refused(pg_server_factory: PgServerFactory, pr
     assert "TLS handshake failed" in str(info.value)
 
 
-@pytest.mark.parametrize("method", ["md5", "password", "trust", "scram-sha-256"])
-def test_upstream_auth_methods(pg_server_factory: PgServerFactory, proxy_factory: ProxyFactory, method: str) -> None:
+UPSTREAM_METHODS: list[HbaMethod] = ["md5", "password", "trust", "scram-sha-256"]
+
+
+@pytest.mark.parametrize("method", UPSTREAM_METHODS)
+def test_upstream_auth_methods(pg_server_factory: PgServerFactory, proxy_factory: ProxyFactory,
+                               method: HbaMethod) -> None:
     server = pg_server_factory(seed=False)
     server.create_role("svc_" + method.replace("-", "_"), "svc-pass",
                        password_encryption="md5" if method == "md5" else "scram-sha-256")
     role = "svc_" + method.replace("-", "_")
-    server.set_hba_method(role, method)  # type: ignore[arg-type]
+    server.set_hba_method(role, method)
     proxy = proxy_factory(server.dsn(user=role, password="svc-pass", database="postgres", sslmode="disable"))
     with psycopg.connect(proxy.dsn("copilot", database="postgres")) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (role,)

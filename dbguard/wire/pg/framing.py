@@ -29,6 +29,8 @@ _MIN_LENGTH = 4
 _MAX_LENGTH = 0x7FFF_FFFF
 
 _HEADER = struct.Struct("!cI")
+# Every type byte: for scanners that must see every message whole (handshakes, tests).
+ALL_TYPES = frozenset(bytes([i]) for i in range(256))
 HEADER = _HEADER  # type byte + int32 length, for the session's one-pass hot path
 _INT32 = struct.Struct("!I")
 

@@ -287,6 +287,16 @@ def error_response(
     return ErrorOrNotice(tuple(fields), notice=notice)
 
 
+def error(sqlstate: str, message: str, *, detail: str | None = None, hint: str | None = None) -> bytes:
+    """An encoded ErrorResponse (severity ERROR): the statement failed, the session goes on."""
+    return error_response(sqlstate, message, detail=detail, hint=hint).encode()
+
+
+def fatal(sqlstate: str, message: str, *, detail: str | None = None, hint: str | None = None) -> bytes:
+    """An encoded ErrorResponse (severity FATAL): the connection is about to close."""
+    return error_response(sqlstate, message, severity="FATAL", detail=detail, hint=hint).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class CommandComplete:
     tag: str
