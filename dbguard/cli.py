@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from rich.console import Console
 
@@ -57,33 +56,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: RET503 - parser.error exits
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # a missing or unknown command exits 2 here
+    commands = {"serve": _serve, "demo": _demo}
     try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "demo":
-            from dbguard.demo import run_demo
-
-            return run_demo(port=args.port, walkthrough=args.walkthrough, log_level=args.log_level)
+        return commands[args.command](args)
     except ConfigError as exc:
         _fail(f"dbguard: configuration error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
-    parser.error(f"unknown command {args.command!r}")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dbguard.demo import run_demo
+
+    return run_demo(port=args.port, walkthrough=args.walkthrough, log_level=args.log_level)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from dbguard.runtime import logs
-    from dbguard.runtime.server import run_event_loop, serve
+    from dbguard.runtime.server import check_supported, run_event_loop, serve
 
-    path: Path = resolve_config_path(args.config)
-    config = load_config(path)  # validate before anything starts; errors exit 2
+    config = load_config(resolve_config_path(args.config))  # errors exit 2 before anything starts
     logs.configure(args.log_level or config.log.level.value, args.log_format or config.log.format.value)
+    check_supported(config)
     try:
-        run_event_loop(lambda: serve(path))
+        run_event_loop(lambda: serve(config))
     except OSError as exc:
         _fail(f"dbguard: cannot start: {exc}")
         return EXIT_FAILED

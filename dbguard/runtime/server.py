@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from dbguard.config import Config, ConfigError, IdentityConfig, ListenerConfig, ListenerProtocol, load_config
 from dbguard.model import AllowAllGate, Gate, Identity, IdentityKind
@@ -30,6 +30,30 @@ from dbguard.wire.pg.auth import make_scram_verifier
 log = logging.getLogger("dbguard.runtime")
 
 DRAIN_TIMEOUT = 30.0
+
+# Configuration sections this version accepts (they are validated) but does not act on yet.
+NOT_YET_ACTIVE = {
+    "store": "the statement journal is not written yet",
+    "approvals": "holds for approval are not available yet",
+    "admin": "the admin HTTP endpoint is not served yet",
+}
+
+
+def check_supported(config: Config) -> None:
+    """Fail closed where this version cannot do what the configuration asks.
+
+    Rules that are configured but not enforced would let every statement through while the
+    operator believes policy applies: refuse to start. Sections without a security effect of
+    their own are reported loudly and the proxy runs.
+    """
+    if config.rules_path is not None:
+        raise config.error("rules", "this version of dbguard does not enforce rules yet; refusing to start "
+                                    "rather than let every statement through unchecked (remove `rules:` "
+                                    "to run the proxy without policy)")
+    for key, what in NOT_YET_ACTIVE.items():
+        if key in config.locations:
+            log.warning("config.not_yet_active", extra={"key": key, "line": config.locations[key],
+                                                        "effect": what})
 
 
 def build_identities(identities: tuple[IdentityConfig, ...]) -> dict[str, IdentityEntry]:
@@ -104,6 +128,7 @@ class Server:
     def reload(self) -> None:
         try:
             new = load_config(self.config.path)
+            check_supported(new)
         except ConfigError as exc:
             log.error("config.reload_failed", extra={"error": str(exc)})
             return
@@ -142,18 +167,18 @@ class Server:
         return [(p.settings.name, p.host, p.port) for p in self.pg_listeners]
 
 
-def run_event_loop(main: Callable[[], object]) -> None:
+def run_event_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run a coroutine function on uvloop when available (it is ~1.5x faster here)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a pinned dependency on Linux
-        asyncio.run(main())  # type: ignore[arg-type]
+        asyncio.run(main())
         return
-    uvloop.run(main())  # type: ignore[arg-type]
+    uvloop.run(main())
 
 
-async def serve(config_path: Path, *, ready: Callable[[Server], None] | None = None) -> None:
-    config = load_config(config_path)
+async def serve(config: Config, *, ready: Callable[[Server], None] | None = None) -> None:
+    """Run every listener of an already loaded and checked configuration until stopped."""
     server = Server(config)
     await server.start()
     if ready is not None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -46,10 +47,10 @@ def test_missing_config_exits_2(tmp_path: Path) -> None:
     assert "nope.yaml" in result.stderr
 
 
-def _wait_for(predicate: object, timeout: float = 10.0) -> bool:
+def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return True
         time.sleep(0.1)
     return False
@@ -124,3 +125,37 @@ def test_idle_timeout_closes_idle_sessions_only(pg_server: ThrowawayPostgres, pr
         conn.execute("SELECT 1")
     assert "idle-session timeout" in str(info.value)
     conn.close()
+
+
+def test_rules_that_cannot_be_enforced_refuse_to_start(tmp_path: Path, pg_server: ThrowawayPostgres) -> None:
+    """Fail closed: a `rules:` this version does not enforce yet must not run as allow-all."""
+    (tmp_path / "rules").mkdir()
+    config = tmp_path / "dbguard.yaml"
+    config.write_text(
+        "listeners:\n"
+        "  - name: app-pg\n"
+        "    protocol: postgres\n"
+        "    listen: 127.0.0.1:0\n"
+        f"    upstream: {pg_server.dsn(sslmode='disable')}\n"
+        "rules: rules/\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run([sys.executable, "-m", "dbguard", "serve", "-c", str(config)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert f"{config}:6: rules: this version of dbguard does not enforce rules yet" in result.stderr
+
+
+def test_reload_adding_rules_keeps_the_running_config(pg_server: ThrowawayPostgres,
+                                                      proxy_factory: ProxyFactory) -> None:
+    proxy = proxy_factory(pg_server.dsn(sslmode="disable"), extra_yaml="admin: {listen: 127.0.0.1:1, token: t}\n")
+    assert "config.not_yet_active" in proxy.log()  # admin is accepted, and said to be inactive
+    (proxy.config_path.parent / "rules").mkdir()
+    with proxy.config_path.open("a", encoding="utf-8") as fh:
+        fh.write("rules: rules/\n")
+    proxy.reload()
+    assert _wait_for(lambda: "config.reload_failed" in proxy.log())
+    assert "does not enforce rules yet" in proxy.log()
+    with psycopg.connect(proxy.dsn("copilot")) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert proxy.alive
