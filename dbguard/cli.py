@@ -1,7 +1,8 @@
 """Command line front end (console script `dbguard`): argparse in, rich out, no logic.
 
 Owns: parsing arguments, exit statuses (0 ok, 1 failed check, 2 bad usage or configuration),
-and rendering. Everything it runs lives in runtime/, devdb/ and the feature packages.
+and rendering. Everything it runs lives in runtime/, devdb/ and the feature packages; the policy
+commands (`check`, `rules test|lint`) live in cli_policy.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from dbguard import __version__
+from dbguard.cli_policy import add_policy_commands, run_check, run_rules_lint, run_rules_test
 from dbguard.config import ConfigError, load_config, resolve_config_path
 
 EXIT_OK = 0
@@ -53,12 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--walkthrough", action="store_true",
                       help="play a scripted agent session through the proxy, then exit")
     demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
+
+    add_policy_commands(sub, _add_config_option)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a missing or unknown command exits 2 here
-    commands = {"serve": _serve, "demo": _demo}
+    commands = {"serve": _serve, "demo": _demo, "check": run_check, "rules": _rules}
     try:
         return commands[args.command](args)
     except ConfigError as exc:
@@ -66,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _rules(args: argparse.Namespace) -> int:
+    return run_rules_test(args) if args.rules_command == "test" else run_rules_lint(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -76,13 +84,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from dbguard.runtime import logs
-    from dbguard.runtime.server import check_supported, run_event_loop, serve
+    from dbguard.runtime.server import check_supported, load_rules, run_event_loop, serve
 
     config = load_config(resolve_config_path(args.config))  # errors exit 2 before anything starts
+    policy = load_rules(config)  # so do errors in the rules files
     logs.configure(args.log_level or config.log.level.value, args.log_format or config.log.format.value)
     check_supported(config)
     try:
-        run_event_loop(lambda: serve(config))
+        run_event_loop(lambda: serve(config, policy))
     except OSError as exc:
         _fail(f"dbguard: cannot start: {exc}")
         return EXIT_FAILED

@@ -1,10 +1,10 @@
 # dbguard/config.py — owns dbguard.yaml: finding it (-c / $DBGUARD_CONFIG / ./dbguard.yaml),
-# reading it with line numbers, ${ENV} expansion, validation, and the frozen dataclasses the rest
-# of dbguard reads. Every error is a ConfigError naming file, line and key path. It checks that
-# referenced files exist but never opens sockets or stores, and never puts a secret in a message.
+# its schema and validation (the line-tracking YAML walking and ${ENV} expansion are shared with
+# the rule files in dbguard/yamlfile.py), and the frozen dataclasses the rest of dbguard reads.
+# Every error is a ConfigError naming file, line and key path. It checks that referenced files
+# exist but never opens sockets or stores, and never puts a secret in a message.
 from __future__ import annotations
 
-import difflib
 import hmac
 import ipaddress
 import math
@@ -15,12 +15,21 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from secrets import token_hex
 from typing import Final, Generic, Literal, NamedTuple, TypeVar, final
 from urllib.parse import quote, unquote
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node
+
+from dbguard.yamlfile import TAG_BOOL as _TAG_BOOL
+from dbguard.yamlfile import TAG_NULL as _TAG_NULL
+from dbguard.yamlfile import ConfigError, EnvRefs, YamlReader, compose_yaml, expand_env, read_yaml_text
+from dbguard.yamlfile import choices as _choices
+from dbguard.yamlfile import echo as _echo
+from dbguard.yamlfile import enum_values as _values
+from dbguard.yamlfile import is_null as _is_null
+from dbguard.yamlfile import line_of as _line
+from dbguard.yamlfile import suggest as _suggest
+from dbguard.yamlfile import value_of as _value_of
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -67,24 +76,11 @@ DEFAULT_APPROVAL_TIMEOUT: Final = 300.0
 DEFAULT_MAX_CONNECTIONS: Final = 1000
 # A config file is a few kilobytes; refuse anything absurd before YAML parses it.
 MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024
-# YAML merge keys (<<: *anchor) may nest; a recursive anchor must not loop forever.
-_MAX_MERGE_DEPTH: Final = 32
-# Values echoed in error messages are cut to this many characters.
-_MAX_ECHO: Final = 80
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]+\Z")
 # Identity names are database user names for clients: also allow e-mail-like names.
 _IDENTITY_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.@+-]{1,63}\Z")
-_VAR_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HOSTNAME_RE: Final = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\Z")
-_INT_RE: Final = re.compile(r"[0-9][0-9_]*\Z")
-
-_TAG_STR: Final = "tag:yaml.org,2002:str"
-_TAG_NULL: Final = "tag:yaml.org,2002:null"
-_TAG_BOOL: Final = "tag:yaml.org,2002:bool"
-_TAG_INT: Final = "tag:yaml.org,2002:int"
-_TAG_FLOAT: Final = "tag:yaml.org,2002:float"
-_TAG_MERGE: Final = "tag:yaml.org,2002:merge"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +124,6 @@ class SslMode(StrEnum):
     VERIFY_FULL = "verify-full"
 
 
-_E = TypeVar("_E", bound=StrEnum)
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
@@ -159,28 +154,7 @@ class FrozenMap(Mapping[_K, _V], Generic[_K, _V]):
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors and secrets
-
-
-class ConfigError(Exception):
-    """A configuration problem, rendered as ``FILE:LINE: KEY: MESSAGE``.
-
-    ``line`` is 1-based, or None when the problem is not at a line (missing file, empty file).
-    ``key`` is the key path (``listeners[0].listen``) or None for the file as a whole.
-    """
-
-    def __init__(self, path: Path | str, line: int | None, key: str | None, message: str) -> None:
-        super().__init__(path, line, key, message)
-        self.path = Path(path)
-        self.line = line
-        self.key = key
-        self.message = message
-
-    def __str__(self) -> str:
-        where = str(self.path) if self.line is None else f"{self.path}:{self.line}"
-        if self.key:
-            return f"{where}: {self.key}: {self.message}"
-        return f"{where}: {self.message}"
+# Secrets (ConfigError lives in dbguard.yamlfile, shared with the rule files)
 
 
 @final
@@ -667,44 +641,6 @@ def parse_store_url(text: str, base_dir: Path) -> StoreUrl:
     raise ValueError("expected sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
 
 
-def expand_env(text: str, env: Mapping[str, str]) -> str:
-    """Expand ``${VAR}`` and ``${VAR:-default}``; ``$${`` is a literal ``${``.
-
-    The default applies when VAR is unset or empty. An unset VAR without a default is a
-    ValueError naming the variable (never its value).
-    """
-    out: list[str] = []
-    i = 0
-    while True:
-        j = text.find("$", i)
-        if j < 0:
-            out.append(text[i:])
-            return "".join(out)
-        out.append(text[i:j])
-        if text.startswith("$${", j):
-            out.append("${")
-            i = j + 3
-        elif text.startswith("${", j):
-            end = text.find("}", j + 2)
-            if end < 0:
-                raise ValueError("unterminated '${' (write '$${' for a literal '${')")
-            name, sep, default = text[j + 2 : end].partition(":-")
-            if not _VAR_NAME_RE.match(name):
-                raise ValueError(
-                    f"invalid variable reference {_echo('${' + name + '}')}: expected ${{NAME}} or ${{NAME:-default}}"
-                )
-            value = env.get(name)
-            if value is None or (sep and not value):
-                if not sep:
-                    raise ValueError(f"environment variable {name} is not set (set it, or write ${{{name}:-default}})")
-                value = default
-            out.append(value)
-            i = end + 1
-        else:
-            out.append("$")
-            i = j + 1
-
-
 def resolve_config_path(cli_value: str | None, env: Mapping[str, str] | None = None) -> Path:
     """The config file to read: ``-c`` if given, else ``$DBGUARD_CONFIG``, else ./dbguard.yaml."""
     environ = os.environ if env is None else env
@@ -720,81 +656,28 @@ def resolve_config_path(cli_value: str | None, env: Mapping[str, str] | None = N
 # Loading
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file. Raises ConfigError (never OSError or YAMLError)."""
+def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, unset_env: str | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError (never OSError or YAMLError).
+
+    ``unset_env``: the value of ``${VAR}`` references to unset variables, instead of an error. For
+    offline commands (`check`, `rules`) that need identities and paths, never secrets.
+    """
     p = Path(path)
-    try:
-        if p.is_dir():
-            raise ConfigError(p, None, None, "is a directory, expected a YAML file")
-        with p.open("rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(p, None, None, f"config file not found (use -c FILE or ${CONFIG_ENV_VAR})") from None
-    except OSError as e:
-        raise ConfigError(p, None, None, f"cannot read config file: {e.strerror}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(p, None, None, f"larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ConfigError(p, line, None, "not valid UTF-8") from None
-    return parse_config(text, p, env)
+    text = read_yaml_text(
+        p, MAX_CONFIG_BYTES, what="config file", not_found=f"config file not found (use -c FILE or ${CONFIG_ENV_VAR})"
+    )
+    return parse_config(text, p, env, unset_env=unset_env)
 
 
-def parse_config(text: str, path: Path, env: Mapping[str, str] | None = None) -> Config:
+def parse_config(
+    text: str, path: Path, env: Mapping[str, str] | None = None, *, unset_env: str | None = None
+) -> Config:
     """Validate config text as if read from ``path`` (relative paths resolve against its dir)."""
     path = Path(path)
-    protected, refs = _EnvRefs.protect(text)
-    try:
-        root = yaml.compose(protected, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else None
-        what = refs.restore("; ".join(x for x in (e.context, e.problem) if x))
-        raise ConfigError(path, line, None, f"invalid YAML: {what}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(path, None, None, f"invalid YAML: {type(e).__name__}") from None
-    reader = _Reader(path, os.environ if env is None else env, refs)
+    protected, refs = EnvRefs.protect(text)
+    root = compose_yaml(protected, path, refs)
+    reader = _Reader(path, os.environ if env is None else env, refs, unset=unset_env)
     return reader.config(root)
-
-
-class _EnvRefs:
-    """Hides ``${...}`` references from the YAML parser and puts them back in scalars.
-
-    ``token: ${DBGUARD_ADMIN_TOKEN}`` inside a flow mapping (``{listen: …, token: ${X}}``, as in
-    the product's own example) is not valid YAML: ``{`` and ``}`` end a plain scalar there. Each
-    reference is swapped for a placeholder of plain-scalar-safe characters on the same line, so
-    line numbers are unchanged, and restored verbatim in every scalar before expansion.
-    """
-
-    _REF_RE: Final = re.compile(r"\$?\$\{[^}\n]*\}")
-
-    def __init__(self, prefix: str, originals: list[str]) -> None:
-        self._originals = originals
-        self._token_re = re.compile(re.escape(prefix) + r"([0-9]+)__")
-
-    @classmethod
-    def protect(cls, text: str) -> tuple[str, _EnvRefs]:
-        prefix = "__dbguard_env_" + token_hex(6) + "_"
-        originals: list[str] = []
-
-        def swap(m: re.Match[str]) -> str:
-            originals.append(m.group(0))
-            return f"{prefix}{len(originals) - 1}__"
-
-        return cls._REF_RE.sub(swap, text), cls(prefix, originals)
-
-    def restore(self, text: str) -> str:
-        if not self._originals:
-            return text
-        return self._token_re.sub(lambda m: self._originals[int(m.group(1))], text)
-
-
-@dataclass(frozen=True)
-class _Entry:
-    key_node: ScalarNode
-    value: Node
 
 
 _TOP_KEYS: Final = ("listeners", "identities", "rules", "store", "approvals", "admin", "log")
@@ -815,125 +698,10 @@ _ADMIN_KEYS: Final = ("listen", "token")
 _LOG_KEYS: Final = ("level", "format")
 
 
-class _Reader:
-    """Walks the composed YAML nodes by schema, keeping each value's line for errors."""
-
-    def __init__(self, path: Path, env: Mapping[str, str], refs: _EnvRefs) -> None:
-        self.path = path
-        self.refs = refs
-        self.env = env
-        self.base_dir = path.absolute().parent
-        self.locations: dict[str, int] = {}
-
-    # -- errors and node helpers --------------------------------------------------------------
-
-    def err(self, node: Node | None, key: str | None, message: str) -> ConfigError:
-        return ConfigError(self.path, _line(node), key, message)
-
-    def mapping(self, node: Node, key: str, allowed: Sequence[str], depth: int = 0) -> dict[str, _Entry]:
-        if not isinstance(node, MappingNode):
-            raise self.err(node, key or None, f"expected a mapping, got {_kind(node)}")
-        if depth > _MAX_MERGE_DEPTH:
-            raise self.err(node, key or None, "merge keys (<<) nested too deeply")
-        if key:
-            self.locations.setdefault(key, _line(node) or 0)
-        explicit: dict[str, _Entry] = {}
-        merged: dict[str, _Entry] = {}
-        for k, v in node.value:
-            if isinstance(k, ScalarNode) and k.tag == _TAG_MERGE:
-                sources = v.value if isinstance(v, SequenceNode) else [v]
-                for src in sources:
-                    for name, entry in self.mapping(src, key, allowed, depth + 1).items():
-                        merged.setdefault(name, entry)
-                continue
-            if not isinstance(k, ScalarNode):
-                raise self.err(k, key or None, f"keys must be plain strings, got {_kind(k)}")
-            name = self.refs.restore(str(k.value))
-            here = _join(key, name)
-            if name in explicit:
-                first = _line(explicit[name].key_node)
-                raise self.err(k, here, f"duplicate key (first defined on line {first})")
-            if name not in allowed:
-                raise self.err(k, here, f"unknown key{_suggest(name, allowed, listing=True)}")
-            explicit[name] = _Entry(k, v)
-        return {**merged, **explicit}
-
-    def sequence(self, node: Node, key: str) -> list[Node]:
-        if not isinstance(node, SequenceNode):
-            raise self.err(node, key, f"expected a list, got {_kind(node)}")
-        return list(node.value)
-
-    def present(self, entries: Mapping[str, _Entry], name: str) -> Node | None:
-        """The value node of an optional key; an explicit null counts as absent."""
-        entry = entries.get(name)
-        if entry is None or _is_null(entry.value):
-            return None
-        return entry.value
-
-    def required(self, entries: Mapping[str, _Entry], parent: Node, key: str, name: str) -> Node:
-        entry = entries.get(name)
-        here = _join(key, name)
-        if entry is None:
-            raise self.err(parent, here, "required key is missing")
-        if _is_null(entry.value):
-            raise self.err(entry.value, here, "required key has no value")
-        return entry.value
-
-    def scalar(self, node: Node, key: str, what: str) -> tuple[str, str, bool]:
-        """(text after ${ENV} expansion, YAML tag, whether ${...} was expanded)."""
-        if not isinstance(node, ScalarNode):
-            raise self.err(node, key, f"expected {what}, got {_kind(node)}")
-        self.locations.setdefault(key, _line(node) or 0)
-        raw = self.refs.restore(str(node.value))
-        if node.tag != _TAG_STR or "$" not in raw:
-            return raw, node.tag, False
-        try:
-            expanded = expand_env(raw, self.env)
-        except ValueError as e:
-            raise self.err(node, key, str(e)) from None
-        return expanded, node.tag, "${" in raw.replace("$${", "")
+class _Reader(YamlReader):
+    """Walks dbguard.yaml's composed YAML nodes by its schema (generic walking: YamlReader)."""
 
     # -- typed values -------------------------------------------------------------------------
-
-    def string(self, node: Node, key: str, *, secret: bool = False) -> str:
-        text, tag, from_env = self.scalar(node, key, "a string")
-        if tag == _TAG_BOOL:
-            hint = "" if secret else f" (quote it: '{text}')"
-            raise self.err(node, key, f"expected a string, got a boolean{hint}")
-        if tag == _TAG_NULL:
-            raise self.err(node, key, "expected a string, got null")
-        if not text:
-            why = " (its ${...} expanded to nothing)" if from_env else ""
-            raise self.err(node, key, f"must not be empty{why}")
-        if "\x00" in text:
-            raise self.err(node, key, "must not contain NUL characters")
-        return text
-
-    def name(self, node: Node, key: str, pattern: re.Pattern[str], allowed: str) -> str:
-        text = self.string(node, key)
-        if not pattern.match(text):
-            raise self.err(node, key, f"expected a name of {allowed}, got {_echo(text)}")
-        return text
-
-    def boolean(self, node: Node, key: str) -> bool:
-        text, tag, from_env = self.scalar(node, key, "true or false")
-        if tag == _TAG_BOOL or from_env:
-            lowered = text.strip().lower()
-            if lowered in ("true", "yes", "on", "1"):
-                return True
-            if lowered in ("false", "no", "off", "0"):
-                return False
-        shown = "" if from_env else f", got {_echo(text)}"
-        raise self.err(node, key, f"expected true or false{shown}")
-
-    def integer(self, node: Node, key: str, minimum: int) -> int:
-        text, tag, from_env = self.scalar(node, key, "an integer")
-        if (tag == _TAG_INT or from_env) and _INT_RE.match(text.strip()):
-            value = int(text.strip().replace("_", ""))
-            if value < minimum:
-                raise self.err(node, key, f"must be at least {minimum}, got {value}")
-            return value
-        raise self.err(node, key, f"expected a whole number >= {minimum}, got {_echo(text)}")
 
     def duration(self, node: Node, key: str, *, positive: bool = False) -> float:
         text, tag, _ = self.scalar(node, key, "a duration")
@@ -946,19 +714,6 @@ class _Reader:
         if positive and seconds <= 0:
             raise self.err(node, key, "must be longer than 0")
         return seconds
-
-    def choice(self, node: Node, key: str, enum: type[_E], *, fold_case: bool = False) -> _E:
-        text = self.string(node, key)
-        lookup = text.lower() if fold_case else text
-        try:
-            return enum(lookup)
-        except ValueError:
-            options = _values(enum)
-            raise self.err(
-                node,
-                key,
-                f"expected one of {_choices(enum)}, got {_echo(text)}{_suggest(lookup, options)}",
-            ) from None
 
     def file_path(self, node: Node, key: str, *, kind: Literal["file", "any"]) -> Path:
         resolved = self.base_dir / Path(self.string(node, key)).expanduser()
@@ -1150,67 +905,3 @@ class _Reader:
             if addr in seen:
                 raise self.err(node, key, f"address {addr} is already used by {seen[addr]}")
             seen[addr] = key
-
-
-# ---------------------------------------------------------------------------------------------
-# Small helpers
-
-
-def _line(node: Node | None) -> int | None:
-    if node is None or node.start_mark is None:
-        return None
-    return int(node.start_mark.line) + 1
-
-
-def _join(parent: str, name: str) -> str:
-    return f"{parent}.{name}" if parent else name
-
-
-def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == _TAG_NULL
-
-
-def _value_of(mapping: Node, name: str) -> Node | None:
-    if isinstance(mapping, MappingNode):
-        for k, v in mapping.value:
-            if isinstance(k, ScalarNode) and k.value == name and isinstance(v, Node):
-                return v
-    return mapping
-
-
-def _kind(node: Node) -> str:
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    return {
-        _TAG_NULL: "null",
-        _TAG_BOOL: "a boolean",
-        _TAG_INT: "a number",
-        _TAG_FLOAT: "a number",
-        _TAG_STR: "a string",
-    }.get(node.tag, "a scalar")
-
-
-def _echo(text: str) -> str:
-    """Quote a (non-secret) value for an error message, cut to a readable length."""
-    if len(text) > _MAX_ECHO:
-        text = text[: _MAX_ECHO - 3] + "..."
-    return repr(text)
-
-
-def _values(enum: type[StrEnum]) -> list[str]:
-    return [e.value for e in enum]
-
-
-def _choices(enum: type[StrEnum]) -> str:
-    return ", ".join(_values(enum))
-
-
-def _suggest(word: str, options: Sequence[str], *, listing: bool = False) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean '{close[0]}'?)"
-    if listing:
-        return f" (expected one of: {', '.join(options)})"
-    return ""
