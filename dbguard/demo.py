@@ -27,6 +27,7 @@ _console = Console(highlight=False)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SEED_FILE = FIXTURES / "shop.sql"
+SAMPLE_RULES = Path(__file__).resolve().parent.parent / "rules"  # the sample policy packs
 
 DEMO_IDENTITIES = (
     ("copilot", "agent", ("readers",)),
@@ -56,6 +57,8 @@ def _write_config(directory: Path, upstream: str, port: int, secrets_by_name: di
     for name, kind, roles in DEMO_IDENTITIES:
         lines += [f"  - name: {name}", f"    kind: {kind}", f"    secret: {secrets_by_name[name]}",
                   f"    roles: [{', '.join(roles)}]"]
+    if SAMPLE_RULES.is_dir():
+        lines.append(f"rules: {SAMPLE_RULES}")
     path = directory / "dbguard.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o600)
@@ -183,6 +186,11 @@ WALKTHROUGH = (
     ("it reads some orders", "SELECT status, count(*) FROM orders GROUP BY status ORDER BY 1"),
     ("it looks at customers", "SELECT id, full_name, email FROM customers ORDER BY id LIMIT 3"),
     ("it asks who it is connected as", "SELECT current_user, session_user"),
+    ("it tries to drop a table", "DROP TABLE orders"),
+    ("it hides a delete inside a CTE",
+     "WITH gone AS (DELETE FROM orders RETURNING id) SELECT count(*) FROM gone"),
+    ("it tries to read a server file", "SELECT pg_read_file('/etc/passwd')"),
+    ("it deletes one row of its scratch table", "DELETE FROM scratch.notes WHERE id = 1"),
 )
 
 
@@ -192,13 +200,22 @@ def _walkthrough(port: int, secrets_by_name: dict[str, str]) -> int:
     _console.rule("walkthrough: a scripted agent session through dbguard")
     dsn = _dsn("copilot", secrets_by_name["copilot"], port)
     try:
-        with psycopg.connect(dsn, application_name="demo-walkthrough") as conn:
+        with psycopg.connect(dsn, application_name="demo-walkthrough", autocommit=True) as conn:
             for title, sql in WALKTHROUGH:
                 _console.print(f"\n[bold]{title}[/]\n[cyan]{sql}[/]")
                 with conn.cursor() as cur:
-                    cur.execute(sql.encode())
+                    try:
+                        cur.execute(sql.encode())
+                    except psycopg.errors.InsufficientPrivilege as refused:
+                        diag = refused.diag
+                        _console.print(f"[red]ERROR {diag.sqlstate}: {diag.message_primary}[/]\n"
+                                       f"[dim]DETAIL: {diag.message_detail}\nHINT: {diag.message_hint}[/]")
+                        continue
+                    if cur.description is None:
+                        _console.print(f"[green]{cur.statusmessage}[/]")
+                        continue
                     rows = cur.fetchall()
-                    table = Table(*[d.name for d in cur.description or []])
+                    table = Table(*[d.name for d in cur.description])
                     for row in rows:
                         table.add_row(*[str(v) for v in row])
                     _console.print(table)
@@ -206,6 +223,6 @@ def _walkthrough(port: int, secrets_by_name: dict[str, str]) -> int:
         _console.print(f"[red]walkthrough failed: {exc}[/]")
         return 1
     _console.print("\n[green]The agent authenticated as a dbguard identity; the proxy used its own "
-                   "service credentials upstream.[/] Blocking, holds, masking and the journal "
-                   "arrive as those features land.")
+                   "service credentials upstream; every statement passed the rules in rules/.[/] "
+                   "Holds for approval, masking and the journal arrive as those features land.")
     return 0

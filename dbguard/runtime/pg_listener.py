@@ -162,12 +162,10 @@ class PgConnection(asyncio.Protocol):
         fast = self.session.client_fast(data)
         if fast is None:
             self.execute(self.session.client_data(data))
-        elif isinstance(fast, bytes):
+        else:
             upstream = self.upstream
             if upstream is not None and not upstream.is_closing():
                 upstream.write(fast)
-        else:
-            self.execute(fast)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport

@@ -1,9 +1,11 @@
 """`dbguard serve`: builds listeners from the configuration and runs them until told to stop.
 
 Owns: turning a `config.Config` into per-listener session settings, starting and stopping
-listeners, and the process signals: SIGTERM/SIGINT drain (stop accepting, let running
-statements finish, then close), SIGHUP reloads identities and policy without dropping
-connections. Listener addresses and upstreams need a restart; a reload says so.
+listeners, loading the policy (rules) into the listeners' gate, and the process signals:
+SIGTERM/SIGINT drain (stop accepting, let running statements finish, then close), SIGHUP
+reloads identities and policy without dropping connections, and a change of the rules files
+reloads the policy (polled). A broken new file keeps the old configuration or policy in force
+and logs why. Listener addresses and upstreams need a restart; a reload says so.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from dbguard.config import Config, ConfigError, IdentityConfig, ListenerConfig, ListenerProtocol, load_config
-from dbguard.model import AllowAllGate, Gate, Identity, IdentityKind
+from dbguard.model import Action, Gate, Identity, IdentityKind
+from dbguard.policy.gate import PolicyGate
+from dbguard.policy.rules import Policy, load_policy
 from dbguard.runtime.pg_listener import PgListener, server_tls_context
 from dbguard.session.pg_actions import (
     CancelTargets,
@@ -30,6 +35,7 @@ from dbguard.wire.pg.auth import make_scram_verifier
 log = logging.getLogger("dbguard.runtime")
 
 DRAIN_TIMEOUT = 30.0
+RULES_POLL_INTERVAL = 2.0  # seconds between checks of the rules files for changes
 
 # Configuration sections this version accepts (they are validated) but does not act on yet.
 NOT_YET_ACTIVE = {
@@ -40,20 +46,47 @@ NOT_YET_ACTIVE = {
 
 
 def check_supported(config: Config) -> None:
-    """Fail closed where this version cannot do what the configuration asks.
+    """Say loudly what this version accepts in the configuration but does not act on yet.
 
-    Rules that are configured but not enforced would let every statement through while the
-    operator believes policy applies: refuse to start. Sections without a security effect of
-    their own are reported loudly and the proxy runs.
+    None of these sections weakens enforcement when ignored: without approvals, a statement
+    that a `hold` rule matches is refused (fail closed); see `report_policy`.
     """
-    if config.rules_path is not None:
-        raise config.error("rules", "this version of dbguard does not enforce rules yet; refusing to start "
-                                    "rather than let every statement through unchecked (remove `rules:` "
-                                    "to run the proxy without policy)")
     for key, what in NOT_YET_ACTIVE.items():
         if key in config.locations:
             log.warning("config.not_yet_active", extra={"key": key, "line": config.locations[key],
                                                         "effect": what})
+
+
+def load_rules(config: Config) -> Policy:
+    """The configured policy; without `rules:`, the built-in defaults (allow what parses,
+    block what does not)."""
+    if config.rules_path is None:
+        return Policy()
+    return load_policy(config.rules_path)
+
+
+def report_policy(policy: Policy) -> None:
+    holds = [rule.id for rule in policy.rules if rule.action is Action.HOLD]
+    if holds:
+        log.warning("policy.holds_refused", extra={
+            "rules": ",".join(holds),
+            "effect": "approvals are not available yet: statements these rules hold are refused"})
+    log.info("policy.loaded", extra={"rules": len(policy.rules), "sources": ",".join(map(str, policy.files))})
+
+
+def rules_signature(path: Path | None) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a rules file is edited, added or removed (cheap to poll)."""
+    if path is None:
+        return ()
+    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    signature = []
+    for file in files:
+        try:
+            stat = file.stat()
+        except OSError:
+            continue
+        signature.append((str(file), stat.st_mtime_ns, stat.st_size))
+    return tuple(signature)
 
 
 def build_identities(identities: tuple[IdentityConfig, ...]) -> dict[str, IdentityEntry]:
@@ -94,9 +127,17 @@ def build_pg_settings(listener: ListenerConfig, identities: dict[str, IdentityEn
 class Server:
     """All listeners of one configuration, in one process."""
 
-    def __init__(self, config: Config, *, gate_factory: Callable[[Config], Gate] | None = None) -> None:
+    def __init__(self, config: Config, *, policy: Policy | None = None, gate: Gate | None = None) -> None:
+        """`gate` replaces the policy altogether (protocol tests); otherwise `policy`, or the
+        configured rules loaded now, are enforced."""
         self.config = config
-        self._gate_factory = gate_factory or (lambda _config: AllowAllGate())
+        self.policy_gate: PolicyGate | None = None
+        if gate is None:
+            policy = policy if policy is not None else load_rules(config)
+            report_policy(policy)
+            gate = self.policy_gate = PolicyGate(policy, "postgres")
+        self.gate: Gate = gate
+        self._rules_signature = rules_signature(config.rules_path)
         self.cancel_targets = CancelTargets()
         self.throttle = LoginThrottle()
         self.pg_listeners: list[PgListener] = []
@@ -104,7 +145,7 @@ class Server:
 
     async def start(self) -> None:
         identities = build_identities(self.config.identities)
-        gate = self._gate_factory(self.config)
+        gate = self.gate
         for listener in self.config.listeners:
             if listener.protocol is ListenerProtocol.POSTGRES:
                 tls = server_tls_context(str(listener.tls.cert), str(listener.tls.key)) if listener.tls else None
@@ -129,11 +170,16 @@ class Server:
         try:
             new = load_config(self.config.path)
             check_supported(new)
+            policy = load_rules(new) if self.policy_gate is not None else None
         except ConfigError as exc:
             log.error("config.reload_failed", extra={"error": str(exc)})
             return
+        if self.policy_gate is not None and policy is not None:
+            self._put_in_force(policy)
+            self._rules_signature = rules_signature(new.rules_path)
+            report_policy(policy)
         identities = build_identities(new.identities)
-        gate = self._gate_factory(new)
+        gate = self.gate
         by_name = {lst.name: lst for lst in new.listeners}
         for pg in self.pg_listeners:
             cfg = by_name.get(pg.settings.name)
@@ -150,6 +196,35 @@ class Server:
         self.config = new
         log.info("config.reloaded", extra={"identities": len(identities)})
 
+    def reload_rules_if_changed(self) -> None:
+        """Reload the policy when its files changed; a broken file keeps the old policy."""
+        signature = rules_signature(self.config.rules_path)
+        if signature == self._rules_signature or self.policy_gate is None:
+            return
+        self._rules_signature = signature
+        try:
+            policy = load_rules(self.config)
+        except ConfigError as exc:
+            log.error("rules.reload_failed", extra={"error": str(exc), "effect": "the previous policy stays in force"})
+            return
+        self._put_in_force(policy)
+        report_policy(policy)
+        log.info("rules.reloaded", extra={"rules": len(policy.rules)})
+
+    def _put_in_force(self, policy: Policy) -> None:
+        """New and open sessions decide by `policy` from their next statement; statements they
+        prepared earlier are decided again."""
+        assert self.policy_gate is not None
+        self.policy_gate.replace_policy(policy)
+        for pg in self.pg_listeners:
+            for connection in pg.connections:
+                connection.session.revalidate()
+
+    async def _watch_rules(self) -> None:
+        while True:
+            await asyncio.sleep(RULES_POLL_INTERVAL)
+            self.reload_rules_if_changed()
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -158,7 +233,9 @@ class Server:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        watcher = asyncio.create_task(self._watch_rules())
         await self._stop.wait()
+        watcher.cancel()
         log.info("server.draining", extra={"connections": sum(len(p.connections) for p in self.pg_listeners)})
         await asyncio.gather(*(p.drain(DRAIN_TIMEOUT) for p in self.pg_listeners))
         log.info("server.stopped")
@@ -177,9 +254,10 @@ def run_event_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     uvloop.run(main())
 
 
-async def serve(config: Config, *, ready: Callable[[Server], None] | None = None) -> None:
+async def serve(config: Config, policy: Policy | None = None, *,
+                ready: Callable[[Server], None] | None = None) -> None:
     """Run every listener of an already loaded and checked configuration until stopped."""
-    server = Server(config)
+    server = Server(config, policy=policy)
     await server.start()
     if ready is not None:
         ready(server)

@@ -29,8 +29,8 @@ from dbguard.model import (
     Action,
     Decision,
     Identity,
+    SessionGate,
     SessionInfo,
-    StatementRequest,
     StatementSource,
 )
 from dbguard.session.pg_actions import (
@@ -46,7 +46,7 @@ from dbguard.session.pg_actions import (
     Sleep,
     StartClientTls,
 )
-from dbguard.session.pg_startup import refused_startup_setting
+from dbguard.session.pg_startup import refused_startup_setting, startup_settings
 from dbguard.session.pg_upstream_login import (
     LoginOutcome,
     UpstreamLogin,
@@ -73,6 +73,7 @@ from dbguard.wire.pg.framing import (
     Passthrough,
     ProtocolViolation,
     StartupReader,
+    frame,
 )
 from dbguard.wire.pg.framing import HEADER as _HEADER
 
@@ -101,14 +102,19 @@ _UPSTREAM_INSPECT = frozenset({b"Z", b"S", b"G", b"H", b"W", b"E"})
 # During the upstream handshake everything is inspected.
 
 _TRANSACTION_STATES = frozenset({b"I", b"T", b"E"})
-# PostgreSQL's names for the client encodings Python knows under another name. Statement text
-# is decoded with this for the gate; the bytes forwarded are always the client's own.
-_PG_ENCODINGS = {
-    "UTF8": "utf-8", "SQL_ASCII": "latin-1", "LATIN1": "latin-1", "LATIN2": "iso8859-2",
-    "LATIN9": "iso8859-15", "WIN1252": "cp1252", "WIN1251": "cp1251", "SJIS": "shift_jis",
-    "BIG5": "big5", "GBK": "gbk", "GB18030": "gb18030", "EUC_JP": "euc_jp", "EUC_KR": "euc_kr",
-    "UHC": "cp949", "KOI8R": "koi8-r",
-}
+# What a refused statement is replaced with upstream: a syntax error, so that the server's own
+# transaction and extended-protocol state (failed transaction, discard until Sync) follow
+# exactly as for any failing statement; the server's error is swapped for dbguard's on the
+# way back. It names nothing and does nothing.
+REFUSAL_TOKEN = b"dbguard_refused"
+_REFUSED_QUERY = b"Q" + (len(REFUSAL_TOKEN) + 5).to_bytes(4, "big") + REFUSAL_TOKEN + b"\x00"
+# Named prepared statements remembered per session (name -> SQL), so that a policy reload can
+# re-decide them: a statement prepared before the reload must not keep running after the new
+# policy refuses it. Oldest forgotten first beyond this many (drivers cache ~100-256).
+MAX_TRACKED_STATEMENTS = 10_000
+# Client data held back behind a barrier (a statement that may change how SQL is parsed),
+# until that statement has completed. A bound, not a buffer to fill: pipelines are short.
+MAX_HELD_BEHIND_BARRIER = 8 * 1024 * 1024
 
 _SQLSTATE_PROTOCOL_VIOLATION = "08P01"
 _SQLSTATE_CONNECTION_FAILURE = "08006"
@@ -121,12 +127,31 @@ _SQLSTATE_INSUFFICIENT_PRIVILEGE = "42501"
 
 
 @dataclass(slots=True)
+class _Refusal:
+    """A refused statement replaced upstream by a failing one. `ahead` counts the upstream
+    response cycles still to complete before the one it is in."""
+
+    ahead: int
+    error: bytes  # dbguard's ErrorResponse, sent in place of the server's syntax error
+
+
+@dataclass(slots=True)
 class _Synthetic:
     """A response the proxy produces itself, released once every upstream response queued
     before it has arrived, so that pipelined clients see answers in order."""
 
     data: bytes  # complete messages, up to but not including ReadyForQuery
     with_ready: bool
+
+
+# A Parse after one that may change how SQL is parsed, in the same batch: it would be parsed
+# by the server under settings dbguard cannot know yet, so it fails closed.
+_PARSE_AFTER_BARRIER = Decision(
+    Action.BLOCK, ("dbguard.parse_settings",),
+    reason="dbguard: blocked: this statement follows, in the same batch, one that may change how SQL is parsed",
+    hint="Send a Sync after a statement that changes settings or runs a function, then send the next one.",
+    details={"rule": "dbguard.parse_settings", "action": "block"},
+)
 
 
 class PgSession:
@@ -154,7 +179,6 @@ class PgSession:
         self.identity: Identity | None = None
         self.startup_params: dict[str, str] = {}
         self.server_params: dict[str, str] = {}
-        self.python_encoding = "utf-8"  # Python's name for the session's client_encoding
         self.transaction_status = b"I"
         self.in_copy: bytes | None = None  # b"G" copy-in, b"H" copy-out, None
         self.close_reason: str | None = None
@@ -178,19 +202,36 @@ class PgSession:
         self._upstream_fatal_seen = False
         self._early_notices: list[bytes] = []  # NoticeResponses sent during upstream startup
         self._client_terminated = False
+        self._gate: SessionGate | None = None
+        # Decisions the hot path made before handing a read to the general path, which takes
+        # them in order instead of asking the gate twice (the gate keeps session state).
+        self._decided: deque[Decision] = deque()
+        self._refusals: deque[_Refusal] = deque()
+        self._batch_refused = False  # extended protocol: a Parse of this batch was refused
+        # Barrier: no client message is decided until the upstream has completed `ahead`
+        # more response cycles. In the extended protocol it starts at the batch's Sync.
+        self._barrier_ahead: int | None = None
+        self._barrier_at_sync = False
+        self._named: dict[bytes, bytes] = {}  # prepared statement name -> its SQL text
+        # Named statements the current policy refuses (found when the policy was reloaded):
+        # a Bind to one of them is refused in place.
+        self._revoked: dict[bytes, Decision] = {}
 
     # ------------------------------------------------------------------ driver entry points
 
-    def client_fast(self, data: bytes) -> bytes | list[SessionAction] | None:
+    def client_fast(self, data: bytes) -> bytes | None:
         """The hot path for client bytes, tried before `client_data()`.
 
         When the session is READY and `data` is exactly a run of whole messages of the common
         types (Query, Parse, Bind, Execute, Describe, Close, Sync, Flush), they are handled in
-        place in one pass: the result is `data` itself to forward unchanged when everything is
-        allowed, or the actions for a refusal. None means "not a common case", with nothing
-        changed, and the driver calls `client_data()`. No copy, no object per message.
+        place in one pass: the result is `data` itself to forward unchanged when every
+        statement in it is plainly allowed. None means "not the common case", and the driver
+        calls `client_data()`; decisions already taken are handed to it (`_decided`), nothing
+        else has changed. No copy, no object per message.
         """
-        if self.phase is not Phase.READY or not self._client_scanner.at_boundary:
+        if (self.phase is not Phase.READY or not self._client_scanner.at_boundary
+                or self._barrier_ahead is not None or self._barrier_at_sync or self._batch_refused
+                or self._revoked):
             return None
         end = len(data)
         pos = 0
@@ -231,40 +272,45 @@ class PgSession:
             for _ in range(syncs):
                 self._owed.append(None)  # the upstream owes one response cycle per Sync
             return data
-        out: list[SessionAction] | None = None
-        forwarded_from = 0
         owed = self._owed
+        gate = self._gate
+        assert gate is not None
+        decided: list[Decision] | None = None
         for msg_type, start, stop in cycle:
             if msg_type == b"S":
-                owed.append(None)  # the upstream owes one response cycle per Sync
-            elif msg_type == b"Q":
-                decision = self._decide(data[start + 5 : stop - 1], StatementSource.SIMPLE_QUERY, "")
-                if decision.action is Action.ALLOW or not decision.enforced:
-                    owed.append(None)
-                    continue
-                if out is None:
-                    out = []
-                if start > forwarded_from:
-                    out.append(SendUpstream(data[forwarded_from:start]))
-                self._refuse_simple(decision, out)
-                forwarded_from = stop
-            else:  # Parse: the extended protocol decides at Parse (refusals: the policy issue)
+                continue
+            if msg_type == b"Q":
+                decision = gate.decide(data[start + 5 : stop - 1], StatementSource.SIMPLE_QUERY, "")
+            else:
                 name_end = data.index(b"\x00", start + 5, stop)
                 sql_end = data.index(b"\x00", name_end + 1, stop)
                 name = data[start + 5 : name_end].decode("utf-8", "surrogateescape")
-                self._decide(data[name_end + 1 : sql_end], StatementSource.PARSE, name)
-        if out is None:
-            return data
-        if forwarded_from < end:
-            out.append(SendUpstream(data[forwarded_from:]))
-        return out
+                sql = data[name_end + 1 : sql_end]
+                decision = gate.decide(sql, StatementSource.PARSE, name)
+                if name_end > start + 5 and decision.action is Action.ALLOW and not decision.barrier:
+                    self._remember_statement(data[start + 5 : name_end], sql)
+            if decision.action is not Action.ALLOW or decision.barrier:
+                # Anything but a plain allow is the general path's; it takes these decisions
+                # in order rather than asking the gate again.
+                if decided is not None:
+                    self._decided.extend(decided)
+                self._decided.append(decision)
+                return None
+            if decided is None:
+                decided = []
+            decided.append(decision)
+        for msg_type, _start, _stop in cycle:
+            if msg_type != b"P":
+                owed.append(None)  # the upstream owes one response cycle per Query and Sync
+        return data
 
     def upstream_fast(self, data: bytes) -> bool:
         """The hot path for upstream bytes, tried before `upstream_data()`: True when `data`
         is whole messages that can go to the client unchanged, the only one that matters being
         ReadyForQuery (tracked here). False, with nothing changed, for anything else: a partial
         message, ParameterStatus, an error, COPY, or a synthetic answer falling due."""
-        if self.phase is not Phase.READY or not self._upstream_scanner.at_boundary:
+        if (self.phase is not Phase.READY or not self._upstream_scanner.at_boundary
+                or self._refusals or self._barrier_ahead is not None):
             return False
         end = len(data)
         pos = 0
@@ -593,6 +639,9 @@ class PgSession:
             application_name=self.server_params.get("application_name", ""),
             tls=self.client_tls,
         )
+        self._gate = self.settings.gate.open(self.info, startup_settings(self.startup_params))
+        for name, value in self.server_params.items():
+            self._gate.server_parameter(name, value)
         parts = [m.Authentication(m.AUTH_OK).encode()]
         parts += [m.ParameterStatus(k, v).encode() for k, v in self.server_params.items()]
         parts += self._early_notices
@@ -615,6 +664,10 @@ class PgSession:
     # ------------------------------------------------------------------ query cycle
 
     def _on_client_ready(self, out: list[SessionAction]) -> None:
+        if self._barrier_ahead is not None:
+            if self._client_scanner.buffered > MAX_HELD_BEHIND_BARRIER:
+                raise ProtocolViolation("too much data pipelined behind a statement that changes parsing settings")
+            return  # decided once the statement before the barrier has completed
         forward: list[bytes] = []
         for segment in self._client_scanner.segments():
             if isinstance(segment, Passthrough):
@@ -622,25 +675,58 @@ class PgSession:
                 continue
             t = segment.type
             if t == b"Q":
-                query = m.decode_frontend(t, segment.payload)
+                query = m.decode_frontend(t, segment.payload)  # validates: one C string
                 assert isinstance(query, m.Query)
                 decision = self._decide(query.sql, StatementSource.SIMPLE_QUERY, "")
-                if decision.action is Action.ALLOW or not decision.enforced:
-                    forward.append(segment.raw)
-                    self._owed.append(None)
+                if self._refused(decision):
+                    self._refuse(decision, forward, _REFUSED_QUERY)
                 else:
-                    self._flush(forward, out)
-                    self._refuse_simple(decision, out)
+                    forward.append(segment.raw)
+                self._owed.append(None)
+                if decision.barrier and not self._refused(decision):
+                    # Nothing more is decided until this query's ReadyForQuery has arrived.
+                    self._barrier_ahead = self._upstream_cycles_owed()
+                    break
             elif t == b"P":
-                parse = m.decode_frontend(t, segment.payload)
-                assert isinstance(parse, m.Parse)
-                # Extended protocol: the statement is decided when it is parsed; a refusal in
-                # this protocol is the policy issue's to render (error, then skip to Sync).
-                self._decide(parse.sql, StatementSource.PARSE, parse.name)
-                forward.append(segment.raw)
+                m.decode_frontend(t, segment.payload)  # validates the layout
+                name_end = segment.payload.index(b"\x00")
+                sql_end = segment.payload.index(b"\x00", name_end + 1)
+                name = segment.payload[:name_end].decode("utf-8", "surrogateescape")
+                if self._barrier_at_sync:
+                    decision = _PARSE_AFTER_BARRIER
+                else:
+                    decision = self._decide(segment.payload[name_end + 1 : sql_end], StatementSource.PARSE, name)
+                if self._refused(decision):
+                    # Same name, a failing text: the server reports the error, then discards
+                    # every message up to Sync, as for any statement that fails to parse.
+                    self._refuse(decision, forward, frame(
+                        b"P", segment.payload[: name_end + 1] + REFUSAL_TOKEN + b"\x00\x00\x00"))
+                else:
+                    forward.append(segment.raw)
+                    if name_end:
+                        self._remember_statement(segment.payload[:name_end], segment.payload[name_end + 1 : sql_end])
+                    if decision.barrier:
+                        self._barrier_at_sync = True
+            elif t == b"B":
+                # Inspected only while some named statement is revoked (see revalidate()).
+                portal_end = segment.payload.index(b"\x00")
+                statement = segment.payload[portal_end + 1 : segment.payload.index(b"\x00", portal_end + 1)]
+                revoked = self._revoked.get(statement)
+                if revoked is None:
+                    forward.append(segment.raw)
+                else:
+                    # Bind to a statement that does not exist: the server errors (26000) and
+                    # discards up to Sync; its error is swapped for the refusal.
+                    self._refuse(revoked, forward, frame(
+                        b"B", segment.payload[: portal_end + 1] + REFUSAL_TOKEN + b"\x00\x00\x00\x00\x00\x00\x00"))
             elif t == b"S":
                 forward.append(segment.raw)
+                self._batch_refused = False
                 self._owed.append(None)
+                if self._barrier_at_sync:
+                    self._barrier_at_sync = False
+                    self._barrier_ahead = self._upstream_cycles_owed()
+                    break
             elif t == b"F":
                 self._flush(forward, out)
                 self._owed.append(_Synthetic(m.error(
@@ -661,26 +747,79 @@ class PgSession:
                 raise ProtocolViolation(f"unknown message type {t!r}")
         self._flush(forward, out)
 
+    def _remember_statement(self, name: bytes, sql: bytes) -> None:
+        named = self._named
+        if len(named) >= MAX_TRACKED_STATEMENTS and name not in named:
+            del named[next(iter(named))]
+        named[name] = sql
+        if self._revoked and self._revoked.pop(name, None) is not None and not self._revoked:
+            self._client_scanner.inspect = _CLIENT_INSPECT
+
+    def revalidate(self) -> None:
+        """The policy was reloaded: re-decide the session's named prepared statements, so
+        that one the new policy refuses can no longer be executed."""
+        if self._gate is None or self.phase is not Phase.READY:
+            return
+        self._revoked.clear()
+        for name, sql in self._named.items():
+            decision = self._gate.decide(sql, StatementSource.PARSE, name.decode("utf-8", "surrogateescape"))
+            if self._refused(decision):
+                self._revoked[name] = decision
+        self._client_scanner.inspect = _CLIENT_INSPECT | {b"B"} if self._revoked else _CLIENT_INSPECT
+
+    @staticmethod
+    def _refused(decision: Decision) -> bool:
+        return decision.action is not Action.ALLOW and decision.enforced
+
+    def _refuse(self, decision: Decision, forward: list[bytes], replacement: bytes) -> None:
+        """Send `replacement` (a statement that fails) in place of the refused one and
+        remember to show the client dbguard's error instead of the server's."""
+        assert self.info is not None
+        error = m.error(
+            _SQLSTATE_INSUFFICIENT_PRIVILEGE,
+            decision.reason or "dbguard: statement refused",
+            detail=" ".join(f"{key}={value}" for key, value in decision.details.items()) or None,
+            hint=decision.hint or None,
+        )
+        forward.append(replacement)
+        if replacement is _REFUSED_QUERY:
+            self._refusals.append(_Refusal(self._upstream_cycles_owed(), error))
+        elif not self._batch_refused:
+            # The first refusal of a batch is the one the server reports; it discards the rest.
+            # Its answer may come on a Flush, before the batch's Sync: it is in the cycle the
+            # next Sync will close, after every cycle owed now.
+            self._refusals.append(_Refusal(self._upstream_cycles_owed(), error))
+            self._batch_refused = True
+        log.warning("statement.blocked", extra={
+            "session": self.session_id, "identity": self.info.identity.name,
+            "action": decision.action.value, "rules": ",".join(decision.rule_ids),
+        })
+
+    def _upstream_cycles_owed(self) -> int:
+        """Response cycles the upstream still owes (ours excluded)."""
+        return sum(1 for entry in self._owed if entry is None)
+
     @staticmethod
     def _flush(forward: list[bytes], out: list[SessionAction]) -> None:
         if forward:
             out.append(SendUpstream(forward[0] if len(forward) == 1 else b"".join(forward)))
             forward.clear()
 
-    def _decide(self, sql_bytes: bytes, source: StatementSource, name: str) -> Decision:
+    def _decide(self, sql: bytes, source: StatementSource, name: str) -> Decision:
+        assert self._gate is not None
         assert self.info is not None
-        sql = sql_bytes.decode(self.python_encoding, "replace")
-        return self.settings.gate.decide(StatementRequest(self.info, sql, source, name))
+        decision = self._decided.popleft() if self._decided else self._gate.decide(sql, source, name)
+        if decision.action is not Action.ALLOW and not decision.enforced:
+            log.info("statement.observed", extra={
+                "session": self.session_id, "identity": self.info.identity.name,
+                "action": decision.action.value, "rules": ",".join(decision.observed or decision.rule_ids),
+            })
+        return decision
 
     def _set_server_param(self, name: str, value: str) -> None:
         self.server_params[name] = value
-        if name == "client_encoding":
-            self.python_encoding = _PG_ENCODINGS.get(value.upper(), "utf-8")
-
-    def _refuse_simple(self, decision: Decision, out: list[SessionAction]) -> None:
-        message = decision.reason or "dbguard: statement refused"
-        self._owed.append(_Synthetic(m.error("42501", message, hint=decision.hint or None), with_ready=True))
-        self._release_synthetic(out)
+        if self._gate is not None:
+            self._gate.server_parameter(name, value)
 
     def _release_synthetic(self, out: list[SessionAction]) -> None:
         """Send every synthetic answer that is now at the head of the queue."""
@@ -699,7 +838,11 @@ class PgSession:
                 chunks.append(segment.data)
                 continue
             t = segment.type
-            chunks.append(segment.raw)
+            refusals = self._refusals
+            if t == b"E" and refusals and refusals[0].ahead == 0 and self._is_refusal_error(segment.payload):
+                chunks.append(self._refusals[0].error)
+            else:
+                chunks.append(segment.raw)
             if t == b"Z":
                 status = segment.payload[:1]
                 if status not in (b"I", b"T", b"E") or len(segment.payload) != 1:
@@ -708,10 +851,19 @@ class PgSession:
                 self.in_copy = None
                 if self._owed and self._owed[0] is None:
                     self._owed.popleft()
+                    self._cycle_completed()
                 if self._owed and self._owed[0] is not None:
                     out.append(SendClient(b"".join(chunks)))
                     chunks.clear()
                     self._release_synthetic(out)
+                if self._barrier_ahead == 0:
+                    # The statement that may have changed parsing settings has completed (its
+                    # ParameterStatus, if any, came before this): decide what waited behind it.
+                    self._barrier_ahead = None
+                    if chunks:
+                        out.append(SendClient(b"".join(chunks)))
+                        chunks.clear()
+                    self._on_client_ready(out)
             elif t == b"S":
                 status_msg = m.decode_backend(t, segment.payload)
                 assert isinstance(status_msg, m.ParameterStatus)
@@ -726,6 +878,27 @@ class PgSession:
                     self._upstream_fatal_seen = True
         if chunks:
             out.append(SendClient(chunks[0] if len(chunks) == 1 else b"".join(chunks)))
+
+    def _cycle_completed(self) -> None:
+        refusals = self._refusals
+        if refusals:
+            if refusals[0].ahead == 0:
+                refusals.popleft()
+            for refusal in refusals:
+                refusal.ahead -= 1
+        if self._barrier_ahead:
+            self._barrier_ahead -= 1
+
+    @staticmethod
+    def _is_refusal_error(payload: bytes) -> bool:
+        """The server's error for dbguard's replacement (a syntax error, or a Bind to a
+        statement that does not exist), whatever lc_messages."""
+        try:
+            error = m.decode_backend(b"E", payload)
+        except ProtocolViolation:
+            return False
+        assert isinstance(error, m.ErrorOrNotice)
+        return error.sqlstate in ("42601", "26000") and REFUSAL_TOKEN.decode() in (error.message or "")
 
     # ------------------------------------------------------------------ closing
 

@@ -103,3 +103,27 @@ def refused_startup_setting(params: dict[str, str]) -> str | None:
             if not is_allowed_setting(name):
                 return name
     return None
+
+
+
+def startup_settings(params: dict[str, str]) -> dict[str, str]:
+    """The settings the startup parameters give (lower-case names), as the server applies
+    them: `options` first, then the parameters themselves, later ones winning."""
+    settings: dict[str, str] = {}
+    args = split_options(params.get("options", ""))
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "-c" and index + 1 < len(args):
+            assignment = args[index + 1]
+            index += 2
+        else:
+            assignment = arg[2:] if arg.startswith(("-c", "--")) else ""
+            index += 1
+        name, sep, value = assignment.partition("=")
+        if sep and name:
+            settings[name.replace("-", "_").lower()] = value
+    for key, value in params.items():
+        if key not in PROTOCOL_KEYS and not key.startswith(("_pq_.", "dbguard.")):
+            settings[key.lower()] = value
+    return settings

@@ -127,8 +127,8 @@ def test_idle_timeout_closes_idle_sessions_only(pg_server: ThrowawayPostgres, pr
     conn.close()
 
 
-def test_rules_that_cannot_be_enforced_refuse_to_start(tmp_path: Path, pg_server: ThrowawayPostgres) -> None:
-    """Fail closed: a `rules:` this version does not enforce yet must not run as allow-all."""
+def test_an_empty_rules_folder_refuses_to_start(tmp_path: Path, pg_server: ThrowawayPostgres) -> None:
+    """Fail closed: a `rules:` that names no rule file is a mistake, not an allow-all policy."""
     (tmp_path / "rules").mkdir()
     config = tmp_path / "dbguard.yaml"
     config.write_text(
@@ -143,19 +143,25 @@ def test_rules_that_cannot_be_enforced_refuse_to_start(tmp_path: Path, pg_server
     result = subprocess.run([sys.executable, "-m", "dbguard", "serve", "-c", str(config)],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
-    assert f"{config}:6: rules: this version of dbguard does not enforce rules yet" in result.stderr
+    assert f"{tmp_path / 'rules'}: no *.yaml rule files in this folder" in result.stderr
 
 
-def test_reload_adding_rules_keeps_the_running_config(pg_server: ThrowawayPostgres,
-                                                      proxy_factory: ProxyFactory) -> None:
+def test_reload_adding_rules_puts_them_in_force(pg_server: ThrowawayPostgres, proxy_factory: ProxyFactory) -> None:
     proxy = proxy_factory(pg_server.dsn(sslmode="disable"), extra_yaml="admin: {listen: 127.0.0.1:1, token: t}\n")
     assert "config.not_yet_active" in proxy.log()  # admin is accepted, and said to be inactive
-    (proxy.config_path.parent / "rules").mkdir()
+    rules = proxy.config_path.parent / "rules"
+    rules.mkdir()
     with proxy.config_path.open("a", encoding="utf-8") as fh:
         fh.write("rules: rules/\n")
-    proxy.reload()
+    proxy.reload()  # an empty folder: refused, the running config stays
     assert _wait_for(lambda: "config.reload_failed" in proxy.log())
-    assert "does not enforce rules yet" in proxy.log()
-    with psycopg.connect(proxy.dsn("copilot")) as conn:
-        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with psycopg.connect(proxy.dsn("copilot"), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM products").fetchone() == (20,)
+        (rules / "no-products.yaml").write_text(
+            "rules:\n  - id: no-products\n    when: {reads: [public.products]}\n    action: block\n",
+            encoding="utf-8")
+        proxy.reload()
+        assert _wait_for(lambda: "config.reloaded" in proxy.log())
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT count(*) FROM products")
     assert proxy.alive

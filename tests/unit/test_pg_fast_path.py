@@ -10,25 +10,38 @@ after the upstream's answers to what was pipelined before it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import pytest
 
-from dbguard.model import Action, Decision, StatementRequest
+from dbguard.model import Action, Decision, SessionInfo, StatementSource
+from dbguard.session.pg import REFUSAL_TOKEN
 from dbguard.session.pg_actions import SendClient, SendUpstream, SessionAction
 from dbguard.wire.pg import messages as m
 from tests.unit.test_pg_session import Driver, client_login, make_settings, upstream_login
 
 
 class BlockDrops:
-    """A gate that refuses any text containing DROP; records what it saw."""
+    """A gate that refuses any text containing DROP and puts a barrier after any SET;
+    records what it saw."""
 
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def decide(self, request: StatementRequest) -> Decision:
-        self.seen.append(request.sql)
-        if "DROP" in request.sql:
-            return Decision(Action.BLOCK, ("no-drop",), reason="dbguard: blocked by rule no-drop: no drops")
+    def open(self, session: SessionInfo, startup: Mapping[str, str]) -> BlockDrops:
+        return self
+
+    def server_parameter(self, name: str, value: str) -> None:
+        self.seen.append(f"param {name}={value}")
+
+    def decide(self, sql: bytes, source: StatementSource, name: str) -> Decision:
+        text = sql.decode()
+        self.seen.append(text)
+        if "DROP" in text:
+            return Decision(Action.BLOCK, ("no-drop",), reason="dbguard: blocked by rule no-drop: no drops",
+                            details={"rule": "no-drop", "action": "block"}, hint="Do not drop.")
+        if text.startswith("SET"):
+            return Decision(Action.ALLOW, barrier=True)
         return Decision(Action.ALLOW)
 
 
@@ -119,38 +132,124 @@ def test_upstream_fast_declines_without_changing_anything(data: bytes) -> None:
     assert d.session.transaction_status == b"I"
 
 
-def test_refusal_is_answered_in_place_and_nothing_reaches_the_server() -> None:
+REFUSED_QUERY = m.Query(REFUSAL_TOKEN).encode()
+SYNTAX_ERROR = m.error_response("42601", f'syntax error at or near "{REFUSAL_TOKEN.decode()}"').encode()
+
+
+def _messages(data: bytes) -> list[object]:
+    return [m.decode_backend(bytes(frame[:1]), frame[5:]) for frame in _split(data)]
+
+
+def test_refused_query_is_replaced_upstream_and_the_server_error_swapped() -> None:
     gate = BlockDrops()
     d = ready(gate)
-    actions = d.session.client_fast(Q_DROP)
-    assert isinstance(actions, list)
-    assert sent(actions, SendUpstream) == b""
-    messages = [m.decode_backend(bytes(data[:1]), data[5:]) for data in _split(sent(actions, SendClient))]
-    error, ready_msg = messages
+    assert d.session.client_fast(Q_DROP) is None  # a refusal is the general path's
+    upstream = sent(d.client(Q_DROP), SendUpstream)
+    assert upstream == REFUSED_QUERY  # the DROP text never goes upstream
+    assert gate.seen.count("DROP TABLE customers") == 1  # decided once, not twice
+    # The server fails the replacement; the client sees dbguard's error in its place, then
+    # the server's own ReadyForQuery: inside a transaction that is 'E', as for any error.
+    assert d.session.upstream_fast(SYNTAX_ERROR + READY_T) is False
+    error, ready_msg = _messages(sent(d.upstream(SYNTAX_ERROR + m.ReadyForQuery(b"E").encode()), SendClient))
     assert isinstance(error, m.ErrorOrNotice)
     assert error.sqlstate == "42501"
-    assert ready_msg == m.ReadyForQuery(b"I")
-    assert gate.seen == ["DROP TABLE customers"]
-
-
-def test_refusal_pipelined_behind_an_allowed_query_waits_for_its_answer() -> None:
-    d = ready(BlockDrops())
-    actions = d.session.client_fast(Q1 + Q_DROP + Q1)
-    assert isinstance(actions, list)
-    assert sent(actions, SendUpstream) == Q1 + Q1  # the DROP never goes upstream
-    assert sent(actions, SendClient) == b""  # its error must wait for the first answer
-    # The first answer arrives: the fast path must not take it (a refusal falls due after it).
-    first = RESULT + READY_I
-    assert d.session.upstream_fast(first) is False
-    out = sent(d.upstream(first), SendClient)
-    assert out.startswith(first)
-    refusal = out[len(first):]
-    error = m.decode_backend(b"E", _split(refusal)[0][5:])
-    assert isinstance(error, m.ErrorOrNotice)
     assert error.message == "dbguard: blocked by rule no-drop: no drops"
-    # The third statement's answer then flows on the fast path again.
+    assert error.get(m.FIELD_DETAIL) == "rule=no-drop action=block"
+    assert error.get(m.FIELD_HINT) == "Do not drop."
+    assert ready_msg == m.ReadyForQuery(b"E")
+    assert d.session.transaction_status == b"E"
+    # Afterwards the fast path is back.
+    assert d.session.client_fast(Q1) is Q1
     assert d.session.upstream_fast(RESULT + READY_I) is True
+
+
+def test_refusal_pipelined_between_allowed_queries_keeps_the_order() -> None:
+    d = ready(BlockDrops())
+    assert sent(d.client(Q1 + Q_DROP + Q1), SendUpstream) == Q1 + REFUSED_QUERY + Q1
+    answers = RESULT + READY_I + SYNTAX_ERROR + READY_I + RESULT + READY_I
+    out = _messages(sent(d.upstream(answers), SendClient))
+    assert [type(x).__name__ for x in out] == [
+        "RowDescription", "DataRow", "CommandComplete", "ReadyForQuery",
+        "ErrorOrNotice", "ReadyForQuery",
+        "RowDescription", "DataRow", "CommandComplete", "ReadyForQuery"]
+    error = out[4]
+    assert isinstance(error, m.ErrorOrNotice)
+    assert error.sqlstate == "42501"
     assert not d.session._owed
+    assert not d.session._refusals
+
+
+def test_a_real_syntax_error_of_the_client_is_not_swapped() -> None:
+    d = ready(BlockDrops())
+    d.client(Q1)
+    own_error = m.error_response("42601", 'syntax error at or near "SELEC"').encode()
+    assert sent(d.upstream(own_error + READY_I), SendClient) == own_error + READY_I
+
+
+def test_refused_parse_fails_at_parse_and_the_batch_is_discarded_by_the_server() -> None:
+    d = ready(BlockDrops())
+    batch = (m.Parse("s2", b"DROP TABLE t").encode() + m.Bind("", "s2", (), ()).encode()
+             + m.Execute("", 0).encode() + m.Bare(b"S").encode())
+    upstream = sent(d.client(batch), SendUpstream)
+    replaced = m.Parse("s2", REFUSAL_TOKEN).encode()
+    assert upstream == replaced + batch[len(m.Parse("s2", b"DROP TABLE t").encode()):]
+    assert b"DROP" not in upstream
+    # The server answers the failed Parse with an error, skips Bind/Execute, then Ready.
+    out = _messages(sent(d.upstream(SYNTAX_ERROR + READY_I), SendClient))
+    assert isinstance(out[0], m.ErrorOrNotice)
+    assert out[0].sqlstate == "42501"
+    assert out[1] == m.ReadyForQuery(b"I")
+    assert not d.session._refusals
+
+
+def test_refused_parse_error_is_swapped_even_when_the_client_flushes_before_sync() -> None:
+    d = ready(BlockDrops())
+    d.client(m.Parse("", b"DROP TABLE t").encode() + m.Bare(b"H").encode())
+    # The error can come back on Flush, before the cycle's Sync is even sent.
+    out = _messages(sent(d.upstream(SYNTAX_ERROR), SendClient))
+    assert isinstance(out[0], m.ErrorOrNotice)
+    assert out[0].sqlstate == "42501"
+    d.client(m.Bare(b"S").encode())
+    assert sent(d.upstream(READY_I), SendClient) == READY_I
+    assert not d.session._refusals
+    assert not d.session._owed
+
+
+def test_barrier_holds_what_follows_until_the_setting_statement_completed() -> None:
+    gate = BlockDrops()
+    d = ready(gate)
+    set_query = m.Query(b"SET standard_conforming_strings = off").encode()
+    after = m.Query(b"SELECT 'x'").encode()
+    assert sent(d.client(set_query + after), SendUpstream) == set_query
+    assert "SELECT 'x'" not in gate.seen  # not decided before the SET has run
+    status = m.ParameterStatus("standard_conforming_strings", "off").encode()
+    actions = d.upstream(m.CommandComplete("SET").encode() + status + READY_I)
+    assert sent(actions, SendUpstream) == after
+    # The gate heard the new setting before it decided the next statement.
+    assert gate.seen.index("param standard_conforming_strings=off") < gate.seen.index("SELECT 'x'")
+    assert sent(d.upstream(RESULT + READY_I), SendClient) == RESULT + READY_I
+    assert d.session.client_fast(Q1) is Q1
+
+
+def test_parse_after_a_barrier_parse_in_the_same_batch_fails_closed() -> None:
+    gate = BlockDrops()
+    d = ready(gate)
+    first = m.Parse("", b"SET standard_conforming_strings = off").encode() + m.Bind("", "", (), ()).encode()
+    second = m.Parse("", b"SELECT 'x'").encode()
+    upstream = sent(d.client(first + m.Execute("", 0).encode() + second + m.Bare(b"S").encode() + Q1), SendUpstream)
+    assert upstream.startswith(first)
+    assert m.Parse("", REFUSAL_TOKEN).encode() in upstream
+    assert not upstream.endswith(Q1)  # the next Query waits behind the barrier
+    assert "SELECT 'x'" not in gate.seen
+    answers = (m.Bare(b"1").encode() + m.Bare(b"2").encode() + m.CommandComplete("SET").encode()
+               + SYNTAX_ERROR + m.ParameterStatus("standard_conforming_strings", "off").encode() + READY_I)
+    actions = d.upstream(answers)
+    out = _messages(sent(actions, SendClient))
+    error = out[3]
+    assert isinstance(error, m.ErrorOrNotice)
+    assert error.sqlstate == "42501"
+    assert "follows, in the same batch" in (error.message or "")
+    assert sent(actions, SendUpstream) == Q1  # released once the batch completed
 
 
 def _split(data: bytes) -> list[bytes]:

@@ -1,0 +1,319 @@
+"""The runtime decision point: the SQL bytes of one session -> a Decision, fast.
+
+Owns: turning a statement's bytes into text the way the server will read them (the session's
+client encoding, strictly), the analysis and decision caches, per-session analysis state
+(parse settings reported by the server, the search_path, SQL-level PREPARE names) and the
+rendering of decisions the runtime cannot carry out yet (holds, while approvals are not built).
+On a miss it calls `dbguard.sql.analyse` and `dbguard.policy.engine.evaluate`.
+
+Must not: do I/O, know wire formats, or block.
+
+Caching (the hot path is a dictionary lookup):
+- analysis by (exact bytes, parse settings), shared by every session of the listener;
+- decisions by exact bytes, per *context* (identity, listener, database, parse settings): a
+  decision depends on nothing else, except for statements that read or change session state
+  (EXECUTE, PREPARE, DEALLOCATE, SET search_path), which are decided afresh each time;
+- decisions by *shape* for simple-protocol texts that differ only in literal values (pgbench
+  and ORMs inline them): the shape is computed only for pure-ASCII texts without quotes of
+  other kinds, comments, dollar signs or backslashes, where a literal's boundaries cannot be in
+  doubt, and only analyses that do not depend on literal values are cached that way.
+Every cache is bounded. A policy reload (`replace_policy`) starts new decision caches; every
+open session notices at its next statement, so a tightened policy applies to live sessions too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Mapping
+from typing import Final
+
+from dbguard.model import (
+    Action,
+    Decision,
+    Feature,
+    ParseSettings,
+    SessionInfo,
+    StatementInfo,
+    StatementKind,
+    StatementSource,
+)
+from dbguard.policy.engine import evaluate
+from dbguard.policy.rules import Policy
+from dbguard.sql import analyse, unparseable
+
+log = logging.getLogger("dbguard.policy")
+
+# Entries per cache dictionary (FIFO eviction) and the longest text used as a cache key:
+# longer texts (bulk INSERTs) are analysed each time rather than pinned in memory.
+MAX_CACHE_ENTRIES: Final = 10_000
+MAX_CACHED_TEXT: Final = 16 * 1024
+MAX_CONTEXTS: Final = 1_000
+
+# PostgreSQL's names for the client encodings, as Python codecs. An encoding missing here is
+# decoded as UTF-8 strictly: text that is not valid UTF-8 then fails closed (unparseable).
+PG_ENCODINGS: Final = {
+    "UTF8": "utf-8", "SQL_ASCII": "ascii", "LATIN1": "latin-1", "LATIN2": "iso8859-2",
+    "LATIN3": "iso8859-3", "LATIN4": "iso8859-4", "LATIN5": "iso8859-9", "LATIN6": "iso8859-10",
+    "LATIN7": "iso8859-13", "LATIN8": "iso8859-14", "LATIN9": "iso8859-15", "LATIN10": "iso8859-16",
+    "WIN1250": "cp1250", "WIN1251": "cp1251", "WIN1252": "cp1252", "WIN1253": "cp1253",
+    "WIN1254": "cp1254", "WIN1255": "cp1255", "WIN1256": "cp1256", "WIN1257": "cp1257",
+    "WIN1258": "cp1258", "WIN866": "cp866", "WIN874": "cp874", "KOI8R": "koi8-r", "KOI8U": "koi8-u",
+    "ISO_8859_5": "iso8859-5", "ISO_8859_6": "iso8859-6", "ISO_8859_7": "iso8859-7",
+    "ISO_8859_8": "iso8859-8", "SJIS": "cp932", "SHIFT_JIS_2004": "shift_jis_2004", "BIG5": "big5",
+    "GBK": "gbk", "GB18030": "gb18030", "UHC": "cp949", "JOHAB": "johab", "EUC_JP": "euc_jp",
+    "EUC_JIS_2004": "euc_jis_2004", "EUC_KR": "euc_kr", "EUC_CN": "gb2312",
+}
+
+# Features of statements that may run code dbguard does not see. After one of them, the
+# session's SQL-level prepared statements may have been replaced behind dbguard's back.
+_OPAQUE_FEATURES: Final = frozenset({Feature.UNTRUSTED_CODE, Feature.USER_CODE_CALL, Feature.DYNAMIC_SQL})
+_TRANSACTION_ONLY: Final = frozenset({StatementKind.TRANSACTION})
+_MULTI: Final = frozenset({Feature.MULTI_STATEMENT})
+# ROLLBACK TO SAVEPOINT reverts settings but leaves the transaction (and its SET LOCALs) open.
+_ROLLBACK_TO = re.compile(rb"\s*rollback\b.*\bto\b", re.IGNORECASE | re.DOTALL)
+_SHAPE_KINDS: Final = frozenset({
+    StatementKind.SELECT, StatementKind.INSERT, StatementKind.UPDATE, StatementKind.DELETE,
+    StatementKind.TRANSACTION,
+})
+# A string literal, or a run of digits that is not part of an identifier (ASCII only).
+_LITERAL = re.compile(rb"'[^']*'|(?<![A-Za-z_0-9])[0-9]+")
+# What makes a text ineligible for shape caching: anything where a literal's extent depends on
+# lexing rules beyond plain '...' strings and digits.
+_SHAPE_UNSAFE = re.compile(rb'[^\x09\x0a\x0d\x20-\x7e]|[$\\"]|--|/\*')
+_SET_SEARCH_PATH = re.compile(
+    r"\s*set\s+(?:session\s+|local\s+)?search_path\s*(?:to|=)\s*(.*?)[\s;]*\Z", re.IGNORECASE | re.DOTALL
+)
+
+
+def pg_shape(sql: bytes) -> bytes | None:
+    """The text with literal values replaced, or None when that cannot be done safely."""
+    if len(sql) > MAX_CACHED_TEXT or _SHAPE_UNSAFE.search(sql):
+        return None
+    return _LITERAL.sub(b"?", sql)
+
+
+def _parse_search_path(value: str) -> tuple[str, ...]:
+    schemas = []
+    for part in value.split(","):
+        name = part.strip()
+        if name.startswith('"') and name.endswith('"') and len(name) >= 2:
+            name = name[1:-1].replace('""', '"')
+        elif name.startswith("'") and name.endswith("'") and len(name) >= 2:
+            name = name[1:-1]
+        else:
+            name = name.lower()
+        if name and name != "$user":
+            schemas.append(name)
+    return tuple(schemas)
+
+
+def _ends_transaction(info: StatementInfo) -> bool:
+    """COMMIT, ROLLBACK and the like: they may revert settings made inside the transaction,
+    which only matters when the session changed one (see PgSessionGate._settings_touched)."""
+    return info.kinds == _TRANSACTION_ONLY and info.features <= _MULTI
+
+
+def _render(decision: Decision, infos: tuple[StatementInfo, ...]) -> Decision:
+    """Adjust an engine decision for what this version of the runtime can carry out."""
+    barrier = any((info.changes_parsing and not _ends_transaction(info)) or info.features & _OPAQUE_FEATURES
+                  for info in infos)
+    if decision.action is Action.HOLD and decision.enforced:
+        # Approvals are not built yet: a hold fails closed, saying so.
+        details = dict(decision.details)
+        details["approval"] = "unavailable"
+        rule = decision.rule_ids[0] if decision.rule_ids else "?"
+        reason = decision.reason.replace(f"dbguard: held by rule {rule}", f"dbguard: blocked by rule {rule}", 1)
+        return dataclasses.replace(
+            decision, reason=f"{reason} (this statement needs approval, and approvals are not enabled)",
+            details=details, barrier=barrier,
+            hint=decision.hint or "Ask a DBA to run it, or rephrase it so no hold rule matches.")
+    if barrier != decision.barrier:
+        return dataclasses.replace(decision, barrier=barrier)
+    return decision
+
+
+class _Bounded(dict[bytes, Decision]):
+    """A dict that forgets its oldest entry when full."""
+
+    def put(self, key: bytes, value: Decision) -> None:
+        if len(self) >= MAX_CACHE_ENTRIES:
+            del self[next(iter(self))]
+        self[key] = value
+
+
+class PolicyGate:
+    """A listener's policy and its caches; `open()` gives each session its own gate."""
+
+    def __init__(self, policy: Policy, dialect: str = "postgres") -> None:
+        self.policy = policy
+        self.dialect = dialect
+        self._analyses: dict[tuple[bytes, ParseSettings, str], tuple[StatementInfo, ...]] = {}
+        self._contexts: dict[tuple[object, ...], tuple[_Bounded, _Bounded]] = {}
+        # Texts that end a transaction (COMMIT, END, ROLLBACK...), bounded like the caches.
+        self.transaction_ends: set[bytes] = set()
+
+    def replace_policy(self, policy: Policy) -> None:
+        """Put a new policy in force for new and open sessions (analyses stay valid)."""
+        self._contexts = {}
+        self.policy = policy
+
+    def open(self, session: SessionInfo, startup: Mapping[str, str]) -> PgSessionGate:
+        return PgSessionGate(self, session, dict(startup))
+
+    def caches_for(self, key: tuple[object, ...]) -> tuple[_Bounded, _Bounded]:
+        caches = self._contexts.get(key)
+        if caches is None:
+            if len(self._contexts) >= MAX_CONTEXTS:
+                self._contexts.clear()
+            caches = self._contexts[key] = (_Bounded(), _Bounded())
+        return caches
+
+    def analysis(self, sql: bytes, settings: ParseSettings, encoding: str) -> tuple[StatementInfo, ...]:
+        key = (sql, settings, encoding)
+        infos = self._analyses.get(key)
+        if infos is None:
+            try:
+                text = sql.decode(encoding)
+            except UnicodeDecodeError as exc:
+                infos = (unparseable("", f"the text is not valid {encoding} (byte {exc.start})"),)
+            else:
+                infos = analyse(text, settings)
+            if len(sql) <= MAX_CACHED_TEXT:
+                if len(self._analyses) >= MAX_CACHE_ENTRIES:
+                    del self._analyses[next(iter(self._analyses))]
+                self._analyses[key] = infos
+        return infos
+
+
+class PgSessionGate:
+    """One PostgreSQL session's decision point (implements model.SessionGate)."""
+
+    def __init__(self, gate: PolicyGate, session: SessionInfo, startup: dict[str, str]) -> None:
+        self._gate = gate
+        self._session = session
+        self._encoding = "utf-8"
+        self._scs = True
+        schemas = list(_parse_search_path(startup.get("search_path", "")))
+        # The union of every search_path the session has had, in order: resolving an
+        # unqualified name against all of them over-approximates what the server does, so
+        # an exemption on one schema can never cover a table the server finds in another.
+        self._search_path: tuple[str, ...] = tuple(dict.fromkeys(schemas or ["public"]))
+        self._prepared: dict[str, tuple[StatementInfo, ...]] = {}
+        # Set after a statement that may run code dbguard does not see: from then on, a
+        # prepared statement's name no longer proves what it runs.
+        self._opaque_code_ran = False
+        # Set once a statement that may change parsing settings ran: from then on, the next
+        # COMMIT/ROLLBACK (which may revert a SET LOCAL) is a barrier too.
+        self._settings_touched = False
+        self._settings = ParseSettings("postgres", self._scs, self._search_path)
+        self._policy = gate.policy
+        self._exact, self._shapes = gate.caches_for(self._context_key())
+
+    def _context_key(self) -> tuple[object, ...]:
+        info = self._session
+        return (info.identity, info.listener, info.database, self._settings, self._encoding)
+
+    def _settings_changed(self) -> None:
+        self._settings = ParseSettings("postgres", self._scs, self._search_path)
+        self._policy = self._gate.policy
+        self._exact, self._shapes = self._gate.caches_for(self._context_key())
+
+    def server_parameter(self, name: str, value: str) -> None:
+        if name == "client_encoding":
+            self._encoding = PG_ENCODINGS.get(value.upper(), "utf-8")
+            self._settings_changed()
+        elif name == "standard_conforming_strings":
+            self._scs = value.lower() != "off"
+            self._settings_changed()
+
+    def decide(self, sql: bytes, source: StatementSource, name: str) -> Decision:
+        if self._policy is not self._gate.policy:
+            self._settings_changed()  # the policy was reloaded: its own caches
+        decision = self._exact.get(sql)
+        if decision is None:
+            shape = pg_shape(sql) if source is StatementSource.SIMPLE_QUERY else None
+            if shape is not None:
+                decision = self._shapes.get(shape)
+            if decision is None:
+                return self._decide_fresh(sql, shape)
+        if decision.barrier:
+            self._opaque_code_ran = self._settings_touched = True
+        elif self._settings_touched and sql in self._gate.transaction_ends:
+            return self._transaction_end_barrier(sql, decision)
+        return decision
+
+    def _transaction_end_barrier(self, sql: bytes, decision: Decision) -> Decision:
+        if not _ROLLBACK_TO.match(sql):
+            self._settings_touched = False
+        return dataclasses.replace(decision, barrier=True)
+
+    def _decide_fresh(self, sql: bytes, shape: bytes | None) -> Decision:
+        infos = self._gate.analysis(sql, self._settings, self._encoding)
+        stateful = any(
+            info.prepares or info.executes or info.deallocates
+            or (StatementKind.SET in info.kinds and _SET_SEARCH_PATH.match(info.text))
+            for info in infos
+        )
+        if stateful:
+            infos = tuple(self._resolve_prepared(info) for info in infos)
+        decision = _render(evaluate(self._policy, infos, self._session), infos)
+        if decision.action is not Action.ALLOW and decision.enforced:
+            return decision  # refused: no state changes, nothing worth caching per text
+        if stateful:
+            self._apply_state(infos)
+        elif len(sql) <= MAX_CACHED_TEXT:
+            self._exact.put(sql, decision)
+            if shape is not None and not any(
+                info.literal_sensitive or not info.kinds <= _SHAPE_KINDS for info in infos
+            ):
+                self._shapes.put(shape, decision)
+        if any(_ends_transaction(info) for info in infos):
+            ends = self._gate.transaction_ends
+            if len(ends) >= MAX_CACHE_ENTRIES:
+                ends.clear()
+            ends.add(sql)
+        if decision.barrier:
+            self._opaque_code_ran = self._settings_touched = True
+        elif self._settings_touched and sql in self._gate.transaction_ends:
+            return self._transaction_end_barrier(sql, decision)
+        return decision
+
+    def _resolve_prepared(self, info: StatementInfo) -> StatementInfo:
+        """EXECUTE name: decided as the statement it runs, when dbguard knows it for sure."""
+        if not info.executes:
+            return info
+        prepared = self._prepared.get(info.executes)
+        if prepared is None or self._opaque_code_ran:
+            return dataclasses.replace(info, features=info.features | {Feature.DYNAMIC_SQL},
+                                       detail=f"EXECUTE of a statement dbguard did not see prepared: {info.executes}")
+        inner = prepared[0]
+        return dataclasses.replace(
+            info,
+            kinds=info.kinds | inner.kinds,
+            reads=info.reads | inner.reads,
+            writes=info.writes | inner.writes,
+            functions=info.functions | inner.functions,
+            features=info.features | inner.features,
+            unfiltered=info.unfiltered | inner.unfiltered,
+            changes_parsing=info.changes_parsing or inner.changes_parsing,
+        )
+
+    def _apply_state(self, infos: tuple[StatementInfo, ...]) -> None:
+        for info in infos:
+            if info.deallocates == "*":
+                self._prepared.clear()
+            elif info.deallocates:
+                self._prepared.pop(info.deallocates, None)
+            if info.prepares:
+                self._prepared[info.prepares] = (info,)
+            match = _SET_SEARCH_PATH.match(info.text) if StatementKind.SET in info.kinds else None
+            if match:
+                added = _parse_search_path(match.group(1))
+                if any(schema not in self._search_path for schema in added):
+                    self._search_path = tuple(dict.fromkeys(self._search_path + added))
+                    self._settings_changed()
+
+
+__all__ = ["PG_ENCODINGS", "PgSessionGate", "PolicyGate", "pg_shape"]

@@ -1,0 +1,203 @@
+"""The runtime decision point (`policy.gate`): caches that never change an answer, session state.
+
+Covers: a cached answer equals a fresh one; the shape cache is used only where a literal's
+extent cannot be in doubt and the analysis does not depend on literal values (`WHERE 1=1` vs
+`WHERE 1=2`); bytes are decoded strictly in the session's client encoding; SQL-level PREPARE /
+EXECUTE / DEALLOCATE; the search_path union; a reload applies to open sessions; holds are
+refused while approvals are not available; statements that may change parsing carry a barrier.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dbguard.model import Action, Identity, IdentityKind, SessionInfo, StatementSource
+from dbguard.policy.gate import PgSessionGate, PolicyGate, pg_shape
+from dbguard.policy.rules import Policy, load_policy
+
+Q = StatementSource.SIMPLE_QUERY
+P = StatementSource.PARSE
+
+RULES = """
+rules:
+  - id: no-unbounded-writes
+    description: writes need a WHERE
+    when: {statement: [delete, update], where: missing}
+    action: block
+  - id: no-public-deletes
+    description: deletes only in scratch
+    when: {statement: [delete]}
+    unless: {tables: ["scratch.*"]}
+    action: block
+  - id: hold-updates
+    description: updates wait for a DBA
+    when: {statement: [update]}
+    action: hold
+    approvers: [dba]
+  - id: no-files
+    description: no server files
+    when: {features: [file_access]}
+    action: block
+"""
+
+
+def session(name: str = "copilot", kind: IdentityKind = IdentityKind.AGENT) -> SessionInfo:
+    return SessionInfo("s1", "app-pg", "postgres", Identity(name, kind, ()), "127.0.0.1:5000", "app")
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Policy:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES, encoding="utf-8")
+    return load_policy(path)
+
+
+def open_gate(policy: Policy, **startup: str) -> tuple[PolicyGate, PgSessionGate]:
+    gate = PolicyGate(policy)
+    return gate, gate.open(session(), startup)
+
+
+def test_shape_replaces_literals_only_where_their_extent_is_certain() -> None:
+    assert pg_shape(b"SELECT abalance FROM t1 WHERE aid = 123;") == b"SELECT abalance FROM t1 WHERE aid = ?;"
+    # A doubled quote ends one match and starts the next: the extent of the literal is the same.
+    shape = pg_shape(b"SELECT * FROM t WHERE name = 'o''brien' AND n = 5")
+    assert shape == b"SELECT * FROM t WHERE name = ?? AND n = ?"
+    for unsafe in (b"SELECT $1", b"SELECT E'\\'' , 1", b'SELECT "x1"', b"SELECT 1 -- x", b"SELECT /* 1 */ 1",
+                   "SELECT 'é'".encode(), b"SELECT 1\x00"):
+        assert pg_shape(unsafe) is None, unsafe
+
+
+def test_constant_where_is_never_answered_from_the_shape_cache(policy: Policy) -> None:
+    _, gate = open_gate(policy)
+    assert gate.decide(b"DELETE FROM scratch.t WHERE 1=2", Q, "").action is Action.ALLOW
+    # Same shape (DELETE FROM scratch.t WHERE ?=?), but always true: must be decided afresh.
+    assert gate.decide(b"DELETE FROM scratch.t WHERE 1=1", Q, "").action is Action.BLOCK
+
+
+def test_shape_cache_answers_literal_variants_like_a_fresh_decision(policy: Policy) -> None:
+    _, gate = open_gate(policy)
+    first = gate.decide(b"DELETE FROM scratch.t WHERE id = 1", Q, "")
+    again = gate.decide(b"DELETE FROM scratch.t WHERE id = 2", Q, "")
+    assert first is again  # served by shape
+    assert gate.decide(b"DELETE FROM public.t WHERE id = 3", Q, "").action is Action.BLOCK  # other table
+
+
+def test_cached_and_fresh_decisions_agree(policy: Policy) -> None:
+    statements = [b"SELECT 1", b"DELETE FROM t", b"DELETE FROM scratch.t WHERE id = 4",
+                  b"UPDATE t SET a = 1 WHERE id = 2", b"SELECT pg_read_file('x')", b"SELEC 1"]
+    _, warm = open_gate(policy)
+    for sql in statements:
+        warm.decide(sql, Q, "")
+    for sql in statements:
+        _, cold = open_gate(policy)
+        assert warm.decide(sql, Q, "") == cold.decide(sql, Q, ""), sql
+
+
+def test_unparseable_is_blocked_without_rules() -> None:
+    _, gate = open_gate(Policy())
+    decision = gate.decide(b"SELEC 1", Q, "")
+    assert decision.action is Action.BLOCK
+    assert decision.rule_ids == ("defaults.on_parse_error",)
+    assert gate.decide(b"SELECT 1", Q, "").action is Action.ALLOW
+
+
+def test_bytes_invalid_in_the_client_encoding_fail_closed(policy: Policy) -> None:
+    _, gate = open_gate(policy)
+    assert gate.decide(b"SELECT '\xff'", Q, "").action is Action.BLOCK  # not UTF-8
+    gate.server_parameter("client_encoding", "LATIN1")
+    assert gate.decide(b"SELECT '\xff'", Q, "").action is Action.ALLOW
+
+
+def test_sjis_second_byte_0x5c_is_not_a_backslash(policy: Policy) -> None:
+    _, gate = open_gate(policy)
+    gate.server_parameter("client_encoding", "SJIS")
+    trick = b"SELECT E'\x95\x5c' , pg_read_file('/etc/passwd') --'"
+    assert gate.decide(trick, Q, "").action is Action.BLOCK
+    gate.server_parameter("client_encoding", "LATIN1")  # byte by byte: one harmless string
+    assert gate.decide(b"SELECT E'\x95\x5c' , pg_read_file(1) --'", Q, "").action is Action.ALLOW
+
+
+def test_standard_conforming_strings_is_followed(policy: Policy) -> None:
+    _, gate = open_gate(policy)
+    trick_off = b"SELECT 'x\\'' , pg_read_file(1) --'"
+    assert gate.decide(trick_off, Q, "").action is Action.ALLOW  # on: one harmless string
+    gate.server_parameter("standard_conforming_strings", "off")
+    assert gate.decide(trick_off, Q, "").action is Action.BLOCK  # off: the call is real
+
+
+def test_prepare_execute_deallocate(policy: Policy) -> None:
+    _, gate = open_gate(policy)
+    assert gate.decide(b"PREPARE wipe AS DELETE FROM public.t", Q, "").action is Action.BLOCK
+    assert gate.decide(b"PREPARE tidy AS DELETE FROM scratch.t WHERE id = $1", Q, "").action is Action.ALLOW
+    assert gate.decide(b"EXECUTE tidy(1)", Q, "").action is Action.ALLOW
+    gate.decide(b"DEALLOCATE tidy", Q, "")
+    unknown = gate.decide(b"EXECUTE tidy(1)", Q, "")
+    assert unknown.action is Action.ALLOW  # no rule on dynamic_sql here; the server says it is gone
+    assert gate.decide(b"PREPARE files AS SELECT pg_read_file('x')", Q, "").action is Action.BLOCK
+
+
+def test_execute_after_user_code_is_dynamic_sql(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("rules:\n  - id: no-dynamic\n    when: {features: [dynamic_sql]}\n    action: block\n")
+    _, gate = open_gate(load_policy(path))
+    assert gate.decide(b"PREPARE q AS SELECT 1", Q, "").action is Action.ALLOW
+    assert gate.decide(b"EXECUTE q", Q, "").action is Action.ALLOW
+    assert gate.decide(b"SELECT my_function()", Q, "").barrier  # user code: may re-prepare q
+    assert gate.decide(b"EXECUTE q", Q, "").action is Action.BLOCK
+
+
+def test_search_path_union_keeps_exemptions_honest(policy: Policy) -> None:
+    _, gate = open_gate(policy)
+    assert gate.decide(b"DELETE FROM notes WHERE id = 1", Q, "").action is Action.BLOCK  # public.notes
+    _, scratch_only = open_gate(policy, search_path="scratch")
+    assert scratch_only.decide(b"DELETE FROM notes WHERE id = 1", Q, "").action is Action.ALLOW
+    scratch_only.decide(b"SET search_path TO public", Q, "")
+    # Both schemas are now candidates for `notes`: the scratch exemption no longer covers it.
+    assert scratch_only.decide(b"DELETE FROM notes WHERE id = 1", Q, "").action is Action.BLOCK
+
+
+def test_reload_applies_to_open_sessions(policy: Policy, tmp_path: Path) -> None:
+    gate, session_gate = open_gate(policy)
+    assert session_gate.decide(b"SELECT * FROM products", Q, "").action is Action.ALLOW
+    stricter = tmp_path / "stricter.yaml"
+    stricter.write_text("rules:\n  - id: no-products\n    when: {reads: [public.products]}\n    action: block\n")
+    gate.replace_policy(load_policy(stricter))
+    assert session_gate.decide(b"SELECT * FROM products", Q, "").action is Action.BLOCK
+
+
+def test_hold_is_refused_while_approvals_are_unavailable(policy: Policy) -> None:
+    _, gate = open_gate(policy)
+    decision = gate.decide(b"UPDATE t SET a = 1 WHERE id = 2", P, "")
+    assert decision.action is Action.HOLD
+    assert decision.enforced
+    assert decision.reason.startswith("dbguard: blocked by rule hold-updates: ")
+    assert "approvals are not enabled" in decision.reason
+    assert decision.details["approval"] == "unavailable"
+
+
+@pytest.mark.parametrize("sql", [
+    b"SET standard_conforming_strings = off", b"SET client_encoding = 'SJIS'", b"RESET ALL",
+    b"SELECT set_config('standard_conforming_strings', 'off', false)", b"DO $$ BEGIN END $$",
+    b"CALL do_things()", b"SELECT my_function()",
+])
+def test_statements_that_may_change_parsing_carry_a_barrier(sql: bytes) -> None:
+    _, gate = open_gate(Policy())
+    assert gate.decide(sql, Q, "").barrier
+
+
+@pytest.mark.parametrize("sql", [b"SELECT 1", b"BEGIN", b"SET work_mem = '64MB'", b"SELECT now()"])
+def test_ordinary_statements_carry_no_barrier(sql: bytes) -> None:
+    _, gate = open_gate(Policy())
+    assert not gate.decide(sql, Q, "").barrier
+
+
+def test_commit_is_a_barrier_only_after_a_setting_change() -> None:
+    _, gate = open_gate(Policy())
+    assert not gate.decide(b"COMMIT", Q, "").barrier
+    assert not gate.decide(b"BEGIN; SELECT 1; COMMIT", Q, "").barrier
+    assert gate.decide(b"SET LOCAL standard_conforming_strings = off", Q, "").barrier
+    assert gate.decide(b"ROLLBACK TO SAVEPOINT a", Q, "").barrier  # reverts, transaction stays
+    assert gate.decide(b"COMMIT", Q, "").barrier  # reverts the SET LOCAL: decide nothing before it
+    assert not gate.decide(b"COMMIT", Q, "").barrier
