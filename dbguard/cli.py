@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=15432, help="proxy port (default 15432; 0 = any free port)")
     demo.add_argument("--walkthrough", action="store_true",
                       help="play a scripted agent session through the proxy, then exit")
-    demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
+    demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="error",
+                      help="the proxy's log on stderr (default: errors only, so the tour stays readable)")
 
     add_policy_commands(sub, _add_config_option)
     return parser

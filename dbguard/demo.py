@@ -115,7 +115,7 @@ class _ProxyThread:
         self._thread.join(10)
 
 
-def run_demo(*, port: int = 15432, walkthrough: bool = False, log_level: str = "warning") -> int:
+def run_demo(*, port: int = 15432, walkthrough: bool = False, log_level: str = "error") -> int:
     from dbguard.runtime import logs
 
     logs.configure(log_level)
@@ -190,6 +190,7 @@ WALKTHROUGH = (
     ("it hides a delete inside a CTE",
      "WITH gone AS (DELETE FROM orders RETURNING id) SELECT count(*) FROM gone"),
     ("it tries to read a server file", "SELECT pg_read_file('/etc/passwd')"),
+    ("it deletes one order (a write a DBA must approve)", "DELETE FROM orders WHERE id = 1"),
     ("it deletes one row of its scratch table", "DELETE FROM scratch.notes WHERE id = 1"),
 )
 

@@ -1,0 +1,35 @@
+"""`dbguard demo --walkthrough`, the README's "run it" command, end to end.
+
+Covers: the demo starts its own throwaway PostgreSQL and proxy with the sample rules/, the
+scripted agent session reads data, and the refusals it shows come from the rules (a DROP,
+a DELETE hidden in a CTE, a server file read, a write that needs approval) while a scratch
+write runs; it exits 0 and leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.harness import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_walkthrough_shows_allow_and_block() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dbguard", "demo", "--walkthrough", "--port", "0"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "alice.anderson@example.com" in out
+    assert "blocked by rule no-drop-truncate" in out
+    assert "blocked by rule no-unbounded-writes" in out
+    assert "blocked by rule agents-no-server-access" in out
+    assert "blocked by rule agents-hold-writes" in out
+    assert "DELETE 1" in out  # the scratch table is the agent's to change
