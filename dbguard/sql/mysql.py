@@ -12,9 +12,19 @@ CREATE TABLE) and every embedded expression (SET values, DO, CALL arguments, SHO
 are re-rendered from the tokens and parsed by sqlglot's MySQL dialect, then walked; the other
 statements are read from the tokens directly, with a strict grammar where the statement could
 hide another one. A sqlglot `Command` fallback, an unexpected node or a parse error is
-unparseable. Settings that change how the rest of a multi-statement message is lexed
-(`SET sql_mode`, `SET NAMES`, `USE`) are applied to the statements after them when their value
-is known; when it is not, the rest of the message is unparseable.
+unparseable.
+
+Within a message: settings that change how the rest is read (`SET sql_mode`, `SET NAMES`, `USE`)
+apply to the statements after them when their value is known. When it is not (a computed
+sql_mode, user code, EXECUTE of a prepared statement), the rest is read as is only if it cannot
+read differently (ASCII, no double quote, no backslash), else it is one unparseable statement.
+Statements read with settings changed this way are literal_sensitive (never cache them by shape).
+
+Versioned comments run on some servers and not others (a future version; /*!50700../*!99999
+that MariaDB skips; /*M! that MySQL skips): a statement containing such a comment is analysed once
+per set of comments a server (MySQL 5.7+, MariaDB 10.0+) runs, and the analyses are merged. A `;`
+inside such a comment makes its two statements unparseable (where the comment is skipped they
+are one statement).
 
 Statement kinds and features (PRODUCT.md); "+ inner" adds the analysis of the contained
 statement; features in brackets:
@@ -91,7 +101,15 @@ FROM u)`), and the verdict then depends on literals (literal_sensitive). `x = x`
 does not filter.
 
 Fingerprint: sha256 of the statement's tokens as rendered for sqlglot with every string and number
-literal replaced by `?` (comments and versioned-comment markers gone), first 16 hex digits.
+literal replaced by `?` (comments and versioned-comment markers gone), first 16 hex digits. It is
+taken from the lexer's tokens rather than a sqlglot tree: the same for every statement (keyword-read
+ones too), and what the server lexed. `mysql_shape()` gives the same for a whole message, from
+lexing alone (~25-180 µs), for a decision cache keyed by shape.
+
+Not analysed: stored program bodies (CREATE PROCEDURE ...: create + untrusted_code; MariaDB
+BEGIN NOT ATOMIC: do + untrusted_code), correlation of subqueries (an unqualified column in a
+subquery counts as the outer row's, so the WHERE counts as filtering), HANDLER ... READ scans
+(never unfiltered), the tables of LOCK TABLES.
 """
 
 from __future__ import annotations
@@ -456,6 +474,17 @@ def analyse_mysql(sql: str, settings: ParseSettings) -> tuple[StatementInfo, ...
         return (unparseable(sql, "statement nested too deeply"),)
     except Exception as error:  # fail closed on anything unexpected
         return (unparseable(sql, f"analyser error: {type(error).__name__}: {error}"),)
+
+
+def mysql_shape(sql: str, settings: ParseSettings) -> str | None:
+    """The message as the server lexes it, comments dropped and every string and number literal
+    replaced by `?`, statements joined by `;`: the key for a decision cache by shape (only for
+    messages whose statements are all not literal_sensitive). None when the text cannot be
+    lexed: analyse it."""
+    lexed = lex(sql, ansi_quotes=settings.ansi_quotes, no_backslash_escapes=settings.no_backslash_escapes)
+    if lexed.error:
+        return None
+    return ";".join(render_shape(statement.tokens) for statement in lexed.statements)
 
 
 def sql_mode_flags(sql_mode: str) -> tuple[bool, bool] | None:
@@ -1142,10 +1171,10 @@ def _truth(node: exp.Expression, facts: _Facts) -> bool | None:
         if True in results:
             return True
         return False if all(result is False for result in results) else None
-    if isinstance(node, exp.Not) and node.find(exp.Column) is not None:
+    if isinstance(node, exp.Not) and _mentions_rows(node):
         inner = _truth(node.this, facts)
         return None if inner is None else not inner
-    if node.find(exp.Column) is None:
+    if not _mentions_rows(node):
         # The same value for every row: all rows or none, so it counts as true unless provably false.
         facts.literal_sensitive = True
         value = _constant(node)
@@ -1153,6 +1182,42 @@ def _truth(node: exp.Expression, facts: _Facts) -> bool | None:
     if isinstance(node, (exp.EQ, exp.NullSafeEQ, exp.GTE, exp.LTE)) and _same_sides(node):
         return True
     return None
+
+
+def _mentions_rows(node: exp.Expression) -> bool:
+    """Whether a condition can differ from row to row: it mentions a column of the filtered
+    statement. A column of a subquery's own tables (qualified with one of their names) does not
+    count; an unqualified one might be the outer row's (correlation), so it does."""
+    for column in node.find_all(exp.Column):
+        qualifier = column.table
+        if not qualifier:
+            return True
+        scope = column.parent
+        while scope is not None and scope is not node:
+            if isinstance(scope, exp.Select) and qualifier in _source_names(scope):
+                break
+            scope = scope.parent
+        else:
+            return True
+        if scope is node:
+            return True
+    return False
+
+
+def _source_names(select: exp.Select) -> set[str]:
+    """The names a column of this SELECT can be qualified with: its tables' names and aliases."""
+    names: set[str] = set()
+    sources: list[exp.Expr] = []
+    from_ = select.args.get("from_")
+    if isinstance(from_, exp.From):
+        sources.append(from_.this)
+    sources.extend(join.this for join in select.args.get("joins") or ())
+    for source in sources:
+        if isinstance(source, exp.Table):
+            names.add(source.name)
+        if isinstance(source, (exp.Table, exp.Subquery)) and source.alias:
+            names.add(source.alias)
+    return names
 
 
 def _same_sides(node: exp.Expression) -> bool:
@@ -2179,4 +2244,4 @@ _HANDLERS: Final[dict[str, _Handler]] = {
 }
 
 
-__all__ = ["BUILTIN_FUNCTIONS", "analyse_mysql", "fingerprint", "sql_mode_flags"]
+__all__ = ["BUILTIN_FUNCTIONS", "analyse_mysql", "fingerprint", "mysql_shape", "sql_mode_flags"]

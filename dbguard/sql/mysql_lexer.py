@@ -121,7 +121,8 @@ def _master_pattern(ansi_quotes: bool, no_backslash_escapes: bool) -> re.Pattern
         rf"(?P<word>[{_ID}]+)",
         r"(?P<punct>[(),;.=<>!|&+\-*/%^~?:{}@\[\]\\])",
     ]
-    return re.compile("|".join(parts))
+    # Leading whitespace is folded into the next token's match (half the loop turns).
+    return re.compile(f"[{_WHITESPACE}]*(?:" + "|".join(parts) + ")")
 
 
 _PATTERNS = {(a, b): _master_pattern(a, b) for a in (False, True) for b in (False, True)}
@@ -194,9 +195,33 @@ class _Lexer:
                     continue
             match = pattern.match(text, pos)
             if match is None:
-                raise LexError(self._unexpected(pos), pos)
+                skipped = len(text) - len(text[pos:].lstrip(_WHITESPACE))
+                raise LexError(self._unexpected(skipped), skipped)
             kind = match.lastgroup
+            assert kind is not None
+            start = match.start(kind)
+            if start != pos:
+                spaced = True
+                pos = start
             stop = match.end()
+            if kind == "plain":  # the most common tokens first, inlined
+                raw = match.group(kind)
+                gap = " " if spaced or (tokens and tokens[-1].kind is not TokenKind.PUNCT) else ""
+                tokens.append(Token(TokenKind.WORD, raw, raw, raw.upper(), pos, stop, spaced, condition, raw, gap))
+                spaced = False
+                pos = stop
+                continue
+            if kind == "punct":
+                raw = match.group(kind)
+                gap = " " if spaced or (tokens and _needs_space(tokens[-1], TokenKind.PUNCT, raw)) else ""
+                tokens.append(Token(TokenKind.PUNCT, raw, raw, "", pos, stop, spaced, condition, raw, gap))
+                if raw == "." and _IDENT_CHAR.match(text, stop) is not None:
+                    ident_next = True
+                elif raw == ";":
+                    self.semicolons.append(len(tokens) - 1)
+                spaced = False
+                pos = stop
+                continue
             if kind in ("ws", "hash", "dash"):
                 spaced = True
             elif kind == "comment":
@@ -231,7 +256,7 @@ class _Lexer:
                     spaced = False
                     stop = pos + 1
             else:
-                raw = match.group()
+                raw = match.group(kind)
                 if kind == "single" or (kind == "double" and not self.ansi_quotes):
                     value = _decode_string(raw[1:-1], raw[0], self.backslash_escapes)
                     emit(TokenKind.STRING, raw, value, "", pos, stop, spaced, condition)
@@ -240,29 +265,8 @@ class _Lexer:
                     emit(TokenKind.IDENT, raw, value, "", pos, stop, spaced, condition)
                 elif kind == "number":
                     emit(TokenKind.NUMBER, raw, raw, "", pos, stop, spaced, condition)
-                elif kind == "plain":  # the common case, inlined
-                    tokens.append(
-                        Token(
-                            TokenKind.WORD,
-                            raw,
-                            raw,
-                            raw.upper(),
-                            pos,
-                            stop,
-                            spaced,
-                            condition,
-                            raw,
-                            " " if spaced or (tokens and tokens[-1].kind is not TokenKind.PUNCT) else "",
-                        )
-                    )
-                elif kind == "word":
+                else:  # a word that is not plain ASCII (non-ASCII letters, $, a leading digit)
                     emit(TokenKind.WORD, raw, raw, raw.upper() if raw.isascii() else "", pos, stop, spaced, condition)
-                else:  # punct
-                    emit(TokenKind.PUNCT, raw, raw, "", pos, stop, spaced, condition)
-                    if raw == "." and _IDENT_CHAR.match(text, stop) is not None:
-                        ident_next = True
-                    elif raw == ";":
-                        self.semicolons.append(len(tokens) - 1)
                 spaced = False
             pos = stop
         if condition:

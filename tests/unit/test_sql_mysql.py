@@ -448,3 +448,13 @@ def test_fingerprint_does_not_depend_on_what_precedes_the_statement() -> None:
     glued = analyse_mysql("SELECT 1;SELECT a FROM t", APP)[1]
     spaced = analyse_mysql("SELECT 1;\n  SELECT a FROM t", APP)[1]
     assert glued.fingerprint == spaced.fingerprint == _one("SELECT a FROM t").fingerprint
+
+
+def test_shape_of_a_message() -> None:
+    from dbguard.sql.mysql import mysql_shape
+
+    assert mysql_shape("SELECT * FROM t WHERE id = 1; /* c */ DELETE FROM u WHERE a = 'x'", APP) == (
+        "SELECT * FROM t WHERE id = ?;DELETE FROM u WHERE a = ?"
+    )
+    assert mysql_shape("SELECT * FROM t WHERE id = 2", APP) == mysql_shape("SELECT * FROM t  WHERE id = 7 -- x", APP)
+    assert mysql_shape("SELECT 'unterminated", APP) is None
