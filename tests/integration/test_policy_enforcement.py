@@ -12,6 +12,7 @@ refusal; reloading rules on file change and on SIGHUP, a broken file keeping the
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from psycopg import errors, pq
 
 from dbguard.devdb.postgres import ThrowawayPostgres
 from tests.integration.conftest import start_seeded_server
-from tests.integration.harness import ProxyProcess, start_proxy
+from tests.integration.harness import REPO_ROOT, ProxyProcess, start_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -416,3 +417,30 @@ def test_a_broken_rules_file_stops_serve_with_file_line_and_key(tmp_path: Path, 
                             check=False)
     assert result.returncode == 2
     assert f"{tmp_path / 'rules.yaml'}:3: rules[0].when.statement" in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
+def test_pgbench_under_the_sample_policy_has_no_failures(guarded_server: ThrowawayPostgres, mode: str) -> None:
+    """The sample rules/ in force: an agent's select-only run and a human's TPC-B run (an
+    agent's writes are held by that policy) complete with zero failed transactions."""
+    pgbench = str(guarded_server.client_binary("pgbench"))
+    direct = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    direct.update(PGHOST=guarded_server.host, PGPORT=str(guarded_server.port), PGUSER=guarded_server.app_user,
+                  PGPASSWORD=guarded_server.app_password, PGDATABASE="app", PGPASSFILE=os.devnull)
+    subprocess.run([pgbench, "-i", "-q", "-s", "1"], env=direct, check=True, capture_output=True, timeout=120)
+    with tempfile.TemporaryDirectory(prefix="dbguard-pgbench-policy-") as tmp:
+        proxy = start_proxy(Path(tmp), guarded_server.dsn(sslmode="disable"),
+                            extra_yaml=f"rules: {REPO_ROOT / 'rules'}\n", log_level="warning")
+        try:
+            for identity, script in (("copilot", ["-S"]), ("alice", [])):
+                env = {k: v for k, v in proxy.libpq_env(identity).items() if not k.startswith("PGSERVICE")}
+                env["PGPASSFILE"] = os.devnull
+                result = subprocess.run([pgbench, "-n", "-c", "4", "-j", "2", "-t", "100", "-M", mode, *script],
+                                        env=env, capture_output=True, text=True, timeout=180, check=False)
+                assert result.returncode == 0, result.stdout + result.stderr
+                assert "number of failed transactions: 0" in result.stdout, result.stdout
+                assert "number of transactions actually processed: 400/400" in result.stdout
+            assert "statement.blocked" not in proxy.log()
+        finally:
+            proxy.stop()
+        subprocess.run([pgbench, "-i", "-I", "d"], env=direct, check=True, capture_output=True, timeout=60)
