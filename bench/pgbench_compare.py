@@ -1,10 +1,14 @@
-# bench.pgbench_compare — pgbench throughput, latency, CPU and memory: direct vs dbguard vs PgBouncer.
-# Owns: a throwaway PostgreSQL for the run, `dbguard serve` (a real subprocess, as users run it)
-# and, when installed, a PgBouncer in front of the same server; the workloads, the alternating
-# run order, the CPU (/proc stat) and memory (/proc status) readings, the rich table and the
-# JSON file of raw runs. Must not touch the machine's own database services nor dbguard's code:
-# it measures what `dbguard serve` does, it never imports the proxy's internals.
-"""Compare pgbench through dbguard with pgbench direct and through PgBouncer.
+# bench.pgbench_compare — pgbench throughput, latency, CPU and memory: direct vs the bare relay vs
+# dbguard with the sample policy vs PgBouncer.
+# Owns: a throwaway PostgreSQL for the run, `dbguard serve` with the repository's sample rules (a
+# real subprocess, as users run it), the same configuration run by `bench.relay_only` (no
+# analysis, no policy: the relay's own cost) and, when installed, a PgBouncer in front of the
+# same server; the workloads, the alternating run order, the CPU (/proc stat) and memory
+# (/proc status) readings, the policy's cost (dbguard vs relay), the rich tables and the JSON
+# file of raw runs. Must not touch the machine's own database services nor dbguard's code: it
+# measures what `dbguard serve` does, it never imports the proxy's internals.
+"""Compare pgbench through dbguard (sample policy) with pgbench direct, through dbguard's bare
+relay (no analysis, no policy) and through PgBouncer.
 
 Run from the repository root:  python -m bench.pgbench_compare [--quick] [--out FILE.json]
 """
@@ -33,17 +37,35 @@ from pathlib import Path
 from typing import Any, Final
 
 from rich.console import Console, JustifyMethod
+from rich.markup import escape
 from rich.table import Table
 
 from dbguard.devdb.postgres import ThrowawayPostgres
-from tests.integration.harness import ProxyProcess, free_port, start_proxy, wait_for_port
+from tests.integration.harness import (
+    DEFAULT_IDENTITIES,
+    REPO_ROOT,
+    ProxyProcess,
+    free_port,
+    start_proxy,
+    wait_for_port,
+    write_config,
+)
 
 # Wide enough for the table when the output is a file or a pipe (rich assumes 80 columns then).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
-PROXY_IDENTITY: Final = "copilot"
-DIRECT, DBGUARD, PGBOUNCER = "direct", "dbguard", "pgbouncer"
+DIRECT, RELAY, DBGUARD, PGBOUNCER = "direct", "relay", "dbguard", "pgbouncer"
+DEFAULT_RULES: Final = REPO_ROOT / "rules"
+# Who pgbench logs in as through both dbguard targets (name, kind, secret, roles). pgbench
+# plays an application's service account: the sample policy's agent rules (holds on writes)
+# would refuse TPC-B's UPDATEs for an agent, and a hold fails closed while approvals are not
+# built. The pre-flight check (`check_policy_allows`) proves the policy allows every workload's
+# statements for this identity before anything is measured.
+BENCH_IDENTITY: Final = ("pgbench", "service", "pgbench-secret", ("app",))
+# The issue's target for the policy on the hot path: dbguard's throughput at most 5% below the
+# bare relay's, on every workload (cached decisions).
+POLICY_COST_GOAL: Final = 0.05
 # The log level `dbguard serve` runs at: warnings only (debug would log per connection and
 # more), so logging does not weigh on what is measured.
 PROXY_LOG_LEVEL: Final = "warning"
@@ -152,6 +174,10 @@ class Run:
     pgbench_cpu_s: float
     steal_s: float  # CPU time the hypervisor gave to someone else during the run (noise)
     error: str | None = None
+    # The machine's busy CPU time during the run minus what pgbench, the server and the
+    # measured proxy used: other processes (noise; idle proxies add a little).
+    others_cpu_s: float | None = None
+    sample: int = 0  # which of the workload's samples in this repeat (pairs dbguard with relay)
 
     def per_tx_us(self, seconds: float | None) -> float | None:
         if seconds is None or not self.transactions:
@@ -174,10 +200,33 @@ class Summary:
     proxy_cpu_us_per_tx: float | None
     server_cpu_us_per_tx: float | None
     pgbench_cpu_us_per_tx: float | None
+    failed_transactions: int = 0  # pgbench's "number of failed transactions", summed over runs
     ratio_vs_direct: float | None = None
+    ratio_vs_relay: float | None = None
     ratio_vs_pgbouncer: float | None = None
     added_latency_ms: float | None = None
     goal: str | None = None
+    goal_met: bool | None = None
+
+
+@dataclass
+class PolicyCost:
+    """What the policy costs on one workload: dbguard (sample rules) against the bare relay."""
+
+    workload: str
+    relay_tps: float | None
+    dbguard_tps: float | None
+    # 1 - dbguard tps / relay tps, from the medians (the headline figure) ...
+    cost: float | None
+    # ... and the median of the same ratio over runs paired by repeat (adjacent in time).
+    cost_paired: float | None
+    relay_cpu_us_per_tx: float | None
+    dbguard_cpu_us_per_tx: float | None
+    cpu_delta_us_per_tx: float | None  # dbguard - relay: the policy path's own CPU per tx
+    # 1 - relay's total CPU per tx / dbguard's (proxy + server + pgbench): the throughput the
+    # policy costs when the machine is CPU-bound, from CPU times, which other load on the
+    # machine disturbs far less than tps.
+    cost_cpu: float | None = None
     goal_met: bool | None = None
 
 
@@ -201,6 +250,8 @@ class Settings:
     threads: int
     idle_connections: int
     quick: bool
+    rules: str = ""
+    identity: str = ""  # "name (kind, roles ...)" pgbench logs in as through dbguard and relay
     workloads: list[str] = field(default_factory=list)
 
 
@@ -252,6 +303,13 @@ def steal_seconds() -> float:
     return int(fields[8]) / CLOCK_TICKS if len(fields) > 8 else 0.0
 
 
+def busy_seconds() -> float:
+    """The machine's total busy CPU time so far (/proc/stat: user, nice, system, irq, softirq)."""
+    with Path("/proc/stat").open() as stat:
+        fields = stat.readline().split()
+    return sum(int(value) for value in fields[1:4] + fields[6:8]) / CLOCK_TICKS
+
+
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -291,6 +349,7 @@ def run_pgbench(
     duration: int,
     repeat: int,
     postmaster_pid: int,
+    sample: int = 0,
 ) -> Run:
     command = [pgbench, "--no-vacuum", *workload.args, "-c", str(workload.clients),
                "-j", str(workload.threads), "-T", str(duration)]
@@ -301,6 +360,7 @@ def run_pgbench(
     server_before = server_cpu_seconds(postmaster_pid)
     pgbench_before = children_cpu_seconds()
     steal_before = steal_seconds()
+    busy_before = busy_seconds()
     started = time.monotonic()
     try:
         result = subprocess.run(command, env=_libpq_env(target), capture_output=True, text=True,
@@ -318,6 +378,7 @@ def run_pgbench(
     server_cpu = server_cpu_seconds(postmaster_pid) - server_before
     pgbench_cpu = children_cpu_seconds() - pgbench_before
     steal = steal_seconds() - steal_before
+    others = busy_seconds() - busy_before - server_cpu - pgbench_cpu - (proxy_cpu or 0.0)
 
     def number(pattern: re.Pattern[str]) -> float | None:
         found = pattern.search(output)
@@ -325,8 +386,10 @@ def run_pgbench(
 
     tps, latency = number(_TPS), number(_LATENCY)
     transactions, failed = number(_TRANSACTIONS), number(_FAILED)
-    ok = code == 0 and tps is not None and bool(transactions)
-    error = None if ok else f"pgbench exit {code}: " + " | ".join(output.strip().splitlines()[-6:])
+    # A failed transaction (a refusal, a serialization error) fails the run: the benchmark
+    # must measure what the policy allows, not how fast errors come back.
+    ok = code == 0 and tps is not None and bool(transactions) and not failed
+    error = None if ok else f"pgbench exit {code}: " + " | ".join(_error_lines(output))
     return Run(
         repeat=repeat, workload=workload.name, target=target.name, ok=ok,
         tps=tps if ok else None, latency_ms=latency if ok else None,
@@ -334,8 +397,16 @@ def run_pgbench(
         failed_transactions=int(failed) if failed is not None else None,
         wall_s=round(wall, 3),
         proxy_cpu_s=proxy_cpu, server_cpu_s=server_cpu, pgbench_cpu_s=pgbench_cpu,
-        steal_s=round(steal, 2), error=error,
+        steal_s=round(steal, 2), error=error, sample=sample, others_cpu_s=round(others, 2),
     )
+
+
+def _error_lines(output: str) -> list[str]:
+    """The lines that say why a run failed: pgbench's errors first, else its last lines."""
+    lines = output.strip().splitlines()
+    errors = [line for line in lines if "error" in line.lower() or "abort" in line.lower()
+              or "failed" in line.lower()]
+    return (errors or lines)[-6:]
 
 
 def reset_tpcb_tables(server: ThrowawayPostgres) -> None:
@@ -347,17 +418,66 @@ def reset_tpcb_tables(server: ThrowawayPostgres) -> None:
 # ----------------------------------------------------------------------------- dbguard
 
 
+BenchIdentity = tuple[str, str, str, tuple[str, ...]]  # name, kind, secret, roles
+
+
+def parse_identity(text: str) -> BenchIdentity:
+    """`--identity KIND[:ROLE,ROLE...]` -> the identity pgbench logs in as through the proxies."""
+    kind, _, roles = text.partition(":")
+    if kind not in ("agent", "human", "service"):
+        raise argparse.ArgumentTypeError(f"identity kind must be agent, human or service, not {kind!r}")
+    return ("pgbench", kind, "pgbench-secret", tuple(role for role in roles.split(",") if role))
+
+
+def describe_identity(identity: BenchIdentity) -> str:
+    name, kind, _secret, roles = identity
+    return f"{name} (kind {kind}, roles [{', '.join(roles)}])"
+
+
+def _rules_yaml(rules: Path) -> str:
+    return f"rules: {json.dumps(str(rules.resolve()))}\n"  # a JSON string is a YAML string
+
+
 @contextlib.contextmanager
-def running_dbguard(server: ThrowawayPostgres, directory: Path) -> Iterator[ProxyProcess]:
-    """`dbguard serve` in front of `server`, upstream as the app owner, at PROXY_LOG_LEVEL."""
+def running_dbguard(server: ThrowawayPostgres, directory: Path, rules: Path, identity: BenchIdentity
+                    ) -> Iterator[ProxyProcess]:
+    """`dbguard serve` in front of `server` with the policy in `rules`, upstream as the app
+    owner, at PROXY_LOG_LEVEL; pgbench's identity added to the usual test identities."""
     try:
-        proxy = start_proxy(directory, server.dsn(sslmode="disable"), log_level=PROXY_LOG_LEVEL)
+        proxy = start_proxy(directory, server.dsn(sslmode="disable"), log_level=PROXY_LOG_LEVEL,
+                            identities=(*DEFAULT_IDENTITIES, identity), extra_yaml=_rules_yaml(rules))
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from exc
     try:
         yield proxy
     finally:
         proxy.stop()
+
+
+@contextlib.contextmanager
+def running_relay(server: ThrowawayPostgres, directory: Path, rules: Path, identity: BenchIdentity,
+                  timeout: float = 20.0) -> Iterator[ProxyProcess]:
+    """The same configuration as `running_dbguard` (rules included, though unused) run by
+    `python -m bench.relay_only`: dbguard's listeners with the allow-all gate."""
+    port = free_port()
+    config = write_config(directory, server.dsn(sslmode="disable"), port=port,
+                          identities=(*DEFAULT_IDENTITIES, identity), extra_yaml=_rules_yaml(rules))
+    log_path = directory / "dbguard.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.relay_only", "-c", str(config), "--log-level", PROXY_LOG_LEVEL],
+            cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    relay = ProxyProcess(config, port, proc, log_path,
+                         {name: secret for name, _, secret, _ in (*DEFAULT_IDENTITIES, identity)})
+    try:
+        try:
+            wait_for_port("127.0.0.1", port, timeout, proc)
+        except (RuntimeError, TimeoutError) as exc:
+            raise SystemExit(f"bench.relay_only did not start: {exc}\n{relay.log()}") from exc
+        yield relay
+    finally:
+        relay.stop()
 
 
 # ----------------------------------------------------------------------------- PgBouncer
@@ -494,12 +614,16 @@ def summarise(runs: list[Run], plan: list[Workload], targets: list[str]) -> list
                 proxy_cpu_us_per_tx=_median([run.per_tx_us(run.proxy_cpu_s) for run in good]),
                 server_cpu_us_per_tx=_median([run.per_tx_us(run.server_cpu_s) for run in good]),
                 pgbench_cpu_us_per_tx=_median([run.per_tx_us(run.pgbench_cpu_s) for run in good]),
+                failed_transactions=sum(run.failed_transactions or 0 for run in mine),
             )
         direct = by_target.get(DIRECT)
+        relay = by_target.get(RELAY)
         bouncer = by_target.get(PGBOUNCER)
         for target, summary in by_target.items():
             if direct is not None and direct.tps and summary.tps is not None:
                 summary.ratio_vs_direct = summary.tps / direct.tps
+            if relay is not None and relay.tps and summary.tps is not None and target == DBGUARD:
+                summary.ratio_vs_relay = summary.tps / relay.tps
             if bouncer is not None and bouncer.tps and summary.tps is not None and target != PGBOUNCER:
                 summary.ratio_vs_pgbouncer = summary.tps / bouncer.tps
             if (direct is not None and direct.latency_ms is not None
@@ -511,6 +635,43 @@ def summarise(runs: list[Run], plan: list[Workload], targets: list[str]) -> list
                 summary.goal_met = goal.met(summary.ratio_vs_direct, summary.added_latency_ms)
             summaries.append(summary)
     return summaries
+
+
+def _total_cpu(row: Summary) -> float | None:
+    parts = (row.proxy_cpu_us_per_tx, row.server_cpu_us_per_tx, row.pgbench_cpu_us_per_tx)
+    return None if any(part is None for part in parts) else sum(part or 0.0 for part in parts)
+
+
+def policy_costs(runs: list[Run], summaries: list[Summary], plan: list[Workload]) -> list[PolicyCost]:
+    """dbguard with the policy against the bare relay, per workload (empty without a relay)."""
+    by_key = {(row.workload, row.target): row for row in summaries}
+    costs: list[PolicyCost] = []
+    for workload in plan:
+        relay, guarded = by_key.get((workload.name, RELAY)), by_key.get((workload.name, DBGUARD))
+        if relay is None or guarded is None:
+            continue
+        cost = (1 - guarded.tps / relay.tps) if relay.tps and guarded.tps is not None else None
+        paired: list[float | None] = []
+        relay_runs = {(run.repeat, run.sample): run for run in runs
+                      if run.workload == workload.name and run.target == RELAY and run.ok}
+        for run in runs:
+            if run.workload != workload.name or run.target != DBGUARD or not run.ok:
+                continue
+            partner = relay_runs.get((run.repeat, run.sample))
+            if partner is not None and partner.tps and run.tps is not None:
+                paired.append(1 - run.tps / partner.tps)
+        delta = None
+        if guarded.proxy_cpu_us_per_tx is not None and relay.proxy_cpu_us_per_tx is not None:
+            delta = guarded.proxy_cpu_us_per_tx - relay.proxy_cpu_us_per_tx
+        relay_total, guarded_total = _total_cpu(relay), _total_cpu(guarded)
+        cost_cpu = (1 - relay_total / guarded_total) if relay_total and guarded_total else None
+        costs.append(PolicyCost(
+            workload=workload.name, relay_tps=relay.tps, dbguard_tps=guarded.tps, cost=cost,
+            cost_paired=_median(paired), relay_cpu_us_per_tx=relay.proxy_cpu_us_per_tx,
+            dbguard_cpu_us_per_tx=guarded.proxy_cpu_us_per_tx, cpu_delta_us_per_tx=delta, cost_cpu=cost_cpu,
+            goal_met=None if cost is None else cost < POLICY_COST_GOAL,
+        ))
+    return costs
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -531,8 +692,8 @@ def _verdict(goal: str | None, met: bool | None) -> str:
     return f"{mark} {goal}"
 
 
-def render(summaries: list[Summary], memory: list[MemoryResult], plan: list[Workload],
-           settings: Settings) -> None:
+def render(summaries: list[Summary], costs: list[PolicyCost], memory: list[MemoryResult],
+           plan: list[Workload], settings: Settings) -> None:
     titles = {workload.name: workload.title for workload in plan}
     table = Table(
         title=(f"pgbench, scale {settings.scale}, {settings.duration}s x {settings.repeats} "
@@ -541,7 +702,7 @@ def render(summaries: list[Summary], memory: list[MemoryResult], plan: list[Work
     )
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("workload", "left"), ("target", "left"), ("tps", "right"), ("spread", "right"),
-        ("vs direct", "right"),
+        ("vs direct", "right"), ("vs relay", "right"),
         ("vs pgb", "right"), ("goal (dbguard)", "left"), ("latency ms", "right"),
         ("added ms", "right"), ("proxy µs/tx", "right"), ("server µs/tx", "right"),
     )
@@ -552,15 +713,44 @@ def render(summaries: list[Summary], memory: list[MemoryResult], plan: list[Work
         if previous and row.workload != previous:
             table.add_section()
         previous = row.workload
-        failed = f" [red]({row.failures} failed)[/]" if row.failures else ""
+        failed = f" [red]({row.failures} failed runs)[/]" if row.failures else ""
+        if row.failed_transactions:
+            failed += f" [red]({row.failed_transactions} failed tx)[/]"
         table.add_row(
             titles[row.workload], row.target + failed, _fmt(row.tps, ",.0f"), _spread(row),
-            _fmt(row.ratio_vs_direct, ".2f"), _fmt(row.ratio_vs_pgbouncer, ".2f"),
+            _fmt(row.ratio_vs_direct, ".2f"), _fmt(row.ratio_vs_relay, ".2f"),
+            _fmt(row.ratio_vs_pgbouncer, ".2f"),
             _verdict(row.goal, row.goal_met), _fmt(row.latency_ms, ".3f"),
             _fmt(row.added_latency_ms, "+.3f"), _fmt(row.proxy_cpu_us_per_tx, ".1f"),
             _fmt(row.server_cpu_us_per_tx, ".1f"),
         )
     console.print(table)
+    if costs:
+        policy = Table(
+            title=escape(f"the policy's cost: dbguard with {settings.rules} vs the bare relay "
+                         f"(pgbench as {settings.identity})"),
+            title_justify="left",
+        )
+        for header, justify in (
+            ("workload", "left"), ("relay tps", "right"), ("dbguard tps", "right"),
+            ("policy cost", "right"), ("paired", "right"), (f"< {POLICY_COST_GOAL:.0%}", "left"),
+            ("CPU cost", "right"),
+            ("relay µs/tx", "right"), ("dbguard µs/tx", "right"), ("policy µs/tx", "right"),
+        ):
+            policy.add_column(header, justify=justify, no_wrap=True)
+        for cost in costs:
+            mark = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[yellow]?[/]"}[cost.goal_met]
+            policy.add_row(
+                titles[cost.workload], _fmt(cost.relay_tps, ",.0f"), _fmt(cost.dbguard_tps, ",.0f"),
+                _fmt(cost.cost, ".1%"), _fmt(cost.cost_paired, ".1%"), mark, _fmt(cost.cost_cpu, ".1%"),
+                _fmt(cost.relay_cpu_us_per_tx, ".1f"), _fmt(cost.dbguard_cpu_us_per_tx, ".1f"),
+                _fmt(cost.cpu_delta_us_per_tx, "+.1f"),
+            )
+        console.print(policy)
+        console.print("[dim]policy cost = 1 - dbguard tps / relay tps (medians); paired = median of "
+                      "the same over runs of one repeat; CPU cost = 1 - relay / dbguard total CPU per "
+                      "tx (proxy + server + pgbench: the tps lost when CPU-bound, less disturbed by "
+                      "other load); policy µs/tx = dbguard - relay proxy CPU[/]")
     if memory:
         mem = Table(title="idle connections: proxy RSS growth", title_justify="left")
         for header in ("target", "connections", "RSS before KiB", "RSS after KiB",
@@ -608,7 +798,8 @@ def machine_info(server: ThrowawayPostgres, pgbench: str, pgbouncer: str | None)
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.pgbench_compare",
-        description="pgbench direct vs through dbguard (and PgBouncer when installed).",
+        description=("pgbench direct vs through dbguard with the sample policy, dbguard's bare relay "
+                     "(no analysis, no policy) and PgBouncer when installed."),
     )
     parser.add_argument("--quick", action="store_true",
                         help="scale 1, 3 s runs, 1 repeat, 50 idle connections (~1-2 minutes)")
@@ -623,6 +814,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="run only this workload (repeatable): " + ", ".join(
                             workload.name for workload in workloads(8, 2)))
     parser.add_argument("--no-pgbouncer", action="store_true", help="skip PgBouncer even if installed")
+    parser.add_argument("--no-relay", action="store_true",
+                        help="skip the bare relay (no policy cost is reported then)")
+    parser.add_argument("--rules", type=Path, default=DEFAULT_RULES, metavar="PATH",
+                        help="the policy dbguard enforces: a rules file or folder (default: the "
+                             "repository's rules/)")
+    parser.add_argument("--identity", type=parse_identity, default=BENCH_IDENTITY, metavar="KIND:ROLES",
+                        help="kind and roles pgbench logs in with through dbguard and the relay, e.g. "
+                             "service:app or agent:readers (default service:app)")
     parser.add_argument("--out", type=Path, metavar="FILE.json", help="write every raw run as JSON")
     return parser.parse_args(argv)
 
@@ -657,7 +856,7 @@ def measure_throughput(
     targets: list[Target],
     plan: list[Workload],
     settings: Settings,
-    proxy: ProxyProcess,
+    proxies: dict[str, ProxyProcess],
 ) -> list[Run]:
     assert server.pid is not None
     postmaster = server.pid
@@ -672,20 +871,42 @@ def measure_throughput(
         # drift of the machine (a neighbour on the host, table growth) is shared out evenly.
         order = targets[repeat % len(targets):] + targets[: repeat % len(targets)]
         for workload in plan:
-            for _sample in range(workload.samples):
+            for sample in range(workload.samples):
                 for target in order:
                     if workload.writes:
                         reset_tpcb_tables(server)
                     run = run_pgbench(pgbench, target, workload,
                                       duration=workload.seconds(settings.duration),
-                                      repeat=repeat, postmaster_pid=postmaster)
+                                      repeat=repeat, postmaster_pid=postmaster, sample=sample)
                     runs.append(run)
                     _print_run(run, workload, len(runs), total)
-        if not proxy.alive:
-            console.print(f"[red]dbguard serve exited ({proxy.proc.returncode}):[/]\n"
-                          f"{proxy.log()[-3000:]}")
+        dead = {name: proxy for name, proxy in proxies.items() if not proxy.alive}
+        for name, proxy in dead.items():
+            console.print(f"[red]{name} exited ({proxy.proc.returncode}):[/]\n{proxy.log()[-3000:]}")
+        if dead:
             break
     return runs
+
+
+def check_policy_allows(pgbench: str, server: ThrowawayPostgres, target: Target, plan: list[Workload],
+                        identity: BenchIdentity, rules: Path) -> None:
+    """Run every workload's statements a few times through dbguard before measuring: a policy
+    that refuses any of them for pgbench's identity would make the benchmark measure refusals."""
+    assert server.pid is not None
+    for workload in plan:
+        probe = Workload(workload.name, workload.title, workload.args, 1, 1, workload.writes)
+        command = [pgbench, "--no-vacuum", *probe.args, "-c", "1", "-j", "1", "-t", "5"]
+        result = subprocess.run(command, env=_libpq_env(target), capture_output=True, text=True,
+                                timeout=60, check=False)
+        failed = _FAILED.search(result.stdout + result.stderr)
+        if result.returncode != 0 or (failed is not None and int(failed.group(1)) > 0):
+            lines = " | ".join(_error_lines(result.stdout + result.stderr))
+            raise SystemExit(
+                f"the policy in {rules} does not let {describe_identity(identity)} run pgbench's "
+                f"{workload.title} through dbguard: {lines}\n"
+                "choose another identity with --identity KIND:ROLES (or other rules with --rules)")
+    if any(workload.writes for workload in plan):
+        reset_tpcb_tables(server)
 
 
 def _print_run(run: Run, workload: Workload, number: int, total: int) -> None:
@@ -696,6 +917,8 @@ def _print_run(run: Run, workload: Workload, number: int, total: int) -> None:
     per_tx = run.per_tx_us(run.proxy_cpu_s)
     proxy = f"  proxy {per_tx:5.1f} µs/tx" if per_tx is not None else ""
     steal = f"  [yellow]steal {run.steal_s:.2f} s[/]" if run.steal_s >= 0.05 else ""
+    if run.others_cpu_s is not None and run.others_cpu_s >= 0.1 * run.wall_s:
+        steal += f"  [yellow]others {run.others_cpu_s:.1f} s CPU[/]"
     console.print(head + f"{run.tps:>9,.0f} tps  {run.latency_ms:.3f} ms{proxy}{steal}")
 
 
@@ -711,7 +934,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle_connections=args.idle_connections if args.idle_connections is not None
         else (50 if quick else 200),
         quick=quick,
+        rules=str(args.rules),
+        identity=describe_identity(args.identity),
     )
+    rules: Path = args.rules
+    identity: BenchIdentity = args.identity
+    if not (rules.is_file() or (rules.is_dir() and any(rules.glob("*.y*ml")))):
+        raise SystemExit(f"no rules at {rules}: give a rules file or folder with --rules")
     plan = [workload for workload in workloads(settings.clients, settings.threads)
             if not args.only or workload.name in args.only]
     if not plan:
@@ -736,10 +965,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.run_sql("CHECKPOINT")
 
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dbguard-bench-")))
-        proxy = stack.enter_context(running_dbguard(server, workdir))
-        targets = [direct, Target(DBGUARD, proxy.host, proxy.port, PROXY_IDENTITY,
-                                  proxy.secrets[PROXY_IDENTITY], server.app_database,
-                                  proxy.proc.pid)]
+        (workdir / "dbguard").mkdir()
+        name = identity[0]
+        proxy = stack.enter_context(running_dbguard(server, workdir / "dbguard", rules, identity))
+        guarded = Target(DBGUARD, proxy.host, proxy.port, name, proxy.secrets[name],
+                         server.app_database, proxy.proc.pid)
+        proxies = {"dbguard serve": proxy}
+        targets = [direct]
+        if not args.no_relay:
+            (workdir / "relay").mkdir()
+            relay = stack.enter_context(running_relay(server, workdir / "relay", rules, identity))
+            proxies["bench.relay_only"] = relay
+            targets.append(Target(RELAY, relay.host, relay.port, name, relay.secrets[name],
+                                  server.app_database, relay.proc.pid))
+        targets.append(guarded)
+        console.print("[bold]" + escape(
+            f"dbguard enforces {rules}; pgbench logs in through the proxies as "
+            f"{describe_identity(identity)}; checking that the policy allows every workload's "
+            "statements") + "[/]")
+        check_policy_allows(pgbench, server, guarded, plan, identity, rules)
         if pgbouncer is not None:
             bouncer, bouncer_port = stack.enter_context(running_pgbouncer(
                 pgbouncer, server, pool_size=max(settings.idle_connections, settings.clients) + 10))
@@ -753,10 +997,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # memory freed by earlier sessions cannot hide what a new connection costs.
         memory = measure_memory(targets, settings)
         wait_for_idle_server(server)
-        runs = measure_throughput(pgbench, server, targets, plan, settings, proxy)
+        runs = measure_throughput(pgbench, server, targets, plan, settings, proxies)
 
         summaries = summarise(runs, plan, [target.name for target in targets])
-        render(summaries, memory, plan, settings)
+        costs = policy_costs(runs, summaries, plan)
+        render(summaries, costs, memory, plan, settings)
+        failed_tx = sum(summary.failed_transactions for summary in summaries)
+        failed_runs = sum(not run.ok for run in runs)
+        colour = "red" if failed_tx or failed_runs else "green"
+        console.print(f"[{colour}]failed transactions: {failed_tx}; failed runs: {failed_runs}[/]")
         elapsed = time.monotonic() - started
         console.print(f"[dim]finished in {elapsed:.0f} s[/]")
         if args.out is not None:
@@ -765,14 +1014,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "settings": asdict(settings),
                 "elapsed_s": round(elapsed, 1),
                 "goals": {name: goal.text for name, goal in GOALS.items()}
-                | {"idle-connection": f"< {IDLE_CONNECTION_GOAL_KIB:.0f} KiB"},
+                | {"idle-connection": f"< {IDLE_CONNECTION_GOAL_KIB:.0f} KiB",
+                   "policy-cost": f"< {POLICY_COST_GOAL:.0%} of the relay's tps"},
                 "summary": [asdict(summary) for summary in summaries],
+                "policy_cost": [asdict(cost) for cost in costs],
                 "memory": [asdict(result) for result in memory],
                 "runs": [asdict(run) for run in runs],
             }
             args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
             console.print(f"raw runs written to {args.out}")
-    return 1 if any(not run.ok for run in runs) else 0
+    return 1 if failed_runs or failed_tx else 0
 
 
 if __name__ == "__main__":

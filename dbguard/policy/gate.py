@@ -16,7 +16,13 @@ Caching (the hot path is a dictionary lookup):
 - decisions by *shape* for simple-protocol texts that differ only in literal values (pgbench
   and ORMs inline them): the shape is computed only for pure-ASCII texts without quotes of
   other kinds, comments, dollar signs or backslashes, where a literal's boundaries cannot be in
-  doubt, and only analyses that do not depend on literal values are cached that way.
+  doubt, and only analyses that do not depend on literal values are cached that way;
+- in front of the shape, decisions by *digit key* (every digit turned into 0, one C-speed
+  `bytes.translate`), filled only from texts whose shape was cached and in which no digit
+  follows a letter or underscore. Two texts with the same digit key have the same bytes
+  except digit values at the same places; since the cached one's digits all start or continue
+  numbers, so do the other's (their neighbours are the same bytes), and it passed the shape
+  checks, so the other has the same shape: the digit key is exact, never a guess.
 Every cache is bounded. A policy reload (`replace_policy`) starts new decision caches; every
 open session notices at its next statement, so a tightened policy applies to live sessions too.
 """
@@ -82,6 +88,10 @@ _LITERAL = re.compile(rb"'[^']*'|(?<![A-Za-z_0-9])[0-9]+")
 # What makes a text ineligible for shape caching: anything where a literal's extent depends on
 # lexing rules beyond plain '...' strings and digits.
 _SHAPE_UNSAFE = re.compile(rb'[^\x09\x0a\x0d\x20-\x7e]|[$\\"]|--|/\*')
+_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+# A digit right after a letter or underscore: part of an identifier (t1) or of a number's
+# suffix (1e5); such texts never enter the digit-key cache.
+_DIGIT_IN_WORD = re.compile(rb"[A-Za-z_][0-9]")
 _SET_SEARCH_PATH = re.compile(
     r"\s*set\s+(?:session\s+|local\s+)?search_path\s*(?:to|=)\s*(.*?)[\s;]*\Z", re.IGNORECASE | re.DOTALL
 )
@@ -135,12 +145,16 @@ def _render(decision: Decision, infos: tuple[StatementInfo, ...]) -> Decision:
 
 
 class _Bounded(dict[bytes, Decision]):
-    """A dict that forgets its oldest entry when full."""
+    """A dict that starts afresh when full (cheaper than evicting one by one: deleting from
+    the front of a dict makes every later `next(iter())` walk the holes)."""
 
     def put(self, key: bytes, value: Decision) -> None:
         if len(self) >= MAX_CACHE_ENTRIES:
-            del self[next(iter(self))]
+            self.clear()
         self[key] = value
+
+
+_Caches = tuple[_Bounded, _Bounded, _Bounded]  # exact text, shape, digit key
 
 
 class PolicyGate:
@@ -150,7 +164,7 @@ class PolicyGate:
         self.policy = policy
         self.dialect = dialect
         self._analyses: dict[tuple[bytes, ParseSettings, str], tuple[StatementInfo, ...]] = {}
-        self._contexts: dict[tuple[object, ...], tuple[_Bounded, _Bounded]] = {}
+        self._contexts: dict[tuple[object, ...], _Caches] = {}
         # Texts that end a transaction (COMMIT, END, ROLLBACK...), bounded like the caches.
         self.transaction_ends: set[bytes] = set()
 
@@ -162,12 +176,12 @@ class PolicyGate:
     def open(self, session: SessionInfo, startup: Mapping[str, str]) -> PgSessionGate:
         return PgSessionGate(self, session, dict(startup))
 
-    def caches_for(self, key: tuple[object, ...]) -> tuple[_Bounded, _Bounded]:
+    def caches_for(self, key: tuple[object, ...]) -> _Caches:
         caches = self._contexts.get(key)
         if caches is None:
             if len(self._contexts) >= MAX_CONTEXTS:
                 self._contexts.clear()
-            caches = self._contexts[key] = (_Bounded(), _Bounded())
+            caches = self._contexts[key] = (_Bounded(), _Bounded(), _Bounded())
         return caches
 
     def analysis(self, sql: bytes, settings: ParseSettings, encoding: str) -> tuple[StatementInfo, ...]:
@@ -182,7 +196,7 @@ class PolicyGate:
                 infos = analyse(text, settings)
             if len(sql) <= MAX_CACHED_TEXT:
                 if len(self._analyses) >= MAX_CACHE_ENTRIES:
-                    del self._analyses[next(iter(self._analyses))]
+                    self._analyses.clear()
                 self._analyses[key] = infos
         return infos
 
@@ -209,7 +223,7 @@ class PgSessionGate:
         self._settings_touched = False
         self._settings = ParseSettings("postgres", self._scs, self._search_path)
         self._policy = gate.policy
-        self._exact, self._shapes = gate.caches_for(self._context_key())
+        self._exact, self._shapes, self._digit_keys = gate.caches_for(self._context_key())
 
     def _context_key(self) -> tuple[object, ...]:
         info = self._session
@@ -218,7 +232,7 @@ class PgSessionGate:
     def _settings_changed(self) -> None:
         self._settings = ParseSettings("postgres", self._scs, self._search_path)
         self._policy = self._gate.policy
-        self._exact, self._shapes = self._gate.caches_for(self._context_key())
+        self._exact, self._shapes, self._digit_keys = self._gate.caches_for(self._context_key())
 
     def server_parameter(self, name: str, value: str) -> None:
         if name == "client_encoding":
@@ -233,11 +247,18 @@ class PgSessionGate:
             self._settings_changed()  # the policy was reloaded: its own caches
         decision = self._exact.get(sql)
         if decision is None:
-            shape = pg_shape(sql) if source is StatementSource.SIMPLE_QUERY else None
-            if shape is not None:
-                decision = self._shapes.get(shape)
+            if source is not StatementSource.SIMPLE_QUERY or len(sql) > MAX_CACHED_TEXT:
+                return self._decide_fresh(sql, None)
+            digit_key = sql.translate(_DIGITS_TO_ZERO)
+            decision = self._digit_keys.get(digit_key)
             if decision is None:
-                return self._decide_fresh(sql, shape)
+                shape = pg_shape(sql)
+                if shape is not None:
+                    decision = self._shapes.get(shape)
+                if decision is None:
+                    return self._decide_fresh(sql, shape)
+                if not _DIGIT_IN_WORD.search(sql):
+                    self._digit_keys.put(digit_key, decision)
         if decision.barrier:
             self._opaque_code_ran = self._settings_touched = True
         elif self._settings_touched and sql in self._gate.transaction_ends:
@@ -269,6 +290,8 @@ class PgSessionGate:
                 info.literal_sensitive or not info.kinds <= _SHAPE_KINDS for info in infos
             ):
                 self._shapes.put(shape, decision)
+                if not _DIGIT_IN_WORD.search(sql):
+                    self._digit_keys.put(sql.translate(_DIGITS_TO_ZERO), decision)
         if any(_ends_transaction(info) for info in infos):
             ends = self._gate.transaction_ends
             if len(ends) >= MAX_CACHE_ENTRIES:

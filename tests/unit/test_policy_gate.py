@@ -201,3 +201,21 @@ def test_commit_is_a_barrier_only_after_a_setting_change() -> None:
     assert gate.decide(b"ROLLBACK TO SAVEPOINT a", Q, "").barrier  # reverts, transaction stays
     assert gate.decide(b"COMMIT", Q, "").barrier  # reverts the SET LOCAL: decide nothing before it
     assert not gate.decide(b"COMMIT", Q, "").barrier
+
+
+def test_digit_key_never_merges_identifiers_that_differ_by_a_digit(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("rules:\n  - id: no-t2\n    when: {writes: [public.t2]}\n    action: block\n")
+    _, gate = open_gate(load_policy(path))
+    assert gate.decide(b"DELETE FROM t1 WHERE id = 5", Q, "").action is Action.ALLOW
+    assert gate.decide(b"DELETE FROM t1 WHERE id = 6", Q, "").action is Action.ALLOW
+    assert gate.decide(b"DELETE FROM t2 WHERE id = 5", Q, "").action is Action.BLOCK
+    assert gate.decide(b"DELETE FROM t2 WHERE id = 7", Q, "").action is Action.BLOCK
+    # Digits only in numbers: the digit key serves variants of the same length...
+    assert gate.decide(b"DELETE FROM tx WHERE id = 50", Q, "") is gate.decide(b"DELETE FROM tx WHERE id = 61", Q, "")
+
+
+def test_digit_key_never_serves_a_constant_where(policy: Policy) -> None:
+    _, gate = open_gate(policy)
+    assert gate.decide(b"DELETE FROM scratch.t WHERE 1 = 2", Q, "").action is Action.ALLOW
+    assert gate.decide(b"DELETE FROM scratch.t WHERE 2 = 2", Q, "").action is Action.BLOCK  # same digit key
