@@ -1,6 +1,8 @@
 # dbguard.devdb — throwaway development databases for the test suite and `dbguard demo`.
-# Owns nothing itself: re-exports the PostgreSQL helpers from dbguard.devdb.postgres.
+# Owns nothing itself: re-exports the PostgreSQL helpers from dbguard.devdb.postgres and the
+# MariaDB ones from dbguard.devdb.mariadb.
 # Must not touch the machine's stock database services.
+from dbguard.devdb.mariadb import ThrowawayMariaDB, find_mariadb_binaries
 from dbguard.devdb.postgres import (
     DevDbError,
     HbaMethod,
@@ -13,6 +15,8 @@ __all__ = [
     "DevDbError",
     "HbaMethod",
     "PasswordEncryption",
+    "ThrowawayMariaDB",
     "ThrowawayPostgres",
+    "find_mariadb_binaries",
     "find_postgres_bindir",
 ]

@@ -3,6 +3,8 @@
 # clean up after yourself), `fresh_pg_server` (a new seeded server per test, for tests that stop,
 # kill or reconfigure it) and `pg_server_factory` (servers with custom options, closed after the
 # test); re-exports the proxy fixtures of harness.py. Never uses the machine's stock database services.
+# MariaDB: `mariadb_server` (one per session, database `app` owned by `app_owner`, no seed data)
+# and `fresh_mariadb_server` (a new server per test, for tests that stop, kill or restart it).
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -10,7 +12,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from dbguard.devdb import ThrowawayPostgres
+from dbguard.devdb import ThrowawayMariaDB, ThrowawayPostgres
 from tests.conftest import FIXTURES_DIR
 
 # The proxy fixtures live in harness.py; importing them here makes them visible to every test.
@@ -73,3 +75,37 @@ def pg_server_factory() -> Iterator[PgServerFactory]:
     finally:
         for server in made:
             server.close()
+
+
+def start_mariadb_server(*, seed_sql: str | None = None, **options: Any) -> ThrowawayMariaDB:
+    """A started MariaDB server (options go to ThrowawayMariaDB); `seed_sql` runs in `app` as
+    the app user (several statements allowed)."""
+    server = ThrowawayMariaDB(**options)
+    try:
+        server.start()
+        if seed_sql is not None:
+            server.run_sql(seed_sql, server.app_database, as_root=False)
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[ThrowawayMariaDB]:
+    """A session-wide MariaDB: empty database `app` owned by `app_owner` (clean up after yourself)."""
+    server = start_mariadb_server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def fresh_mariadb_server() -> Iterator[ThrowawayMariaDB]:
+    """A MariaDB of its own for one test (stop / start / restart / kill are fine)."""
+    server = start_mariadb_server()
+    try:
+        yield server
+    finally:
+        server.close()
