@@ -1,0 +1,1 @@
+"""Sans-IO MySQL/MariaDB client/server protocol codec: packets, messages, authentication."""
