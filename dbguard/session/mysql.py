@@ -1,0 +1,854 @@
+"""The state machine of one MySQL/MariaDB client connection through the proxy (sans-IO).
+
+Owns: the connection phase towards the client (dbguard's own HandshakeV10, SSLRequest,
+HandshakeResponse41), authenticating the client against dbguard identities
+(caching_sha2_password fast path and full authentication over TLS or RSA,
+mysql_native_password, auth switch), the upstream login with the DSN's credentials
+(`session.mysql_upstream_login`), and the command phase: every COM_QUERY text and every
+COM_STMT_PREPARE text passes the gate once, before anything is sent upstream; responses are
+relayed packet by packet, unchanged, and tracked just enough to know when each ends.
+
+Must not touch: sockets, asyncio, TLS objects. Input arrives through `client_data()`,
+`upstream_data()` and the driver's event callbacks; output is a list of actions
+(`session.mysql_actions`) the driver executes in order.
+
+Phases (legal transitions only; anything else closes the connection with an ERR 08S01):
+
+    GREETING -> [CLIENT_TLS -> GREETING] -> CLIENT_AUTH -> UPSTREAM_CONNECT
+      -> UPSTREAM_LOGIN (its own steps: session.mysql_upstream_login) -> READY -> CLOSED
+    READY --COM_CHANGE_USER--> CLIENT_AUTH (against dbguard identities) -> READY (upstream
+      session reset with COM_RESET_CONNECTION [+ COM_INIT_DB], gate reopened) | CLOSED (1045)
+
+Refused in the command phase (ERR, the session continues): statements the gate refuses
+(1227 / 42000), COM_PROCESS_KILL, COM_BINLOG_DUMP*, every other command the proxy does not
+relay (1235 / 42000), unknown command bytes (1047 / 08S01), COM_STMT_* on statement ids not
+prepared through this session (1243). A server's LOCAL INFILE request is relayed only for an
+allowed statement that names LOCAL ... INFILE; otherwise the server gets an empty file and the
+client an ERR 1227.
+
+The command phase handles one command at a time: client packets that arrive while a response
+is still coming are left in the (bounded) reader and handled once it is complete, so a refusal
+is always answered in order and decisions are never taken ahead of a statement that could
+change how later ones are read.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from dbguard.model import Action, Decision, Identity, SessionGate, SessionInfo, StatementSource
+from dbguard.session.mysql_actions import (
+    DEFAULT_SERVER_VERSION,
+    MysqlIdentityEntry,
+    MysqlListenerSettings,
+    MysqlSessionAction,
+    MysqlStartClientTls,
+)
+from dbguard.session.mysql_upstream_login import (
+    ERRNO_UPSTREAM_REFUSED,
+    SQLSTATE_REJECTED,
+    UpstreamLogin,
+    UpstreamReady,
+    UpstreamRefused,
+)
+from dbguard.session.pg_actions import Close, SendClient, SendUpstream, Sleep
+from dbguard.session.throttle import LoginThrottle
+from dbguard.wire.mysql import auth
+from dbguard.wire.mysql import messages as m
+from dbguard.wire.mysql.packets import (
+    MAX_PACKET_PAYLOAD,
+    Packet,
+    PacketReader,
+    PayloadReader,
+    ProtocolViolation,
+    encode_packets,
+)
+
+log = logging.getLogger("dbguard.session")
+
+C = m.Capability
+
+
+class Phase(enum.Enum):
+    GREETING = "greeting"  # our HandshakeV10 sent, waiting for SSLRequest / HandshakeResponse41
+    CLIENT_TLS = "client-tls"  # the driver runs the client TLS handshake
+    CLIENT_AUTH = "client-auth"  # auth switch / caching_sha2 exchange with the client
+    UPSTREAM_CONNECT = "upstream-connect"
+    UPSTREAM_LOGIN = "upstream-login"  # see session.mysql_upstream_login
+    READY = "ready"  # command phase
+    CLOSED = "closed"
+
+
+# What the proxy offers clients. Never COMPRESS; no SESSION_TRACK / QUERY_ATTRIBUTES /
+# OPTIONAL_RESULTSET_METADATA / MariaDB extensions (they change packet layouts the session reads);
+# no IGNORE_SPACE (it changes how the server parses function names). SSL only with TLS.
+PROXY_CAPABILITIES = (
+    C.LONG_PASSWORD | C.FOUND_ROWS | C.LONG_FLAG | C.CONNECT_WITH_DB | C.LOCAL_FILES | C.PROTOCOL_41
+    | C.INTERACTIVE | C.IGNORE_SIGPIPE | C.TRANSACTIONS | C.SECURE_CONNECTION | C.MULTI_STATEMENTS
+    | C.MULTI_RESULTS | C.PS_MULTI_RESULTS | C.PLUGIN_AUTH | C.CONNECT_ATTRS
+    | C.PLUGIN_AUTH_LENENC_CLIENT_DATA | C.DEPRECATE_EOF
+)
+_UTF8MB4_GENERAL_CI = 45
+_MAX_AUTH_PACKET = 64 * 1024  # connection-phase packets are small; bound them tightly
+MAX_TRACKED_STATEMENTS = 65_536  # prepared statements per session (server default max: 16382)
+_CLIENT_AUTH_ROUNDS = 4
+
+# Error numbers and SQLSTATEs sent by the proxy itself.
+ER_ACCESS_DENIED = 1045  # 28000
+ER_UNKNOWN_COM = 1047  # 08S01
+ER_SPECIFIC_ACCESS_DENIED = 1227  # 42000: a statement refused by policy
+ER_UNKNOWN_STMT_HANDLER = 1243  # HY000
+ER_MAX_PREPARED_STMT_COUNT = 1461  # 42000
+ER_SERVER_SHUTDOWN = 1053  # 08S01
+ER_INSECURE_TRANSPORT = 3159  # HY000
+ER_NOT_SUPPORTED = 1235  # 42000
+_S_PROTOCOL = "08S01"
+
+
+
+def _names_local_infile(sql: bytes) -> bool:
+    """Whether a query text can be a LOAD DATA LOCAL INFILE (linear, no regex backtracking
+    on a 64 MiB text). Only gates relaying the server's file request for an allowed statement."""
+    low = sql.lower()
+    return b"local" in low and b"infile" in low
+
+
+class _Mode(enum.Enum):
+    """Where we are in one command's response."""
+
+    FIRST = "first"  # first packet of a (next) result: OK / ERR / column count / 0xFB
+    COLUMNS = "columns"  # column definitions of a resultset
+    COLUMNS_EOF = "columns-eof"  # the EOF after column definitions (no DEPRECATE_EOF)
+    ROWS = "rows"  # rows until EOF / OK-0xFE / ERR
+    PREPARE_DEFS = "prepare-defs"  # parameter and column definitions after COM_STMT_PREPARE_OK
+    INFILE_UPLOAD = "infile-upload"  # client sends the file, ends with an empty packet
+    SINGLE = "single"  # one packet of any kind ends it (COM_STATISTICS, OK/ERR commands)
+
+
+@dataclass(slots=True)
+class _Response:
+    """The response the session is relaying for the current command."""
+
+    command: int
+    mode: _Mode
+    sql: bytes = b""
+    allowed_infile: bool = False
+    remaining: int = 0  # definitions still to come in COLUMNS / PREPARE_DEFS
+    eofs: int = 0  # EOFs still to come in PREPARE_DEFS (no DEPRECATE_EOF)
+    prepared: tuple[int, Decision] | None = None  # (statement id, decision) once PREPARE_OK came
+    decision: Decision | None = None
+    # A refused LOCAL INFILE: the rest of the response is swallowed, then the client gets an
+    # ERR with this (client-visible) sequence id.
+    swallow: bool = False
+    refused_seq: int = 0
+    init_db: bytes | None = None
+    # COM_CHANGE_USER's upstream reset ("reset" then "init-db"): swallowed, then the client's OK.
+    change_user: str = ""
+
+
+def _lenenc_status(payload: bytes) -> m.ServerStatus:
+    """The status flags of an OK packet (0x00 or 0xFE headed), without decoding the rest."""
+    r = PayloadReader(payload, "OK packet")
+    r.uint8()
+    r.lenenc_int()
+    r.lenenc_int()
+    return m.ServerStatus(r.uint16())
+
+
+def _terminator_status(payload: bytes, deprecate_eof: bool) -> m.ServerStatus:
+    """A resultset's end: an OK with header 0xFE under DEPRECATE_EOF (as short as 7 bytes, so
+    `is_eof` cannot tell them apart), an EOF packet otherwise."""
+    if deprecate_eof:
+        return _lenenc_status(payload)
+    return m.EofPacket.decode(payload).status_flags
+
+
+def _is_terminator(payload: bytes) -> bool:
+    """EOF, or (DEPRECATE_EOF) an 0xFE-headed OK: a row starting with 0xFE is >= 16 MiB long."""
+    return payload[:1] == b"\xfe" and len(payload) < MAX_PACKET_PAYLOAD
+
+
+def refusal_message(decision: Decision) -> str:
+    """PRODUCT.md: `dbguard: blocked by rule <id>: <description>` + ` (key=value ...)` tail."""
+    reason = decision.reason or (
+        f"dbguard: blocked by rule {decision.rule_ids[0]}" if decision.rule_ids else "dbguard: blocked")
+    details = dict(decision.details)
+    if decision.rule_ids and "rule" not in details:
+        details["rule"] = decision.rule_ids[0]
+    details.setdefault("action", decision.action.value)
+    tail = " ".join(f"{k}={v}" for k, v in details.items())
+    return f"{reason} ({tail})"
+
+
+def _runs(decision: Decision) -> bool:
+    """The statement goes upstream: allowed, or refused by an observe-only rule. A hold the
+    session cannot wait for here is refused (fail closed)."""
+    return decision.action is Action.ALLOW or not decision.enforced
+
+
+class MysqlSession:
+    """One client connection and its upstream connection."""
+
+    def __init__(self, settings: MysqlListenerSettings, *, client_address: str,
+                 client_host: str | None = None, throttle: LoginThrottle, client_tls: bool = False) -> None:
+        self.settings = settings
+        self.client_address = client_address
+        self.client_host = client_host if client_host is not None else client_address.rsplit(":", 1)[0]
+        self.session_id = str(uuid.uuid4())
+        self.phase = Phase.GREETING
+        self.client_tls = client_tls
+        self.identity: Identity | None = None
+        self.info: SessionInfo | None = None
+        self.gate: SessionGate | None = None
+        self.capabilities = C(0)  # negotiated with the client (and, after login, the upstream)
+        self.server_status = m.ServerStatus.AUTOCOMMIT
+        self.close_reason: str | None = None
+        self.database = ""
+        self.statements: dict[int, Decision] = {}  # prepared statement id -> its decision
+
+        self._throttle = throttle
+        self._client = PacketReader(expected_sequence=1)
+        # Tight bounds before the client is authenticated; the packet layer's defaults once READY.
+        self._client_bounds = (self._client.max_payload, self._client.max_buffer)
+        self._client.max_payload = _MAX_AUTH_PACKET
+        self._client.max_buffer = 4 * _MAX_AUTH_PACKET
+        self._upstream = PacketReader(expected_sequence=None)
+        self._client_seq = 0  # next sequence id to send to the client
+        self._nonce = auth.generate_nonce()
+        self._connection_id = secrets.randbits(31) or 1
+        self._handshake: m.HandshakeResponse41 | None = None
+        self._entry: MysqlIdentityEntry | None = None
+        self._user = ""
+        self._plugin = b""
+        self._auth_step = ""  # "" | "switch" | "sha2-full" | "sha2-rsa"
+        self._auth_rounds = 0
+        self._login: UpstreamLogin | None = None
+        self._response: _Response | None = None
+        self._change_user_db: bytes | None = None  # set while a COM_CHANGE_USER re-authenticates
+
+    # ------------------------------------------------------------------ driver events
+
+    def start(self) -> list[MysqlSessionAction]:
+        """The client connected: send the greeting."""
+        caps = PROXY_CAPABILITIES | (C.SSL if self.settings.tls_available else C(0))
+        greeting = m.HandshakeV10(
+            server_version=self.settings.server_version or DEFAULT_SERVER_VERSION,
+            connection_id=self._connection_id,
+            auth_plugin_data=self._nonce + b"\x00",
+            capabilities=caps,
+            character_set=_UTF8MB4_GENERAL_CI,
+            status_flags=m.ServerStatus.AUTOCOMMIT,
+            auth_plugin_name=self.settings.default_auth_plugin,
+        )
+        out: list[MysqlSessionAction] = []
+        self._send_client(greeting.encode(), out, seq=0)
+        return out
+
+    def client_data(self, data: bytes) -> list[MysqlSessionAction]:
+        out: list[MysqlSessionAction] = []
+        if self.phase is Phase.CLOSED:
+            return out
+        try:
+            self._client.feed(data)
+            self._drain_client(out)
+        except ProtocolViolation as exc:
+            self._protocol_error(out, str(exc))
+        return out
+
+    def upstream_data(self, data: bytes) -> list[MysqlSessionAction]:
+        out: list[MysqlSessionAction] = []
+        if self.phase is Phase.CLOSED:
+            return out
+        if self.phase is Phase.UPSTREAM_LOGIN:
+            assert self._login is not None
+            actions, outcome = self._login.feed(data)
+            out.extend(actions)
+            self._on_login(outcome, out)
+            return out
+        if self.phase is not Phase.READY:
+            self._close(out, "upstream data before login", self._err(ER_UNKNOWN_COM, _S_PROTOCOL,
+                                                                     "dbguard: unexpected data from the upstream"))
+            return out
+        try:
+            self._upstream.feed(data)
+            self._drain_upstream(out)
+        except ProtocolViolation as exc:
+            log.warning("session.upstream_protocol_error", extra={"error": str(exc)})
+            self._close(out, f"upstream protocol error: {exc}", self._err(
+                ER_SERVER_SHUTDOWN, _S_PROTOCOL, "dbguard: the upstream server sent an invalid response"))
+        return out
+
+    def client_tls_started(self) -> list[MysqlSessionAction]:
+        out: list[MysqlSessionAction] = []
+        if self.phase is not Phase.CLIENT_TLS:
+            self._protocol_error(out, "TLS started outside the TLS phase")
+            return out
+        self.client_tls = True
+        self.phase = Phase.GREETING
+        return out
+
+    def upstream_connected(self) -> list[MysqlSessionAction]:
+        out: list[MysqlSessionAction] = []
+        if self.phase is not Phase.UPSTREAM_CONNECT:
+            return out
+        hs = self._handshake
+        assert hs is not None
+        self._login = UpstreamLogin(
+            self.settings.upstream, client_capabilities=self.capabilities, character_set=hs.character_set,
+            database=self.database, connect_attrs=hs.connect_attrs)
+        self.phase = Phase.UPSTREAM_LOGIN
+        return out
+
+    def upstream_tls_started(self) -> list[MysqlSessionAction]:
+        out: list[MysqlSessionAction] = []
+        if self.phase is Phase.UPSTREAM_LOGIN and self._login is not None:
+            actions, outcome = self._login.tls_started()
+            out.extend(actions)
+            self._on_login(outcome, out)
+        return out
+
+    def upstream_failed(self, reason: str) -> list[MysqlSessionAction]:
+        out: list[MysqlSessionAction] = []
+        connecting = self.phase in (Phase.UPSTREAM_CONNECT, Phase.UPSTREAM_LOGIN)
+        self._close(out, f"upstream connection failed: {reason}", self._err(
+            ERRNO_UPSTREAM_REFUSED if connecting else ER_SERVER_SHUTDOWN,
+            SQLSTATE_REJECTED if connecting else _S_PROTOCOL, "dbguard: cannot reach the upstream server"))
+        return out
+
+    def upstream_closed(self) -> list[MysqlSessionAction]:
+        out: list[MysqlSessionAction] = []
+        if self.phase is Phase.CLOSED:
+            return out
+        quitting = self._response is not None and self._response.command == m.Command.QUIT
+        busy = self._response is not None or self.phase is not Phase.READY
+        error = None if quitting or not busy else self._err(
+            ER_SERVER_SHUTDOWN, _S_PROTOCOL, "dbguard: the upstream server closed the connection")
+        self._close(out, "upstream closed", error)
+        return out
+
+    def client_closed(self) -> list[MysqlSessionAction]:
+        out: list[MysqlSessionAction] = []
+        if self.phase is not Phase.CLOSED:
+            self.phase = Phase.CLOSED
+            self.close_reason = "client closed"
+            out.append(Close("client closed"))
+        return out
+
+    @property
+    def busy(self) -> bool:
+        """A command's response is still being relayed."""
+        return self._response is not None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _send_client(self, payload: bytes, out: list[MysqlSessionAction], *, seq: int | None = None) -> None:
+        data, self._client_seq = encode_packets(payload, self._client_seq if seq is None else seq)
+        out.append(SendClient(data))
+
+    def _err(self, errno: int, sqlstate: str, message: str) -> bytes:
+        return m.err(errno, sqlstate, message).encode()
+
+    def _close(self, out: list[MysqlSessionAction], reason: str, error: bytes | None = None) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        if error is not None:
+            self._send_client(error, out)
+        self.phase = Phase.CLOSED
+        self.close_reason = reason
+        out.append(Close(reason))
+
+    def _protocol_error(self, out: list[MysqlSessionAction], reason: str) -> None:
+        log.info("session.client_protocol_error", extra={"client": self.client_address, "error": reason})
+        self._close(out, f"client protocol error: {reason}",
+                    self._err(ER_UNKNOWN_COM, _S_PROTOCOL, f"dbguard: malformed packet: {reason}"))
+
+    def _next_client_packet(self) -> Packet | None:
+        for packet in self._client.packets():
+            self._client_seq = packet.next_sequence_id
+            return packet
+        return None
+
+    def _drain_client(self, out: list[MysqlSessionAction]) -> None:
+        while self.phase is not Phase.CLOSED:
+            if self.phase is Phase.READY and self._response is not None and \
+                    self._response.mode is not _Mode.INFILE_UPLOAD:
+                return  # held until the current response is complete
+            if self.phase in (Phase.CLIENT_TLS, Phase.UPSTREAM_CONNECT, Phase.UPSTREAM_LOGIN):
+                return  # nothing from the client is read until the phase changes
+            packet = self._next_client_packet()
+            if packet is None:
+                return
+            if self.phase is Phase.GREETING:
+                self._on_handshake(packet.payload, out)
+            elif self.phase is Phase.CLIENT_AUTH:
+                self._on_auth_reply(packet.payload, out)
+            elif self.phase is Phase.READY:
+                if self._response is not None:
+                    self._on_infile_data(packet, out)
+                else:
+                    self._on_command(packet, out)
+
+    # ------------------------------------------------------------------ client login
+
+    def _on_handshake(self, payload: bytes, out: list[MysqlSessionAction]) -> None:
+        msg = m.decode_client_handshake(payload)
+        if isinstance(msg, m.SSLRequest):
+            if not self.settings.tls_available or self.client_tls:
+                raise ProtocolViolation("SSLRequest but TLS is not offered")
+            self.phase = Phase.CLIENT_TLS
+            self._client.expect(self._client_seq)  # the full response continues the sequence
+            out.append(MysqlStartClientTls(self._client.take_rest()))
+            return
+        if msg.capabilities & C.COMPRESS:
+            raise ProtocolViolation("compression was not offered")
+        if self.settings.tls_required and not self.client_tls:
+            self._close(out, "TLS required", self._err(
+                ER_INSECURE_TRANSPORT, "HY000", "dbguard: connections without TLS are not accepted by this listener"))
+            return
+        self._handshake = msg
+        self.capabilities = msg.capabilities & (PROXY_CAPABILITIES | C.SSL)
+        self._user = msg.username.decode("utf-8", "replace")
+        self.database = (msg.database or b"").decode("utf-8", "replace") or self.settings.upstream.database
+        self._entry = self.settings.identities.get(self._user)
+        plugin = msg.auth_plugin_name if msg.capabilities & C.PLUGIN_AUTH else auth.MYSQL_NATIVE_PASSWORD
+        self.phase = Phase.CLIENT_AUTH
+        if plugin == self.settings.default_auth_plugin or plugin in (
+                auth.MYSQL_NATIVE_PASSWORD, auth.CACHING_SHA2_PASSWORD):
+            assert plugin is not None
+            self._plugin = plugin
+            self._check_scramble(msg.auth_response, out)
+            return
+        # Another plugin (or none named): switch to ours with a fresh nonce.
+        self._plugin = self.settings.default_auth_plugin
+        self._nonce = auth.generate_nonce()
+        self._auth_step = "switch"
+        self._send_client(m.AuthSwitchRequest(self._plugin, self._nonce + b"\x00").encode(), out)
+        self._client.expect(self._client_seq)
+
+    def _on_auth_reply(self, payload: bytes, out: list[MysqlSessionAction]) -> None:
+        self._auth_rounds += 1
+        if self._auth_rounds > _CLIENT_AUTH_ROUNDS:
+            raise ProtocolViolation("too many authentication rounds")
+        step = self._auth_step
+        if step == "switch":
+            self._check_scramble(payload, out)
+        elif step == "sha2-full":
+            if payload == auth.CACHING_SHA2_REQUEST_PUBLIC_KEY and not self.client_tls:
+                if self.settings.rsa_key is None:
+                    self._auth_failed(out, "no RSA key for full authentication without TLS")
+                    return
+                self._send_client(m.AuthMoreData(self.settings.rsa_key.public_key_pem()).encode(), out)
+                self._client.expect(self._client_seq)
+                self._auth_step = "sha2-rsa"
+            elif self.client_tls:
+                try:
+                    password = auth.parse_cleartext_response(payload)
+                except auth.AuthenticationError as exc:
+                    self._auth_failed(out, str(exc))
+                    return
+                self._check_cleartext(password, out)
+            else:
+                self._decrypt_and_check(payload, out)
+        elif step == "sha2-rsa":
+            self._decrypt_and_check(payload, out)
+        else:
+            raise ProtocolViolation("unexpected packet during authentication")
+
+    def _decrypt_and_check(self, payload: bytes, out: list[MysqlSessionAction]) -> None:
+        if self.settings.rsa_key is None:
+            self._auth_failed(out, "no RSA key for full authentication without TLS")
+            return
+        try:
+            password = self.settings.rsa_key.decrypt_password(payload, self._nonce)
+        except auth.AuthenticationError as exc:
+            self._auth_failed(out, str(exc))
+            return
+        self._check_cleartext(password, out)
+
+    def _check_cleartext(self, password: bytes, out: list[MysqlSessionAction]) -> None:
+        verifier = self._entry.caching_sha2 if self._entry else auth.CachingSha2Verifier.fake()
+        if self._entry is not None and verifier.verify_cleartext(password):
+            self._auth_ok(out)
+        else:
+            self._auth_failed(out, "wrong password" if self._entry else "unknown user")
+
+    def _check_scramble(self, response: bytes, out: list[MysqlSessionAction]) -> None:
+        entry = self._entry
+        if self._plugin == auth.MYSQL_NATIVE_PASSWORD:
+            verifier = entry.native if entry else auth.NativePasswordVerifier.fake()
+            if entry is not None and verifier.verify(self._nonce, response):
+                self._auth_ok(out)
+            else:
+                self._auth_failed(out, "wrong password" if entry else "unknown user")
+            return
+        sha2 = entry.caching_sha2 if entry else auth.CachingSha2Verifier.fake()
+        fast_ok = entry is not None and sha2.verify_scramble(self._nonce, response)
+        if fast_ok and not self.settings.force_full_auth:
+            self._send_client(m.AuthMoreData(auth.CACHING_SHA2_FAST_AUTH_SUCCESS).encode(), out)
+            self._auth_ok(out)
+            return
+        if not self.settings.force_full_auth:
+            self._auth_failed(out, "wrong password" if entry else "unknown user")
+            return
+        # Full authentication (as a MySQL server does on a cache miss), for known and unknown
+        # names alike: the answer comes only at the end.
+        self._auth_step = "sha2-full"
+        self._send_client(m.AuthMoreData(auth.CACHING_SHA2_PERFORM_FULL_AUTHENTICATION).encode(), out)
+        self._client.expect(self._client_seq)
+
+    def _auth_failed(self, out: list[MysqlSessionAction], detail: str) -> None:
+        delay = self._throttle.failure(self.client_host)
+        log.warning("session.auth_failed", extra={
+            "client": self.client_address, "user": self._user, "listener": self.settings.name,
+            "delay": delay, "reason": detail})
+        out.append(Sleep(delay))
+        host = self.client_host
+        self._close(out, "authentication failed", self._err(
+            ER_ACCESS_DENIED, "28000", f"Access denied for user '{self._user}'@'{host}' (using password: YES)"))
+
+    def _auth_ok(self, out: list[MysqlSessionAction]) -> None:
+        assert self._entry is not None
+        self._throttle.success(self.client_host)
+        self.identity = self._entry.identity
+        self._auth_step = ""
+        if self._change_user_db is not None:
+            # COM_CHANGE_USER: reset the upstream session (same service account), then answer.
+            self.phase = Phase.READY
+            self._response = _Response(m.Command.RESET_CONNECTION, _Mode.SINGLE, change_user="reset")
+            out.append(SendUpstream(_frame(bytes((m.Command.RESET_CONNECTION,)), 0)))
+            self._upstream.expect(1)
+            return
+        self.phase = Phase.UPSTREAM_CONNECT
+        out.append(self.settings.upstream.target)
+
+    # ------------------------------------------------------------------ upstream login
+
+    def _on_login(self, outcome: UpstreamReady | UpstreamRefused | None, out: list[MysqlSessionAction]) -> None:
+        if outcome is None:
+            return
+        self._login = None
+        if isinstance(outcome, UpstreamRefused):
+            self._close(out, outcome.reason, outcome.client_error.encode())
+            return
+        if self.capabilities & C.DEPRECATE_EOF and not outcome.capabilities & C.DEPRECATE_EOF:
+            # The client reads resultsets without EOF packets; the server would send them.
+            self._close(out, "upstream lacks DEPRECATE_EOF", self._err(
+                ERRNO_UPSTREAM_REFUSED, SQLSTATE_REJECTED,
+                "dbguard: the upstream server is too old (no CLIENT_DEPRECATE_EOF); MySQL 5.7.5+ or MariaDB 10.2+"))
+            return
+        # The client's view of the session: what both it and the server can do.
+        self.capabilities = self.capabilities & (outcome.capabilities | C.SSL | C.CONNECT_WITH_DB)
+        self.server_status = outcome.status
+        self._open_gate()
+        ok = m.OkPacket(status_flags=outcome.status)
+        self._send_client(ok.encode(self.capabilities), out)
+        self.phase = Phase.READY
+        self._client.max_payload, self._client.max_buffer = self._client_bounds
+        self._client.expect(0)
+        log.info("session.started", extra={"session": self.session_id, "user": self._user,
+                                           "listener": self.settings.name})
+        if outcome.rest:
+            self._upstream.feed(outcome.rest)
+            self._drain_upstream(out)
+        self._drain_client_safely(out)
+
+    def _open_gate(self) -> None:
+        """Fix the session's facts for the (newly) authenticated identity and open its gate."""
+        assert self.identity is not None
+        assert self._handshake is not None
+        self.info = SessionInfo(
+            session_id=self.session_id, listener=self.settings.name, protocol="mysql",
+            identity=self.identity, client_address=self.client_address, database=self.database,
+            application_name=dict(self._handshake.connect_attrs).get(b"program_name", b"").decode("utf-8", "replace"),
+            tls=self.client_tls)
+        startup = {"database": self.database, "user": self._user}
+        self.gate = self.settings.gate.open(self.info, startup)
+        if self.database:
+            self.gate.server_parameter("database", self.database)
+
+    # ------------------------------------------------------------------ command phase
+
+    def _refuse(self, out: list[MysqlSessionAction], errno: int, sqlstate: str, message: str) -> None:
+        """Answer the current command ourselves; the session continues."""
+        self._send_client(self._err(errno, sqlstate, message), out)
+        self._client.expect(0)
+
+    def _forward(self, packet: Packet, out: list[MysqlSessionAction]) -> None:
+        data, _ = encode_packets(packet.payload, packet.sequence_id)
+        out.append(SendUpstream(data))
+        self._upstream.expect(packet.next_sequence_id)
+
+    def _decide(self, sql: bytes, source: StatementSource) -> Decision:
+        assert self.gate is not None
+        return self.gate.decide(sql, source, "")
+
+    def _on_command(self, packet: Packet, out: list[MysqlSessionAction]) -> None:
+        payload = packet.payload
+        if not payload:
+            raise ProtocolViolation("empty command packet")
+        code = payload[0]
+        try:
+            cmd = m.Command(code)
+        except ValueError:
+            self._refuse(out, ER_UNKNOWN_COM, _S_PROTOCOL, f"dbguard: unknown command 0x{code:02x}")
+            return
+        if cmd in (m.Command.QUERY, m.Command.STMT_PREPARE):
+            sql = payload[1:]
+            source = StatementSource.SIMPLE_QUERY if cmd == m.Command.QUERY else StatementSource.PARSE
+            decision = self._decide(sql, source)
+            if not _runs(decision):
+                log.info("session.refused", extra={"session": self.session_id, "rules": decision.rule_ids})
+                self._refuse(out, ER_SPECIFIC_ACCESS_DENIED, "42000", refusal_message(decision))
+                return
+            if cmd == m.Command.STMT_PREPARE and len(self.statements) >= MAX_TRACKED_STATEMENTS:
+                self._refuse(out, ER_MAX_PREPARED_STMT_COUNT, "42000",
+                             "dbguard: too many prepared statements in this session")
+                return
+            mode = _Mode.FIRST if cmd == m.Command.QUERY else _Mode.SINGLE
+            self._response = _Response(code, mode, sql=sql, decision=decision,
+                                       allowed_infile=cmd == m.Command.QUERY and _names_local_infile(sql))
+            self._forward(packet, out)
+            return
+        if cmd in (m.Command.STMT_EXECUTE, m.Command.STMT_FETCH, m.Command.STMT_RESET,
+                   m.Command.STMT_CLOSE, m.Command.STMT_SEND_LONG_DATA):
+            if len(payload) < 5:
+                raise ProtocolViolation(f"{cmd.name} truncated")
+            stmt_id = int.from_bytes(payload[1:5], "little")
+            if stmt_id not in self.statements:
+                if cmd in (m.Command.STMT_CLOSE, m.Command.STMT_SEND_LONG_DATA):
+                    self._client.expect(0)  # no response to these, not even an error
+                    return
+                self._refuse(out, ER_UNKNOWN_STMT_HANDLER, "HY000",
+                             f"dbguard: unknown prepared statement handler ({stmt_id}) given to {cmd.name}")
+                return
+            if cmd == m.Command.STMT_CLOSE:
+                del self.statements[stmt_id]
+            self._forward(packet, out)
+            if cmd in (m.Command.STMT_CLOSE, m.Command.STMT_SEND_LONG_DATA):
+                self._client.expect(0)
+                return
+            mode = {m.Command.STMT_EXECUTE: _Mode.FIRST, m.Command.STMT_FETCH: _Mode.ROWS}.get(cmd, _Mode.SINGLE)
+            self._response = _Response(code, mode)
+            return
+        if cmd in (m.Command.PING, m.Command.STATISTICS, m.Command.SET_OPTION, m.Command.RESET_CONNECTION,
+                   m.Command.INIT_DB, m.Command.FIELD_LIST, m.Command.QUIT):
+            m.decode_command(payload, self.capabilities)  # strict check of the arguments
+            self._forward(packet, out)
+            if cmd == m.Command.QUIT:
+                self._response = _Response(code, _Mode.SINGLE)
+                return
+            self._response = _Response(code, _Mode.COLUMNS if cmd == m.Command.FIELD_LIST else _Mode.SINGLE,
+                                       remaining=-1)
+            if cmd == m.Command.INIT_DB:
+                self._response.init_db = payload[1:]
+            return
+        if cmd == m.Command.CHANGE_USER:
+            self._start_change_user(m.ComChangeUser.decode(payload, self.capabilities), out)
+            return
+        self._refuse(out, ER_NOT_SUPPORTED, "42000", f"dbguard: {cmd.name} is not allowed through the proxy")
+
+    def _start_change_user(self, msg: m.ComChangeUser, out: list[MysqlSessionAction]) -> None:
+        """COM_CHANGE_USER re-authenticates against dbguard's identities, never switching
+        identity silently: the client is always switched to the listener's plugin with a fresh
+        nonce (its first response was computed over the old one); on success the upstream
+        session is reset (COM_RESET_CONNECTION, same service account) and the gate reopened
+        for the new identity; on failure the connection closes, as MySQL's does."""
+        self.gate = None
+        self.identity = None
+        self.statements.clear()
+        self._user = msg.username.decode("utf-8", "replace")
+        self._entry = self.settings.identities.get(self._user)
+        self._change_user_db = msg.schema
+        self.phase = Phase.CLIENT_AUTH
+        self._plugin = self.settings.default_auth_plugin
+        self._nonce = auth.generate_nonce()
+        self._auth_step = "switch"
+        self._auth_rounds = 0
+        self._send_client(m.AuthSwitchRequest(self._plugin, self._nonce + b"\x00").encode(), out)
+        self._client.expect(self._client_seq)
+
+    def _on_change_user_reply(self, resp: _Response, packet: Packet, out: list[MysqlSessionAction]) -> bool:
+        """The upstream's answers to COM_CHANGE_USER's reset; True when the client has its OK."""
+        payload = packet.payload
+        if m.is_err(payload):
+            self._close(out, "upstream reset after COM_CHANGE_USER failed", m.ErrPacket.decode(payload).encode())
+            return True
+        if not m.is_ok(payload):
+            raise ProtocolViolation("unexpected answer to COM_RESET_CONNECTION / COM_INIT_DB")
+        db = self._change_user_db or b""
+        if resp.change_user == "reset" and db:
+            resp.change_user = "init-db"
+            out.append(SendUpstream(_frame(bytes((m.Command.INIT_DB,)) + db, 0)))
+            self._upstream.expect(1)
+            return False
+        if db:
+            self.database = db.decode("utf-8", "replace")
+        self._change_user_db = None
+        self.server_status = _lenenc_status(payload)
+        self._open_gate()
+        self._send_client(m.OkPacket(status_flags=self.server_status).encode(self.capabilities), out)
+        log.info("session.changed_user", extra={"session": self.session_id, "user": self._user})
+        return True
+
+    def _on_infile_data(self, packet: Packet, out: list[MysqlSessionAction]) -> None:
+        """The client sends the file the server asked for; an empty packet ends it."""
+        resp = self._response
+        assert resp is not None
+        assert resp.mode is _Mode.INFILE_UPLOAD
+        self._forward(packet, out)
+        if not packet.payload:
+            resp.mode = _Mode.FIRST  # the server's OK/ERR (and maybe more results) follows
+            self._client.expect(0)
+
+    def _finish(self, out: list[MysqlSessionAction]) -> None:
+        resp = self._response
+        self._response = None
+        self._client.expect(0)
+        if resp is not None and resp.command == m.Command.QUIT:
+            self._close(out, "client quit")
+
+    def _drain_upstream(self, out: list[MysqlSessionAction]) -> None:
+        relay: list[bytes] = []
+        for packet in self._upstream.packets():
+            resp = self._response
+            if resp is None:
+                if m.is_err(packet.payload):  # e.g. MySQL 8's idle-timeout ERR before it closes
+                    self._close(out, "upstream error while idle", m.ErrPacket.decode(packet.payload).encode())
+                    return
+                raise ProtocolViolation("upstream packet with no command outstanding")
+            if resp.change_user:
+                done = self._on_change_user_reply(resp, packet, out)
+            else:
+                done = self._on_response_packet(resp, packet, out, relay)
+            if done:
+                self._finish_relay(relay, out)
+                self._finish(out)
+                if self.phase is Phase.CLOSED:
+                    return
+                # The next client command may be waiting in the reader.
+                self._drain_client_safely(out)
+        self._finish_relay(relay, out)
+        if self._response is not None and self._response.mode is _Mode.INFILE_UPLOAD:
+            self._drain_client_safely(out)
+
+    def _drain_client_safely(self, out: list[MysqlSessionAction]) -> None:
+        try:
+            self._drain_client(out)
+        except ProtocolViolation as exc:
+            self._protocol_error(out, str(exc))
+
+    @staticmethod
+    def _finish_relay(relay: list[bytes], out: list[MysqlSessionAction]) -> None:
+        if relay:
+            out.append(SendClient(b"".join(relay)))
+            relay.clear()
+
+    def _on_response_packet(self, resp: _Response, packet: Packet, out: list[MysqlSessionAction],
+                            relay: list[bytes]) -> bool:
+        """Relay (or swallow) one response packet; True when the response is complete."""
+        payload = packet.payload
+        if resp.swallow:
+            done = self._result_ends(resp, payload, m.Command.QUERY)
+            if done:
+                self._finish_relay(relay, out)
+                self._send_client(self._err(ER_SPECIFIC_ACCESS_DENIED, "42000",
+                                            "dbguard: the server asked for a local file, which this statement "
+                                            "may not send (rule=dbguard.local_infile action=block)"),
+                                  out, seq=resp.refused_seq)
+            return done
+        if resp.mode is _Mode.FIRST and payload[:1] == bytes((m.LOCAL_INFILE_HEADER,)) and \
+                resp.command == m.Command.QUERY:
+            if resp.allowed_infile:
+                relay.append(encode_packets(payload, packet.sequence_id)[0])
+                resp.mode = _Mode.INFILE_UPLOAD
+                self._client.expect(packet.next_sequence_id)
+                return False
+            # Refused: tell the server there is no file; the client gets an ERR instead.
+            log.warning("session.local_infile_refused", extra={"session": self.session_id})
+            data, _ = encode_packets(b"", packet.next_sequence_id)
+            out.append(SendUpstream(data))
+            self._upstream.expect((packet.next_sequence_id + 1) & 0xFF)
+            resp.swallow = True
+            resp.refused_seq = packet.sequence_id
+            return False
+        relay.append(encode_packets(payload, packet.sequence_id)[0])
+        self._client_seq = packet.next_sequence_id  # an error of ours would follow this packet
+        if resp.mode is _Mode.INFILE_UPLOAD:
+            raise ProtocolViolation("upstream data while the client sends a file")
+        return self._result_ends(resp, payload, m.Command(resp.command))
+
+    def _result_ends(self, resp: _Response, payload: bytes, cmd: m.Command) -> bool:
+        """Advance the response tracker over one packet; True when the command's response is over."""
+        deprecate_eof = bool(self.capabilities & C.DEPRECATE_EOF)
+        if not payload:
+            raise ProtocolViolation("empty response packet")
+        mode = resp.mode
+        if m.is_err(payload):
+            if mode is _Mode.PREPARE_DEFS or mode is _Mode.COLUMNS_EOF:
+                raise ProtocolViolation("ERR inside a definitions block")
+            return True
+        if mode is _Mode.SINGLE:
+            if cmd == m.Command.STMT_PREPARE and m.is_ok(payload):
+                ok = m.StmtPrepareOk.decode(payload)
+                assert resp.decision is not None
+                self.statements[ok.statement_id] = resp.decision
+                resp.remaining = ok.num_params + ok.num_columns
+                resp.eofs = 0 if deprecate_eof else (ok.num_params > 0) + (ok.num_columns > 0)
+                resp.mode = _Mode.PREPARE_DEFS
+                return resp.remaining == 0
+            if cmd == m.Command.INIT_DB and m.is_ok(payload) and resp.init_db is not None and self.gate:
+                self.database = resp.init_db.decode("utf-8", "replace")
+                self.gate.server_parameter("database", self.database)
+            if cmd == m.Command.RESET_CONNECTION and m.is_ok(payload):
+                self.statements.clear()
+            return True
+        if mode is _Mode.PREPARE_DEFS:
+            if payload[:1] == b"\xfe":
+                resp.eofs -= 1
+            else:
+                resp.remaining -= 1
+            if resp.remaining < 0 or resp.eofs < 0:
+                raise ProtocolViolation("too many definitions after COM_STMT_PREPARE_OK")
+            return resp.remaining == 0 and resp.eofs == 0
+        if mode is _Mode.FIRST:
+            if m.is_ok(payload):
+                return not self._more_results(_lenenc_status(payload))
+            count = m.decode_column_count(payload)
+            resp.remaining = count
+            resp.mode = _Mode.COLUMNS
+            return False
+        if mode is _Mode.COLUMNS:
+            if resp.remaining < 0:  # COM_FIELD_LIST: definitions until EOF / OK-0xFE
+                return _is_terminator(payload)
+            resp.remaining -= 1
+            if resp.remaining == 0:
+                resp.mode = _Mode.ROWS if deprecate_eof else _Mode.COLUMNS_EOF
+            return False
+        if mode is _Mode.COLUMNS_EOF:
+            if not m.is_eof(payload):
+                raise ProtocolViolation("missing EOF after the column definitions")
+            status = _terminator_status(payload, deprecate_eof)
+            resp.mode = _Mode.ROWS
+            # COM_STMT_EXECUTE with a cursor: the rows come later through COM_STMT_FETCH.
+            return bool(status & m.ServerStatus.CURSOR_EXISTS) and cmd == m.Command.STMT_EXECUTE
+        if mode is _Mode.ROWS:
+            if not _is_terminator(payload):
+                return False
+            status = _terminator_status(payload, deprecate_eof)
+            if cmd == m.Command.STMT_FETCH or not self._more_results(status):
+                return True
+            resp.mode = _Mode.FIRST
+            return False
+        raise ProtocolViolation(f"unexpected response packet in {mode.value}")
+
+    def _more_results(self, status: m.ServerStatus) -> bool:
+        self.server_status = status
+        return bool(status & m.ServerStatus.MORE_RESULTS_EXISTS)
+
+
+def _frame(payload: bytes, seq: int) -> bytes:
+    return encode_packets(payload, seq)[0]
