@@ -48,6 +48,7 @@ from dbguard.model import (
 from dbguard.policy.engine import evaluate
 from dbguard.policy.rules import Policy
 from dbguard.sql import analyse, unparseable
+from dbguard.sql.mysql import sql_mode_flags
 
 log = logging.getLogger("dbguard.policy")
 
@@ -339,4 +340,148 @@ class PgSessionGate:
                     self._settings_changed()
 
 
-__all__ = ["PG_ENCODINGS", "PgSessionGate", "PolicyGate", "pg_shape"]
+# MySQL/MariaDB character set names (client side), as Python codecs. MySQL's latin1 is
+# cp1252. A character set missing here is decoded as strict ASCII: every byte >= 0x80 then fails
+# closed (unparseable), and ASCII bytes mean the same in every client character set MySQL allows.
+MYSQL_ENCODINGS: Final = {
+    "utf8mb4": "utf-8", "utf8mb3": "utf-8", "utf8": "utf-8", "ascii": "ascii", "latin1": "cp1252",
+    "latin2": "iso8859-2", "latin5": "iso8859-9", "latin7": "iso8859-13", "cp1250": "cp1250",
+    "cp1251": "cp1251", "cp1256": "cp1256", "cp1257": "cp1257", "cp850": "cp850", "cp852": "cp852",
+    "cp866": "cp866", "koi8r": "koi8-r", "koi8u": "koi8-u", "greek": "iso8859-7", "hebrew": "iso8859-8",
+    "macroman": "mac-roman", "macce": "mac-latin2", "gbk": "gbk", "gb2312": "gb2312", "gb18030": "gb18030",
+    "big5": "big5", "sjis": "shift_jis", "cp932": "cp932", "ujis": "euc_jp", "eucjpms": "euc_jp",
+    "euckr": "euc_kr",
+}
+# MySQL collation ids of the common client character sets (HandshakeResponse41.character_set).
+MYSQL_COLLATION_CHARSETS: Final = {
+    8: "latin1", 5: "latin1", 47: "latin1", 48: "latin1", 49: "latin1", 11: "ascii", 65: "ascii",
+    33: "utf8mb3", 83: "utf8mb3", 192: "utf8mb3", 45: "utf8mb4", 46: "utf8mb4", 224: "utf8mb4",
+    255: "utf8mb4", 28: "gbk", 87: "gbk", 13: "sjis", 88: "sjis", 95: "cp932", 96: "cp932",
+}
+_MYSQL_USE = re.compile(r"\s*use\s+(`(?:[^`]|``)+`|[^\s;`]+)[\s;]*\Z", re.IGNORECASE | re.DOTALL)
+_MYSQL_NAMES = re.compile(
+    r"\s*set\s+(?:names|character\s+set|charset)\s+['\"`]?([A-Za-z0-9_]+)", re.IGNORECASE)
+# SET [SESSION|LOCAL|@@session.|@@]sql_mode = 'literal' (the only form whose effect dbguard can know).
+_MYSQL_SQL_MODE = re.compile(
+    r"\s*set\s+(?:session\s+|local\s+|@@session\.|@@local\.|@@)?sql_mode\s*:?=\s*(?:'([^'\\]*)'|\"([^\"\\]*)\")[\s;]*\Z",
+    re.IGNORECASE | re.DOTALL)
+# An sql_mode set to a value dbguard cannot read would let the server lex later statements
+# differently from the analyser (ANSI_QUOTES turns "a\"" into an identifier that ends early).
+_UNKNOWN_SQL_MODE = Decision(
+    Action.BLOCK, ("dbguard.sql_mode",),
+    reason="dbguard: blocked: sql_mode can be changed through the proxy only to a literal list of known modes",
+    hint="Set sql_mode to a quoted literal, e.g. SET sql_mode = 'STRICT_TRANS_TABLES,ANSI_QUOTES'.",
+    details={"rule": "dbguard.sql_mode", "action": "block"},
+)
+_MYSQL_CHARSET_VAR = re.compile(
+    r"character_set_client\s*:?=\s*['\"`]?([A-Za-z0-9_]+)", re.IGNORECASE)
+
+
+def mysql_encoding(charset: str) -> str:
+    """The Python codec for a MySQL character set name (strict ASCII when unknown: fail closed)."""
+    return MYSQL_ENCODINGS.get(charset.strip().lower(), "ascii")
+
+
+class MysqlPolicyGate:
+    """The gate of `protocol: mysql` listeners: the same policy and caches as `policy_gate`
+    (a policy reload applies to both), but MySQL sessions and the MySQL analyser."""
+
+    def __init__(self, policy_gate: PolicyGate) -> None:
+        self.policy_gate = policy_gate
+
+    def open(self, session: SessionInfo, startup: Mapping[str, str]) -> MysqlSessionGate:
+        return MysqlSessionGate(self.policy_gate, session, dict(startup))
+
+
+class MysqlSessionGate:
+    """One MySQL session's decision point (implements model.SessionGate).
+
+    Decodes with the session's client character set, strictly; analyses with the MySQL
+    dialect and the current database; caches decisions by exact text only (per context).
+    Statements that change how later ones are read (USE, SET NAMES, SET sql_mode...) are
+    never cached and update the session's settings once allowed.
+    """
+
+    def __init__(self, gate: PolicyGate, session: SessionInfo, startup: dict[str, str]) -> None:
+        self._gate = gate
+        self._session = session
+        self._database = startup.get("database", "") or session.database
+        charset = startup.get("charset", "utf8mb4")
+        self._encoding = mysql_encoding(charset)
+        self._ansi_quotes = False
+        self._no_backslash_escapes = False
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._settings = ParseSettings(
+            "mysql", search_path=(self._database,) if self._database else (),
+            ansi_quotes=self._ansi_quotes, no_backslash_escapes=self._no_backslash_escapes)
+        self._policy = self._gate.policy
+        info = self._session
+        key = ("mysql", info.identity, info.listener, self._settings, self._encoding)
+        self._exact = self._gate.caches_for(key)[0]
+
+    def server_parameter(self, name: str, value: str) -> None:
+        if name == "database":
+            self._database = value
+            self._refresh()
+        elif name in ("charset", "character_set_client"):
+            self._encoding = mysql_encoding(value)
+            self._refresh()
+
+    def decide(self, sql: bytes, source: StatementSource, name: str) -> Decision:
+        if self._policy is not self._gate.policy:
+            self._refresh()  # the policy was reloaded: its own caches
+        decision = self._exact.get(sql)
+        if decision is not None:
+            return decision
+        infos = self._gate.analysis(sql, self._settings, self._encoding)
+        decision = _render(evaluate(self._policy, infos, self._session), infos)
+        if decision.action is not Action.ALLOW and decision.enforced:
+            return decision
+        if any(info.changes_parsing for info in infos):
+            if any(self._sql_mode_unknown(info) for info in infos):
+                return _UNKNOWN_SQL_MODE
+            self._apply_state(infos)
+        elif len(sql) <= MAX_CACHED_TEXT:
+            self._exact.put(sql, decision)
+        return decision
+
+    @staticmethod
+    def _sql_mode_unknown(info: StatementInfo) -> bool:
+        """A SET of sql_mode or of the client character set to a value dbguard cannot read."""
+        if StatementKind.SET not in info.kinds:
+            return False
+        text = info.text.lower()
+        if "sql_mode" in text:
+            match = _MYSQL_SQL_MODE.match(info.text)
+            if match is None or sql_mode_flags(match.group(1) or match.group(2) or "") is None:
+                return True
+        if "character_set_client" in text and not _MYSQL_CHARSET_VAR.search(info.text):
+            return True
+        return bool(re.match(r"\s*set\s+(names|character\s+set|charset)\b", text)) and not _MYSQL_NAMES.match(
+            info.text)
+
+    def _apply_state(self, infos: tuple[StatementInfo, ...]) -> None:
+        for info in infos:
+            if StatementKind.USE in info.kinds:
+                match = _MYSQL_USE.match(info.text)
+                if match:
+                    name = match.group(1)
+                    if name.startswith("`"):
+                        name = name[1:-1].replace("``", "`")
+                    self._database = name
+            if StatementKind.SET in info.kinds:
+                names = _MYSQL_NAMES.match(info.text) or _MYSQL_CHARSET_VAR.search(info.text)
+                if names:
+                    self._encoding = mysql_encoding(names.group(1))
+                mode = _MYSQL_SQL_MODE.match(info.text)
+                flags = sql_mode_flags(mode.group(1) or mode.group(2) or "") if mode else None
+                if flags is not None:
+                    self._ansi_quotes, self._no_backslash_escapes = flags
+        self._refresh()
+
+
+__all__ = ["MYSQL_ENCODINGS", "PG_ENCODINGS", "MysqlPolicyGate", "MysqlSessionGate", "PgSessionGate", "PolicyGate",
+           "mysql_encoding",
+           "pg_shape"]

@@ -19,9 +19,11 @@ from typing import Any
 
 from dbguard.config import Config, ConfigError, IdentityConfig, ListenerConfig, ListenerProtocol, load_config
 from dbguard.model import Action, Gate, Identity, IdentityKind
-from dbguard.policy.gate import PolicyGate
+from dbguard.policy.gate import MysqlPolicyGate, PolicyGate
 from dbguard.policy.rules import Policy, load_policy
+from dbguard.runtime.mysql_listener import MysqlListener
 from dbguard.runtime.pg_listener import PgListener, server_tls_context
+from dbguard.session.mysql_actions import MysqlIdentityEntry, MysqlListenerSettings
 from dbguard.session.pg_actions import (
     CancelTargets,
     IdentityEntry,
@@ -30,6 +32,7 @@ from dbguard.session.pg_actions import (
     UpstreamTlsMode,
 )
 from dbguard.session.throttle import LoginThrottle
+from dbguard.wire.mysql.auth import RsaKeyPair
 from dbguard.wire.pg.auth import make_scram_verifier
 
 log = logging.getLogger("dbguard.runtime")
@@ -124,6 +127,52 @@ def build_pg_settings(listener: ListenerConfig, identities: dict[str, IdentityEn
     )
 
 
+def build_mysql_identities(identities: tuple[IdentityConfig, ...]) -> dict[str, MysqlIdentityEntry]:
+    entries: dict[str, MysqlIdentityEntry] = {}
+    for ident in identities:
+        identity = Identity(ident.name, IdentityKind(ident.kind.value), tuple(ident.roles))
+        entries[ident.name] = MysqlIdentityEntry.from_secret(identity, ident.secret.reveal())
+    return entries
+
+
+def build_mysql_settings(listener: ListenerConfig, identities: dict[str, MysqlIdentityEntry], gate: Gate,
+                         rsa_key: RsaKeyPair) -> MysqlListenerSettings:
+    up = listener.upstream
+    mode = {"allow": "prefer"}.get(up.sslmode.value, up.sslmode.value)
+    socket_param = up.params.get("unix_socket") or up.params.get("socket")
+    unix_socket = socket_param or (up.host if up.is_unix_socket else None)
+    upstream = UpstreamSettings(
+        host=up.host,
+        port=up.port,
+        user=up.user or "",
+        password=up.password.reveal() if up.password else "",
+        database=up.database or "",
+        tls_mode=UpstreamTlsMode(mode),
+        root_cert=up.sslrootcert,
+        unix_socket=unix_socket,
+    )
+    # TLS towards MySQL clients is not available in this version (check_mysql_listener
+    # refuses `tls:`); caching_sha2_password full authentication then uses the RSA key.
+    return MysqlListenerSettings(
+        name=listener.name,
+        identities=identities,
+        upstream=upstream,
+        gate=gate,
+        rsa_key=rsa_key,
+        tls_available=False,
+        tls_required=False,
+    )
+
+
+def check_mysql_listener(config: Config, index: int) -> None:
+    """Refuse what a mysql listener cannot do in this version rather than run without it."""
+    listener = config.listeners[index]
+    if listener.tls is not None:
+        raise config.error(f"listeners[{index}].tls",
+                           "TLS towards clients is not available for protocol mysql in this version of "
+                           "dbguard; remove `tls:` from this listener (clients then connect without TLS)")
+
+
 class Server:
     """All listeners of one configuration, in one process."""
 
@@ -141,11 +190,25 @@ class Server:
         self.cancel_targets = CancelTargets()
         self.throttle = LoginThrottle()
         self.pg_listeners: list[PgListener] = []
+        self.mysql_listeners: list[MysqlListener] = []
+        # MySQL sessions decide with the MySQL analyser, by the same policy (reloads included).
+        # A `gate` given for the protocol tests is PostgreSQL-only: MySQL listeners still
+        # enforce the configured rules (never an allow-all gate).
+        mysql_policy = self.policy_gate
+        if mysql_policy is None:
+            has_mysql = any(lst.protocol is ListenerProtocol.MYSQL for lst in config.listeners)
+            mysql_policy = PolicyGate(policy if policy is not None else
+                                      load_rules(config) if has_mysql else Policy(), "mysql")
+        self.mysql_gate: Gate = MysqlPolicyGate(mysql_policy)
+        self._rsa_key: RsaKeyPair | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
         identities = build_identities(self.config.identities)
         gate = self.gate
+        for index, listener in enumerate(self.config.listeners):
+            if listener.protocol is ListenerProtocol.MYSQL:
+                check_mysql_listener(self.config, index)  # before any listener starts
         for listener in self.config.listeners:
             if listener.protocol is ListenerProtocol.POSTGRES:
                 tls = server_tls_context(str(listener.tls.cert), str(listener.tls.key)) if listener.tls else None
@@ -162,9 +225,24 @@ class Server:
                 await pg.start()
                 self.pg_listeners.append(pg)
             else:
-                index = self.config.listeners.index(listener)
-                raise self.config.error(f"listeners[{index}].protocol",
-                                           "protocol mysql is not available in this version of dbguard")
+                my = MysqlListener(
+                    build_mysql_settings(listener, build_mysql_identities(self.config.identities),
+                                         self.mysql_gate, self.rsa_key),
+                    listener.listen.host,
+                    listener.listen.port,
+                    throttle=self.throttle,
+                    max_connections=listener.max_connections,
+                    idle_timeout=listener.idle_timeout,
+                )
+                await my.start()
+                self.mysql_listeners.append(my)
+
+    @property
+    def rsa_key(self) -> RsaKeyPair:
+        """The RSA key pair for caching_sha2_password full authentication (one per process)."""
+        if self._rsa_key is None:
+            self._rsa_key = RsaKeyPair.generate()
+        return self._rsa_key
 
     def reload(self) -> None:
         try:
@@ -193,6 +271,24 @@ class Server:
             pg.update_settings(build_pg_settings(cfg, identities, gate))
             pg.idle_timeout = cfg.idle_timeout
             pg.max_connections = cfg.max_connections
+        mysql_identities = build_mysql_identities(new.identities) if self.mysql_listeners else {}
+        for my in self.mysql_listeners:
+            cfg = by_name.get(my.settings.name)
+            if cfg is None or cfg.protocol is not ListenerProtocol.MYSQL:
+                log.warning("config.reload_needs_restart", extra={"listener": my.settings.name,
+                                                                  "reason": "listener removed"})
+                continue
+            if (cfg.listen.host, cfg.listen.port) != (my.host, my.port) and cfg.listen.port != 0:
+                log.warning("config.reload_needs_restart", extra={"listener": cfg.name,
+                                                                  "reason": "listen address changed"})
+            if cfg.tls is not None:
+                log.error("config.reload_failed", extra={"listener": cfg.name, "error":
+                                                         "tls is not available for protocol mysql; keeping the "
+                                                         "previous settings of this listener"})
+                continue
+            my.update_settings(build_mysql_settings(cfg, mysql_identities, self.mysql_gate, self.rsa_key))
+            my.idle_timeout = cfg.idle_timeout
+            my.max_connections = cfg.max_connections
         self.config = new
         log.info("config.reloaded", extra={"identities": len(identities)})
 
@@ -236,12 +332,15 @@ class Server:
         watcher = asyncio.create_task(self._watch_rules())
         await self._stop.wait()
         watcher.cancel()
-        log.info("server.draining", extra={"connections": sum(len(p.connections) for p in self.pg_listeners)})
-        await asyncio.gather(*(p.drain(DRAIN_TIMEOUT) for p in self.pg_listeners))
+        log.info("server.draining", extra={"connections": sum(len(p.connections) for p in self.pg_listeners)
+                                           + sum(len(p.connections) for p in self.mysql_listeners)})
+        await asyncio.gather(*(p.drain(DRAIN_TIMEOUT) for p in self.pg_listeners),
+                             *(p.drain(DRAIN_TIMEOUT) for p in self.mysql_listeners))
         log.info("server.stopped")
 
     def addresses(self) -> list[tuple[str, str, int]]:
-        return [(p.settings.name, p.host, p.port) for p in self.pg_listeners]
+        return ([(p.settings.name, p.host, p.port) for p in self.pg_listeners]
+                + [(p.settings.name, p.host, p.port) for p in self.mysql_listeners])
 
 
 def run_event_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dbguard.model import Action, Identity, IdentityKind, SessionInfo, StatementSource
-from dbguard.policy.gate import PgSessionGate, PolicyGate, pg_shape
+from dbguard.policy.gate import MysqlPolicyGate, PgSessionGate, PolicyGate, pg_shape
 from dbguard.policy.rules import Policy, load_policy
 
 Q = StatementSource.SIMPLE_QUERY
@@ -219,3 +219,41 @@ def test_digit_key_never_serves_a_constant_where(policy: Policy) -> None:
     _, gate = open_gate(policy)
     assert gate.decide(b"DELETE FROM scratch.t WHERE 1 = 2", Q, "").action is Action.ALLOW
     assert gate.decide(b"DELETE FROM scratch.t WHERE 2 = 2", Q, "").action is Action.BLOCK  # same digit key
+
+
+def test_mysql_sql_mode_is_followed_only_when_dbguard_can_read_it() -> None:
+    gate = MysqlPolicyGate(PolicyGate(Policy()))
+    mysql_session = SessionInfo("s2", "app-my", "mysql", Identity("copilot", IdentityKind.AGENT, ()), "h", "app")
+    session_gate = gate.open(mysql_session, {"database": "app"})
+    assert session_gate.decide(b"SET sql_mode = @x", Q, "").action is Action.BLOCK
+    assert session_gate.decide(b"SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')", Q, "").action is Action.BLOCK
+    assert session_gate.decide(b"SET sql_mode = 'ORACLE'", Q, "").action is Action.BLOCK
+    assert session_gate.decide(b"SET sql_mode = 'STRICT_TRANS_TABLES,ANSI_QUOTES'", Q, "").action is Action.ALLOW
+    # Under ANSI_QUOTES, "a\" is an identifier that ends at the second quote: the DROP is real.
+    trick = b'SELECT "a\\"; DROP TABLE t; -- "'
+    assert session_gate.decide(trick, Q, "").action is Action.ALLOW  # no rule against drop here...
+    blocking = MysqlPolicyGate(PolicyGate(load_policy_text("rules:\n  - id: no-drop\n    when: {statement: [drop]}\n"
+                                                          "    action: block\n")))
+    strict = blocking.open(mysql_session, {"database": "app"})
+    assert strict.decide(trick, Q, "").action is Action.ALLOW  # default mode: one string
+    strict.decide(b"SET sql_mode = 'ANSI_QUOTES'", Q, "")
+    assert strict.decide(trick, Q, "").action is Action.BLOCK  # ANSI_QUOTES: the DROP is seen
+
+
+def load_policy_text(text: str) -> Policy:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rules.yaml"
+        path.write_text(text, encoding="utf-8")
+        return load_policy(path)
+
+
+def test_mysql_client_character_set_is_followed_only_when_literal() -> None:
+    gate = MysqlPolicyGate(PolicyGate(Policy()))
+    mysql_session = SessionInfo("s3", "app-my", "mysql", Identity("copilot", IdentityKind.AGENT, ()), "h", "app")
+    session_gate = gate.open(mysql_session, {"database": "app"})
+    assert session_gate.decide(b"SET character_set_client = @cs", Q, "").action is Action.BLOCK
+    assert session_gate.decide(b"SET NAMES gbk", Q, "").action is Action.ALLOW
+    # In GBK, 0x95 0x5C is one character: no backslash escapes the quote.
+    assert session_gate.decide(b"SELECT '\x95\x5c' , 1", Q, "").action is Action.ALLOW

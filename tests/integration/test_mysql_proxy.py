@@ -1,0 +1,303 @@
+"""`dbguard serve` with a `protocol: mysql` listener in front of a throwaway MariaDB.
+
+PyMySQL and the mariadb CLI connect through a real `dbguard serve` subprocess: login with both
+client auth plugins and wrong secrets, a round trip with parameters (PyMySQL interpolates them,
+so these are COM_QUERY), multi-statements, refusals by rule and of unparseable text (the
+connection stays usable), a BLOB larger than one 16 MiB packet, and the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pymysql.connections
+import pytest
+from pymysql.constants import CLIENT
+
+from dbguard.devdb.mariadb import ThrowawayMariaDB
+from tests.integration.harness import REPO_ROOT, ProxyProcess, free_port, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+IDENTITIES = (("copilot", "agent", "copilot-secret"), ("alice", "human", "alice-secret"))
+RULES = """
+defaults: {action: allow, on_parse_error: block}
+rules:
+  - id: no-drop
+    description: nobody drops through the proxy
+    when: {statement: [drop]}
+    action: block
+"""
+
+
+def write_mysql_config(directory: Path, upstream_dsn: str, port: int) -> Path:
+    lines = [
+        "listeners:",
+        "  - name: app-mysql",
+        "    protocol: mysql",
+        f"    listen: 127.0.0.1:{port}",
+        f"    upstream: {upstream_dsn}",
+        "identities:",
+    ]
+    for name, kind, secret in IDENTITIES:
+        lines += [f"  - name: {name}", f"    kind: {kind}", f"    secret: {secret}"]
+    lines.append("rules: rules.yaml")
+    (directory / "rules.yaml").write_text(RULES, encoding="utf-8")
+    path = directory / "dbguard.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def mysql_proxy(mariadb_server: ThrowawayMariaDB) -> Iterator[ProxyProcess]:
+    # Room for the 20 MB statement (the server default is 16 MiB); new sessions see it.
+    root = pymysql.connect(**mariadb_server.connect_kwargs(user="root"))
+    with root.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.max_allowed_packet")
+        row = cur.fetchone()
+        assert row is not None
+        original_max_packet = int(row[0])
+        cur.execute("SET GLOBAL max_allowed_packet = 67108864")
+    root.close()
+    try:
+        yield from _serve_in_front_of(mariadb_server)
+    finally:
+        # The server is shared by the session: leave `app` empty and the setting as found.
+        root = pymysql.connect(**mariadb_server.connect_kwargs(user="root"))
+        with root.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS app.t, app.blobs")
+            cur.execute(f"SET GLOBAL max_allowed_packet = {original_max_packet}")
+        root.close()
+
+
+def _serve_in_front_of(mariadb_server: ThrowawayMariaDB) -> Iterator[ProxyProcess]:
+    with tempfile.TemporaryDirectory(prefix="dbguard-mysql-proxy-") as tmp:
+        directory = Path(tmp)
+        port = free_port()
+        config = write_mysql_config(directory, mariadb_server.dsn(), port)
+        log_path = directory / "dbguard.log"
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dbguard", "serve", "-c", str(config), "--log-level", "debug"],
+                cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=dict(os.environ))
+        proxy = ProxyProcess(config, port, proc, log_path, {name: secret for name, _, secret in IDENTITIES})
+        try:
+            wait_for_port("127.0.0.1", port, 20.0, proc)
+        except (RuntimeError, TimeoutError) as exc:
+            proxy.stop()
+            raise RuntimeError(f"dbguard serve did not start: {exc}\n{proxy.log()}") from exc
+        try:
+            yield proxy
+        finally:
+            status = proxy.stop()
+        assert status == 0, proxy.log()[-3000:]
+        assert "Traceback" not in proxy.log(), proxy.log()[-5000:]
+
+
+def connect(proxy: ProxyProcess, user: str = "copilot", password: str | None = None,
+            **kwargs: Any) -> pymysql.connections.Connection[Any]:
+    secret = proxy.secrets.get(user, "") if password is None else password
+    return pymysql.connect(host=proxy.host, port=proxy.port, user=user, password=secret, database="app",
+                           connect_timeout=10, **kwargs)
+
+
+class _AnswersWith(pymysql.connections.Connection):
+    """PyMySQL answers the greeting with the plugin the server names; this one answers with
+    `answer_plugin` instead (as a client whose default plugin differs would)."""
+
+    answer_plugin = "mysql_native_password"
+
+    def _get_server_information(self) -> None:
+        super()._get_server_information()  # type: ignore[misc]
+        self._auth_plugin_name = self.answer_plugin
+
+
+class _AnswersWithSha256(_AnswersWith):
+    answer_plugin = "sha256_password"
+
+
+def _select_one(conn: pymysql.connections.Connection[Any]) -> Any:
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        return cur.fetchone()
+
+
+def test_login_with_both_plugins_and_wrong_secrets(mysql_proxy: ProxyProcess) -> None:
+    # PyMySQL's default: the greeting's plugin (caching_sha2_password, fast path).
+    conn = connect(mysql_proxy)
+    assert _select_one(conn) == (1,)
+    conn.close()
+    conn = connect(mysql_proxy, "alice")
+    assert _select_one(conn) == (1,)
+    conn.close()
+    # mysql_native_password, answered directly.
+    native = _AnswersWith(host=mysql_proxy.host, port=mysql_proxy.port, user="copilot",
+                          password="copilot-secret", database="app", connect_timeout=10)
+    assert _select_one(native) == (1,)
+    native.close()
+    # A plugin the proxy does not take: switched to caching_sha2_password.
+    switched = _AnswersWithSha256(host=mysql_proxy.host, port=mysql_proxy.port, user="copilot",
+                                  password="copilot-secret", database="app", connect_timeout=10)
+    assert _select_one(switched) == (1,)
+    switched.close()
+    for user in ("copilot", "nobody"):
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            connect(mysql_proxy, user, "wrong-secret")
+        assert info.value.args[0] == 1045
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        _AnswersWith(host=mysql_proxy.host, port=mysql_proxy.port, user="copilot", password="nope",
+                     database="app", connect_timeout=10)
+    assert info.value.args[0] == 1045
+
+
+def test_round_trip_multi_statements_and_refusals(mysql_proxy: ProxyProcess,
+                                                  mariadb_server: ThrowawayMariaDB) -> None:
+    conn = connect(mysql_proxy, client_flag=CLIENT.MULTI_STATEMENTS, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS t (id INT PRIMARY KEY, name VARCHAR(50))")
+        cur.execute("DELETE FROM t WHERE id IN (%s, %s)", (1, 2))
+        cur.execute("INSERT INTO t (id, name) VALUES (%s, %s), (%s, %s)", (1, "one", 2, "it's two"))
+        cur.execute("SELECT name FROM t WHERE id = %s", (2,))
+        assert cur.fetchall() == (("it's two",),)
+
+        cur.execute("SELECT 1; SELECT id FROM t WHERE id = 1")
+        assert cur.fetchall() == ((1,),)
+        assert cur.nextset()
+        assert cur.fetchall() == ((1,),)
+        assert not cur.nextset()
+
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            cur.execute("DROP TABLE t")
+        assert info.value.args[0] == 1227
+        assert str(info.value.args[1]).startswith("dbguard: blocked by rule no-drop")
+
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            cur.execute("SELEC nonsense FROM")
+        assert info.value.args[0] == 1227
+
+        # A multi-statement whose second part is refused: nothing of it runs.
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            cur.execute("SELECT 1; DROP TABLE t")
+        assert info.value.args[0] == 1227
+
+        cur.execute("SELECT COUNT(*) FROM t")
+        assert cur.fetchone() == (2,)
+    conn.close()
+
+    direct = pymysql.connect(**mariadb_server.connect_kwargs())
+    with direct.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'app' "
+                    "AND table_name = 't'")
+        assert cur.fetchone() == (1,)
+    direct.close()
+
+
+def test_blob_across_the_16_mib_packet_boundary(mysql_proxy: ProxyProcess) -> None:
+    """A 20 MB value comes back across the 16 MiB packet boundary. Statements are analysed
+    up to 1 Mi characters, so it goes up in chunks; a 20 MB statement (sent as two packets)
+    is refused as unanalysable and the connection stays usable."""
+    size = 20 * 1024 * 1024
+    blob = (bytes(range(256)) * (size // 256 + 1))[:size]
+    chunk = 384 * 1024
+    conn = connect(mysql_proxy, autocommit=True, max_allowed_packet=64 * 1024 * 1024)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS blobs (id INT PRIMARY KEY, data LONGBLOB)")
+        cur.execute("DELETE FROM blobs WHERE id = 1")
+        cur.execute("INSERT INTO blobs (id, data) VALUES (1, '')")
+        for start in range(0, size, chunk):
+            piece = blob[start:start + chunk].hex()
+            cur.execute(f"UPDATE blobs SET data = CONCAT(data, X'{piece}') WHERE id = 1")
+        cur.execute("SELECT data FROM blobs WHERE id = 1")
+        row = cur.fetchone()
+        assert row is not None
+        assert bytes(row[0]) == blob
+
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            cur.execute("INSERT INTO blobs (id, data) VALUES (2, %s)", (blob,))
+        assert info.value.args[0] == 1227
+        cur.execute("SELECT COUNT(*) FROM blobs WHERE id = 2")
+        assert cur.fetchone() == (0,)
+    conn.close()
+
+
+def test_mariadb_cli_through_the_proxy(mysql_proxy: ProxyProcess, mariadb_server: ThrowawayMariaDB) -> None:
+    cli = mariadb_server.client_binary("mariadb")
+    result = subprocess.run(
+        [str(cli), "--no-defaults", "--protocol=TCP", "-h", mysql_proxy.host, "-P", str(mysql_proxy.port),
+         "-u", "copilot", "-pcopilot-secret", "--skip-ssl", "-N", "-B", "app", "-e", "SELECT 1"],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr + mysql_proxy.log()[-3000:]
+    assert result.stdout.strip() == "1"
+
+
+def test_use_changes_what_unqualified_names_mean(mysql_proxy: ProxyProcess,
+                                                 mariadb_server: ThrowawayMariaDB) -> None:
+    """After `USE`, the gate resolves unqualified names in the new database (a rule on
+    `app.*` must not be dodged by switching databases)."""
+    conn = connect(mysql_proxy, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("USE information_schema")
+        cur.execute("SELECT COUNT(*) FROM tables WHERE table_schema = 'app'")
+        row = cur.fetchone()
+        assert row is not None
+        assert row[0] >= 1
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            cur.execute("DROP TABLE app.t")
+        assert info.value.args[0] == 1227
+    conn.close()
+
+
+def test_mysql_session_gate_decodes_and_tracks_state() -> None:
+    from dbguard.model import Identity, IdentityKind, SessionInfo, StatementSource
+    from dbguard.policy.gate import MysqlPolicyGate, PolicyGate
+    from dbguard.policy.rules import parse_policy_text
+
+    policy = parse_policy_text("""
+defaults: {action: allow, on_parse_error: block}
+rules:
+  - id: no-app-writes
+    description: app is read-only
+    when: {statement: [insert], tables: ["app.*"]}
+    action: block
+""")
+    gate = MysqlPolicyGate(PolicyGate(policy))
+    info = SessionInfo("s1", "app-mysql", "mysql", Identity("copilot", IdentityKind.AGENT), "127.0.0.1:1", "app")
+    session = gate.open(info, {"database": "app", "user": "copilot"})
+    q = StatementSource.SIMPLE_QUERY
+    assert session.decide(b"INSERT INTO t VALUES (1)", q, "").action.value == "block"
+    assert session.decide(b"INSERT INTO t VALUES (1)", q, "").action.value == "block"
+    assert session.decide(b"SELECT 1", q, "").action.value == "allow"
+    # Not valid utf-8: refused (fail closed), never guessed.
+    assert session.decide(b"SELECT '\xff\xfe'", q, "").action.value == "block"
+    assert session.decide(b"USE other", q, "").action.value == "allow"
+    assert session.decide(b"INSERT INTO t VALUES (1)", q, "").action.value == "allow"
+    assert session.decide(b"INSERT INTO app.t VALUES (1)", q, "").action.value == "block"
+    # latin1 is cp1252 to MySQL: the same bytes now decode.
+    assert session.decide(b"SET NAMES latin1", q, "").action.value == "allow"
+    assert session.decide(b"SELECT '\xe9'", q, "").action.value == "allow"
+    # An unknown character set: strict ASCII.
+    assert session.decide(b"SET NAMES klingon", q, "").action.value == "allow"
+    assert session.decide(b"SELECT '\xe9'", q, "").action.value == "block"
+
+
+def test_tls_towards_mysql_clients_is_refused_in_the_config(tmp_path: Path) -> None:
+    (tmp_path / "proxy.pem").write_text("not used\n", encoding="utf-8")
+    (tmp_path / "proxy.key").write_text("not used\n", encoding="utf-8")
+    config = tmp_path / "dbguard.yaml"
+    config.write_text(
+        "listeners:\n  - name: app-mysql\n    protocol: mysql\n"
+        f"    listen: 127.0.0.1:{free_port()}\n    upstream: mysql://u:p@127.0.0.1:3306/app\n"
+        "    tls: {cert: proxy.pem, key: proxy.key}\n"
+        "identities:\n  - name: copilot\n    kind: agent\n    secret: s\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "dbguard", "serve", "-c", str(config)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert "listeners[0].tls" in result.stderr
+    assert "not available for protocol mysql" in result.stderr
