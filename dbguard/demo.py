@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from dbguard.devdb.postgres import DevDbError, ThrowawayPostgres
+from dbguard.devdb.postgres import ThrowawayPostgres
+from dbguard.devdb.processes import DevDbError
 
 _console = Console(highlight=False)
 

@@ -10,7 +10,6 @@ import atexit
 import contextlib
 import logging
 import os
-import pwd
 import re
 import secrets
 import shutil
@@ -18,14 +17,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Literal, Self, get_args
 from urllib.parse import quote
 
 from dbguard.devdb.certs import make_self_signed_cert
-from dbguard.devdb.postgres import LOOPBACK, DevDbError, _pick_free_port, _world_traversable
+from dbguard.devdb.processes import LOOPBACK, DevDbError, pick_free_port, server_os_user, world_traversable
 
 logger = logging.getLogger("dbguard.devdb")
 
@@ -97,31 +95,6 @@ def mariadb_client_binary(name: str = "mariadb") -> Path:
     return found
 
 
-@dataclass(frozen=True)
-class _OsUser:
-    name: str
-    uid: int
-    gid: int
-
-
-def _server_os_user() -> _OsUser | None:
-    """As root, mariadbd is told to switch (--user) to an unprivileged account."""
-    if os.geteuid() != 0:
-        return None
-    for name in (os.environ.get(OS_USER_ENV, ""), "mysql", "nobody"):
-        if not name:
-            continue
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return _OsUser(name=name, uid=entry.pw_uid, gid=entry.pw_gid)
-    raise DevDbError(
-        "running as root, but neither an OS user 'mysql' nor 'nobody' exists to run mariadbd as; "
-        f"create one or set ${OS_USER_ENV}"
-    )
-
-
 def _pymysql() -> Any:
     """PyMySQL, imported on first use: it is a test dependency, and importing dbguard.devdb
     (for `dbguard demo` and PostgreSQL) must not require it."""
@@ -186,7 +159,7 @@ class ThrowawayMariaDB:
         self._base_dir = Path(base_dir) if base_dir is not None else None
         self._fixed_port = port
         self._port: int | None = port
-        self._os_user = _server_os_user()
+        self._os_user = server_os_user(OS_USER_ENV, "mysql", "mariadbd")
         self._root: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._console: IO[bytes] | None = None
@@ -273,7 +246,7 @@ class ThrowawayMariaDB:
             except DevDbError:
                 if not (_BIND_FAILURE.search(self.log_tail()) and attempt < attempts):
                     raise
-                self._port = _pick_free_port()
+                self._port = pick_free_port()
                 logger.info("devdb.mariadb.start_retry attempt=%d port=%d", attempt, self._port)
         if not self._bootstrapped:
             self._bootstrap()
@@ -493,7 +466,7 @@ class ThrowawayMariaDB:
         base = self._base_dir
         if base is None:
             base = Path(tempfile.gettempdir())
-            if self._os_user is not None and not _world_traversable(base):
+            if self._os_user is not None and not world_traversable(base):
                 base = Path("/tmp")  # noqa: S108
         root = Path(tempfile.mkdtemp(prefix="dbguard-mariadb-", dir=base))
         root.chmod(0o700)
@@ -534,7 +507,7 @@ class ThrowawayMariaDB:
             for path in (tls_dir, *tls_dir.iterdir()):
                 self._give_to_server_user(path)
         if self._port is None:
-            self._port = _pick_free_port()
+            self._port = pick_free_port()
         logger.info(
             "devdb.mariadb.install datadir=%s seconds=%.2f", self.datadir, time.monotonic() - started
         )

@@ -9,29 +9,27 @@ import atexit
 import contextlib
 import logging
 import os
-import pwd
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Literal, Self, get_args
 from urllib.parse import quote, urlencode
 
+from dbguard.devdb.processes import LOOPBACK, DevDbError, pick_free_port, server_os_user, world_traversable
+
 logger = logging.getLogger("dbguard.devdb")
 
 HbaMethod = Literal["trust", "reject", "password", "md5", "scram-sha-256"]
 PasswordEncryption = Literal["scram-sha-256", "md5"]
 
-LOOPBACK: Final = "127.0.0.1"
 # Environment overrides: where the server binaries are, and which OS user runs them as root.
 BINDIR_ENV: Final = "DBGUARD_PG_BINDIR"
 OS_USER_ENV: Final = "DBGUARD_PG_OS_USER"
@@ -57,10 +55,6 @@ _RETRYABLE_START_FAILURE = re.compile(
     r"pre-existing shared memory block|lock file .* already exists", re.IGNORECASE
 )
 _ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
-
-
-class DevDbError(RuntimeError):
-    """A throwaway server could not be found, started, stopped or set up."""
 
 
 # ----------------------------------------------------------------------------- binaries
@@ -129,39 +123,6 @@ def client_binary(bindir: Path, name: str) -> Path:
 # ----------------------------------------------------------------------------- OS user
 
 
-@dataclass(frozen=True)
-class _OsUser:
-    """Who runs initdb and postgres. None of it applies unless we are root."""
-
-    name: str
-    uid: int
-    gid: int
-
-
-def _server_os_user() -> _OsUser | None:
-    """PostgreSQL refuses to run as root: pick an unprivileged account when we are root."""
-    if os.geteuid() != 0:
-        return None
-    for name in (os.environ.get(OS_USER_ENV, ""), "postgres", "nobody"):
-        if not name:
-            continue
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return _OsUser(name=name, uid=entry.pw_uid, gid=entry.pw_gid)
-    raise DevDbError(
-        "running as root, but neither an OS user 'postgres' nor 'nobody' exists to run the "
-        f"server as; create one or set ${OS_USER_ENV}"
-    )
-
-
-def _world_traversable(path: Path) -> bool:
-    """Every directory from / down to path can be entered by any user."""
-    current = path.resolve()
-    return all(os.stat(directory).st_mode & 0o001 for directory in (current, *current.parents))
-
-
 # ----------------------------------------------------------------------------- quoting
 
 
@@ -183,13 +144,6 @@ def _hba_name(value: str) -> str:
     if '"' in value or "\n" in value:
         raise DevDbError(f"role name {value!r} cannot be written to pg_hba.conf")
     return f'"{value}"'
-
-
-def _pick_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _process_state(pid: int) -> str | None:
@@ -284,7 +238,7 @@ class ThrowawayPostgres:
         self._base_dir = Path(base_dir) if base_dir is not None else None
         self._fixed_port = port
         self._port: int | None = port
-        self._os_user = _server_os_user()
+        self._os_user = server_os_user(OS_USER_ENV, "postgres", "the server")
         self._root: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_handle: IO[bytes] | None = None
@@ -379,7 +333,7 @@ class ThrowawayPostgres:
                 if not (retry_port or retry_same):
                     raise
                 if retry_port:
-                    self._port = _pick_free_port()
+                    self._port = pick_free_port()
                     self._write_settings()
                 time.sleep(0.2 * attempt)
                 logger.info("devdb.postgres.start_retry attempt=%d port=%s", attempt, self._port)
@@ -641,7 +595,7 @@ class ThrowawayPostgres:
         base = self._base_dir
         if base is None:
             base = Path(tempfile.gettempdir())
-            if self._os_user is not None and not _world_traversable(base):
+            if self._os_user is not None and not world_traversable(base):
                 # Root's $TMPDIR may be closed to the server's OS user; /tmp is sticky and open.
                 base = Path("/tmp")  # noqa: S108
         root = Path(tempfile.mkdtemp(prefix="dbguard-pg-", dir=base))
@@ -691,7 +645,7 @@ class ThrowawayPostgres:
             )
         self._install_tls_files()
         if self._port is None:
-            self._port = _pick_free_port()
+            self._port = pick_free_port()
         self._write_settings()
         with (self.datadir / "postgresql.conf").open("a", encoding="utf-8") as conf:
             conf.write("\n# dbguard.devdb: throwaway-server settings\ninclude 'dbguard.conf'\n")

@@ -100,13 +100,11 @@ def build_identities(identities: tuple[IdentityConfig, ...]) -> dict[str, Identi
     return entries
 
 
-def build_pg_settings(listener: ListenerConfig, identities: dict[str, IdentityEntry], gate: Gate) -> PgListenerSettings:
+def upstream_settings(listener: ListenerConfig, unix_socket: str | None) -> UpstreamSettings:
+    """The listener's upstream DSN as the session's login needs it (both protocols)."""
     up = listener.upstream
     mode = {"allow": "prefer"}.get(up.sslmode.value, up.sslmode.value)
-    unix_socket = up.params.get("host") if up.params.get("host", "").startswith("/") else None
-    if unix_socket is not None and not unix_socket.endswith(f".s.PGSQL.{up.port}"):
-        unix_socket = f"{unix_socket.rstrip('/')}/.s.PGSQL.{up.port}"
-    upstream = UpstreamSettings(
+    return UpstreamSettings(
         host=up.host,
         port=up.port,
         user=up.user or "",
@@ -116,6 +114,14 @@ def build_pg_settings(listener: ListenerConfig, identities: dict[str, IdentityEn
         root_cert=up.sslrootcert,
         unix_socket=unix_socket,
     )
+
+
+def build_pg_settings(listener: ListenerConfig, identities: dict[str, IdentityEntry], gate: Gate) -> PgListenerSettings:
+    up = listener.upstream
+    unix_socket = up.params.get("host") if up.params.get("host", "").startswith("/") else None
+    if unix_socket is not None and not unix_socket.endswith(f".s.PGSQL.{up.port}"):
+        unix_socket = f"{unix_socket.rstrip('/')}/.s.PGSQL.{up.port}"
+    upstream = upstream_settings(listener, unix_socket)
     return PgListenerSettings(
         name=listener.name,
         identities=identities,
@@ -138,19 +144,8 @@ def build_mysql_identities(identities: tuple[IdentityConfig, ...]) -> dict[str, 
 def build_mysql_settings(listener: ListenerConfig, identities: dict[str, MysqlIdentityEntry], gate: Gate,
                          rsa_key: RsaKeyPair) -> MysqlListenerSettings:
     up = listener.upstream
-    mode = {"allow": "prefer"}.get(up.sslmode.value, up.sslmode.value)
     socket_param = up.params.get("unix_socket") or up.params.get("socket")
-    unix_socket = socket_param or (up.host if up.is_unix_socket else None)
-    upstream = UpstreamSettings(
-        host=up.host,
-        port=up.port,
-        user=up.user or "",
-        password=up.password.reveal() if up.password else "",
-        database=up.database or "",
-        tls_mode=UpstreamTlsMode(mode),
-        root_cert=up.sslrootcert,
-        unix_socket=unix_socket,
-    )
+    upstream = upstream_settings(listener, socket_param or (up.host if up.is_unix_socket else None))
     # TLS towards MySQL clients is not available in this version (check_mysql_listener
     # refuses `tls:`); caching_sha2_password full authentication then uses the RSA key.
     return MysqlListenerSettings(

@@ -14,7 +14,6 @@
 #       command: "SELECT"         # optional; the first statement's command (commands: one each)
 #       texts: ["..."]            # optional; each statement's own text
 #       settings: {standard_conforming_strings: false}  # optional per-case override
-#       xfail: "why"              # optional; a known limit, documented where it is tested
 #       note: "..."               # optional; for readers
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ SET_FIELDS = ("reads", "writes", "features", "functions", "unfiltered")
 FLAG_FIELDS = ("changes_parsing", "literal_sensitive")
 NAME_FIELDS = ("prepares", "executes", "deallocates")
 KNOWN_KEYS = frozenset(
-    {"sql", "settings", "kinds", "statements", "command", "commands", "texts", "xfail", "note", "description", "id"}
+    {"sql", "settings", "kinds", "statements", "command", "commands", "texts", "note", "description", "id"}
     | set(SET_FIELDS)
     | set(FLAG_FIELDS)
     | set(NAME_FIELDS)
@@ -66,8 +65,7 @@ def _load_cases() -> list[Any]:
                     raise ValueError(f"{path.name} case {index}: unknown keys {sorted(unknown)}")
                 settings = _settings(dialect, file_settings, case.get("settings"))
                 label = " ".join(str(case["sql"]).split())[:60]
-                marks = [pytest.mark.xfail(reason=case["xfail"], strict=True)] if case.get("xfail") else []
-                params.append(pytest.param(case, settings, id=f"{dialect}/{path.stem}/{index}:{label}", marks=marks))
+                params.append(pytest.param(case, settings, id=f"{dialect}/{path.stem}/{index}:{label}"))
     return params
 
 

@@ -694,7 +694,7 @@ def encode_text_row(values: Sequence[bytes | None]) -> bytes:
     return b"".join(lenenc_bytes_or_null(v) for v in values)
 
 
-_FIXED_SIZES: Final = {
+_FIXED_SIZES: Final[dict[int, int]] = {
     ColumnType.TINY: 1, ColumnType.SHORT: 2, ColumnType.YEAR: 2, ColumnType.LONG: 4, ColumnType.INT24: 4,
     ColumnType.FLOAT: 4, ColumnType.LONGLONG: 8, ColumnType.DOUBLE: 8, ColumnType.NULL: 0,
 }
@@ -705,7 +705,7 @@ _TIME_LENGTHS: Final = frozenset({0, 8, 12})
 
 def _read_binary_value(r: PayloadReader, column_type: int) -> bytes:
     """One binary-protocol value's raw bytes (without any length prefix)."""
-    size = _FIXED_SIZES.get(column_type)  # type: ignore[call-overload]
+    size = _FIXED_SIZES.get(column_type)
     if size is not None:
         return r.raw(size)
     if column_type in _DATE_TYPES:
@@ -722,7 +722,7 @@ def _read_binary_value(r: PayloadReader, column_type: int) -> bytes:
 
 
 def _binary_value_bytes(column_type: int, value: bytes) -> bytes:
-    size = _FIXED_SIZES.get(column_type)  # type: ignore[call-overload]
+    size = _FIXED_SIZES.get(column_type)
     if size is not None:
         if len(value) != size:
             raise ValueError(f"a value of type {column_type} is {size} bytes")
@@ -809,7 +809,7 @@ def binary_value_to_python(column_type: int, raw: bytes, unsigned: bool = False)
 def python_to_binary_value(column_type: int, value: BinaryValue, unsigned: bool = False) -> bytes:
     """The raw binary-protocol bytes of a value (inverse of `binary_value_to_python`), for a
     type-valid replacement in a rebuilt row."""
-    size = _FIXED_SIZES.get(column_type)  # type: ignore[call-overload]
+    size = _FIXED_SIZES.get(column_type)
     if column_type in (ColumnType.FLOAT, ColumnType.DOUBLE):
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise TypeError("a float column needs a number")
