@@ -1,11 +1,15 @@
-"""asyncio driver for MySQL/MariaDB listeners: sockets, upstream TLS, backpressure, timeouts.
+"""asyncio driver for MySQL/MariaDB listeners: sockets, client and upstream TLS, backpressure, timeouts.
 
 Owns: accepting client connections, opening upstream connections, executing the actions a
 `session.mysql.MysqlSession` returns, and the bookkeeping of live connections for draining.
 Must not contain protocol logic: every decision about bytes is the session's.
 
-TLS towards clients is not offered by this version (the session never announces SSL: the
-server refuses a `tls:` section on a mysql listener). Upstream TLS follows the DSN's sslmode.
+TLS towards clients (listener `tls:`): the session announces CLIENT_SSL and, on an SSLRequest,
+asks for `MysqlStartClientTls` with the bytes that came after it. The client does not wait for
+an answer before its ClientHello, so TLS is terminated inside the connection over memory
+buffers (`runtime.tls_memory.MemoryTls`): every byte read from the client then goes through
+it, every byte for the client is encrypted by it. A failed handshake closes that connection
+only (logged as `session.tls_failed`). Upstream TLS follows the DSN's sslmode (`loop.start_tls`).
 
 Backpressure as in `runtime.pg_listener`: when one side's write buffer passes its high-water
 mark, reading from the other side pauses until it drains.
@@ -14,6 +18,7 @@ mark, reading from the other side pauses until it drains.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from collections.abc import Coroutine, Sequence
@@ -26,8 +31,9 @@ from dbguard.runtime.pg_listener import (
     UPSTREAM_CONNECT_TIMEOUT,
     WRITE_HIGH_WATER,
     WRITE_LOW_WATER,
-    upstream_tls_context,
 )
+from dbguard.runtime.tls import ClientTls, upstream_tls_context
+from dbguard.runtime.tls_memory import MemoryTls, TlsFailure
 from dbguard.session.mysql import MysqlSession, Phase
 from dbguard.session.mysql_actions import MysqlListenerSettings, MysqlSessionAction, MysqlStartClientTls
 from dbguard.session.pg_actions import (
@@ -61,6 +67,9 @@ class _UpstreamProtocol(asyncio.Protocol):
             conn.upstream_held.append(data)
             return
         conn.execute(conn.session.upstream_data(data))
+        if not conn.version_learned and conn.session.upstream_version is not None:
+            conn.version_learned = True
+            conn.listener.learn_server_version(conn.session.upstream_version)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.conn.on_upstream_lost()
@@ -88,7 +97,10 @@ class MysqlConnection(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._upstream_tls_in_progress = False
         self.upstream_held: list[bytes] | None = []
+        self.version_learned = False
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._tls: MemoryTls | None = None  # client TLS, once the client asked for it
+        self._tls_timer: asyncio.TimerHandle | None = None
         self.reads = 0
         self._reads_seen = 0
         self._idle_ticks = 0
@@ -115,7 +127,11 @@ class MysqlConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reads += 1
-        if not self._closed:
+        if self._closed:
+            return
+        if self._tls is not None:
+            self._tls_received(data)
+        else:
             self.execute(self.session.client_data(data))
 
     def eof_received(self) -> bool | None:
@@ -135,6 +151,69 @@ class MysqlConnection(asyncio.Protocol):
         self._upstream_paused = False
         if self.upstream is not None:
             self.upstream.resume_reading()
+
+    # ---------------------------------------------------------------- client TLS
+
+    def _start_client_tls(self, initial: bytes) -> None:
+        tls = self.listener.client_tls
+        if tls is None:
+            # The session only accepts an SSLRequest when the greeting offered TLS.
+            self._close("client TLS is not available on this listener")
+            return
+        self._tls = MemoryTls(tls.context)
+        self._tls_timer = self.loop.call_later(TLS_HANDSHAKE_TIMEOUT, self._tls_timed_out)
+        if initial:
+            self._tls_received(initial)
+
+    def _tls_received(self, data: bytes) -> None:
+        """Ciphertext from the client: through the TLS layer, plaintext on to the session."""
+        tls = self._tls
+        assert tls is not None
+        try:
+            received = tls.receive(data)
+        except TlsFailure as exc:
+            self._tls_failed(exc)
+            return
+        if received.outgoing:
+            self._write_client_raw(received.outgoing)
+        if received.handshake_completed:
+            if self._tls_timer is not None:
+                self._tls_timer.cancel()
+                self._tls_timer = None
+            log.debug("session.tls_started", extra={"client": self.session.client_address,
+                                                    "version": tls.version, "cipher": tls.cipher})
+            self.execute(self.session.client_tls_started())
+        if received.plaintext and not self._closed:
+            self.execute(self.session.client_data(received.plaintext))
+        if tls.peer_closed and not self._closed:
+            self.execute(self.session.client_closed())
+
+    def _tls_failed(self, exc: TlsFailure) -> None:
+        log.info("session.tls_failed", extra={"client": self.session.client_address, "error": str(exc)})
+        if exc.alert:
+            self._write_client_raw(exc.alert)
+        self._close("client TLS failed")
+
+    def _tls_timed_out(self) -> None:
+        self._tls_timer = None
+        if self._tls is not None and not self._tls.handshake_complete and not self._closed:
+            log.info("session.tls_failed", extra={"client": self.session.client_address,
+                                                  "error": "TLS handshake timed out"})
+            self._close("client TLS handshake timed out")
+
+    def _write_client(self, data: bytes) -> None:
+        tls = self._tls
+        if tls is not None:
+            try:
+                data = tls.send(data)
+            except TlsFailure as exc:
+                self._tls_failed(exc)
+                return
+        self._write_client_raw(data)
+
+    def _write_client_raw(self, data: bytes) -> None:
+        if data and self.client is not None and not self.client.is_closing():
+            self.client.write(data)
 
     # ---------------------------------------------------------------- upstream events
 
@@ -188,9 +267,10 @@ class MysqlConnection(asyncio.Protocol):
 
     def execute(self, actions: Sequence[MysqlSessionAction]) -> None:
         for index, action in enumerate(actions):
+            if self._closed:
+                return
             if isinstance(action, SendClient):
-                if self.client is not None and not self.client.is_closing():
-                    self.client.write(action.data)
+                self._write_client(action.data)
             elif isinstance(action, SendUpstream):
                 if self.upstream is not None and not self.upstream.is_closing():
                     self.upstream.write(action.data)
@@ -202,9 +282,7 @@ class MysqlConnection(asyncio.Protocol):
                 self.loop.call_later(action.seconds, self._resume, rest)
                 return
             elif isinstance(action, MysqlStartClientTls):
-                # Never offered (tls_available is False): a client that asks anyway is dropped.
-                self._close("client TLS is not available on this listener")
-                return
+                self._start_client_tls(action.initial)
             elif isinstance(action, ConnectUpstream):
                 self._spawn(self._connect_upstream(action), list(actions[index + 1 :]))
                 return
@@ -289,6 +367,8 @@ class MysqlConnection(asyncio.Protocol):
             self.session.close_reason = reason
         # Transport.close() flushes what is buffered before closing.
         if self.client is not None:
+            if self._tls is not None:
+                self._write_client_raw(self._tls.close())
             self.client.close()
         if self.upstream is not None:
             self.upstream.close()
@@ -302,6 +382,9 @@ class MysqlConnection(asyncio.Protocol):
         if self._startup_timer is not None:
             self._startup_timer.cancel()
             self._startup_timer = None
+        if self._tls_timer is not None:
+            self._tls_timer.cancel()
+            self._tls_timer = None
         if self in self.listener.connections:
             self.listener.connections.discard(self)
             if self.session.info is not None:
@@ -337,10 +420,12 @@ class MysqlListener:
         port: int,
         *,
         throttle: LoginThrottle,
+        client_tls: ClientTls | None = None,
         max_connections: int = 10_000,
         idle_timeout: float = 0.0,
     ) -> None:
         self.settings = settings
+        self.client_tls = client_tls  # TLS towards clients (the listener's `tls:`), fixed at start
         self.host = host
         self.port = port
         self.throttle = throttle
@@ -363,7 +448,15 @@ class MysqlListener:
 
     def update_settings(self, settings: MysqlListenerSettings) -> None:
         """Reload: new connections use the new settings; live sessions keep theirs."""
+        if settings.server_version is None:
+            settings = dataclasses.replace(settings, server_version=self.settings.server_version)
         self.settings = settings
+
+    def learn_server_version(self, version: bytes) -> None:
+        """The upstream's version string, seen in a login: later greetings announce it (the
+        first ones announce DEFAULT_SERVER_VERSION), so clients adapt to the real server."""
+        if self.settings.server_version != version:
+            self.settings = dataclasses.replace(self.settings, server_version=version)
 
     def connection_finished(self) -> None:
         if not self.connections:

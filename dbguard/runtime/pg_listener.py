@@ -15,9 +15,9 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
+from dbguard.runtime.tls import ClientTls, upstream_tls_context
 from dbguard.session.pg import PgSession, Phase
 from dbguard.session.pg_actions import (
     CancelTargets,
@@ -49,40 +49,6 @@ WRITE_LOW_WATER = 64 * 1024
 STARTUP_TIMEOUT = 30.0
 # The idle clock looks this many times per idle_timeout.
 IDLE_CHECKS = 4
-
-
-@dataclass(frozen=True, slots=True)
-class ClientTls:
-    context: ssl.SSLContext
-    cert_der: bytes
-
-
-def server_tls_context(cert_file: str, key_file: str) -> ClientTls:
-    """TLS material for the client side of a listener (the proxy is the TLS server)."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert_file, key_file)
-    with open(cert_file, encoding="ascii") as fh:
-        pem = fh.read()
-    first = pem[: pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
-    return ClientTls(context, ssl.PEM_cert_to_DER_cert(first))
-
-
-def upstream_tls_context(mode: UpstreamTlsMode, root_cert: str | None) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if mode in (UpstreamTlsMode.VERIFY_CA, UpstreamTlsMode.VERIFY_FULL):
-        if root_cert:
-            context.load_verify_locations(root_cert)
-        else:
-            context.load_default_certs()
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.check_hostname = mode is UpstreamTlsMode.VERIFY_FULL
-    else:
-        # sslmode prefer/require: encrypted, not authenticated (libpq's meaning).
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 class _UpstreamProtocol(asyncio.Protocol):

@@ -11,8 +11,10 @@ and logs why. Listener addresses and upstreams need a restart; a reload says so.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
+import ssl
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from dbguard.model import Action, Gate, Identity, IdentityKind
 from dbguard.policy.gate import MysqlPolicyGate, PolicyGate
 from dbguard.policy.rules import Policy, load_policy
 from dbguard.runtime.mysql_listener import MysqlListener
-from dbguard.runtime.pg_listener import PgListener, server_tls_context
+from dbguard.runtime.pg_listener import PgListener
+from dbguard.runtime.tls import ClientTls, server_tls_context
 from dbguard.session.mysql_actions import MysqlIdentityEntry, MysqlListenerSettings
 from dbguard.session.pg_actions import (
     CancelTargets,
@@ -146,26 +149,17 @@ def build_mysql_settings(listener: ListenerConfig, identities: dict[str, MysqlId
     up = listener.upstream
     socket_param = up.params.get("unix_socket") or up.params.get("socket")
     upstream = upstream_settings(listener, socket_param or (up.host if up.is_unix_socket else None))
-    # TLS towards MySQL clients is not available in this version (check_mysql_listener
-    # refuses `tls:`); caching_sha2_password full authentication then uses the RSA key.
+    # With `tls:` the greeting offers CLIENT_SSL and caching_sha2_password full authentication
+    # takes the password in clear over TLS; without TLS it uses the RSA key exchange.
     return MysqlListenerSettings(
         name=listener.name,
         identities=identities,
         upstream=upstream,
         gate=gate,
         rsa_key=rsa_key,
-        tls_available=False,
-        tls_required=False,
+        tls_available=listener.tls is not None,
+        tls_required=bool(listener.tls and listener.tls.require),
     )
-
-
-def check_mysql_listener(config: Config, index: int) -> None:
-    """Refuse what a mysql listener cannot do in this version rather than run without it."""
-    listener = config.listeners[index]
-    if listener.tls is not None:
-        raise config.error(f"listeners[{index}].tls",
-                           "TLS towards clients is not available for protocol mysql in this version of "
-                           "dbguard; remove `tls:` from this listener (clients then connect without TLS)")
 
 
 class Server:
@@ -201,12 +195,9 @@ class Server:
     async def start(self) -> None:
         identities = build_identities(self.config.identities)
         gate = self.gate
-        for index, listener in enumerate(self.config.listeners):
-            if listener.protocol is ListenerProtocol.MYSQL:
-                check_mysql_listener(self.config, index)  # before any listener starts
-        for listener in self.config.listeners:
+        contexts = [self._client_tls(index) for index in range(len(self.config.listeners))]  # before any starts
+        for listener, tls in zip(self.config.listeners, contexts, strict=True):
             if listener.protocol is ListenerProtocol.POSTGRES:
-                tls = server_tls_context(str(listener.tls.cert), str(listener.tls.key)) if listener.tls else None
                 pg = PgListener(
                     build_pg_settings(listener, identities, gate),
                     listener.listen.host,
@@ -226,11 +217,24 @@ class Server:
                     listener.listen.host,
                     listener.listen.port,
                     throttle=self.throttle,
+                    client_tls=tls,
                     max_connections=listener.max_connections,
                     idle_timeout=listener.idle_timeout,
                 )
                 await my.start()
                 self.mysql_listeners.append(my)
+
+    def _client_tls(self, index: int) -> ClientTls | None:
+        """The TLS context of listener `index` towards clients; unusable files are a config error."""
+        tls = self.config.listeners[index].tls
+        if tls is None:
+            return None
+        try:
+            return server_tls_context(str(tls.cert), str(tls.key))
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            raise self.config.error(f"listeners[{index}].tls",
+                                    f"cannot use the certificate {tls.cert} with the key {tls.key} (a PEM "
+                                    f"certificate chain and its PEM private key are expected): {exc}") from exc
 
     @property
     def rsa_key(self) -> RsaKeyPair:
@@ -263,7 +267,14 @@ class Server:
             if (cfg.listen.host, cfg.listen.port) != (pg.host, pg.port) and cfg.listen.port != 0:
                 log.warning("config.reload_needs_restart", extra={"listener": cfg.name,
                                                                   "reason": "listen address changed"})
-            pg.update_settings(build_pg_settings(cfg, identities, gate))
+            pg_settings = build_pg_settings(cfg, identities, gate)
+            if pg_settings.tls_available != (pg.client_tls is not None):
+                # The TLS context is made at start (see the mysql listeners below).
+                log.warning("config.reload_needs_restart", extra={"listener": cfg.name,
+                                                                  "reason": "tls added or removed"})
+                pg_settings = dataclasses.replace(pg_settings, tls_available=pg.settings.tls_available,
+                                                  tls_required=pg.settings.tls_required)
+            pg.update_settings(pg_settings)
             pg.idle_timeout = cfg.idle_timeout
             pg.max_connections = cfg.max_connections
         mysql_identities = build_mysql_identities(new.identities) if self.mysql_listeners else {}
@@ -276,12 +287,15 @@ class Server:
             if (cfg.listen.host, cfg.listen.port) != (my.host, my.port) and cfg.listen.port != 0:
                 log.warning("config.reload_needs_restart", extra={"listener": cfg.name,
                                                                   "reason": "listen address changed"})
-            if cfg.tls is not None:
-                log.error("config.reload_failed", extra={"listener": cfg.name, "error":
-                                                         "tls is not available for protocol mysql; keeping the "
-                                                         "previous settings of this listener"})
-                continue
-            my.update_settings(build_mysql_settings(cfg, mysql_identities, self.mysql_gate, self.rsa_key))
+            settings = build_mysql_settings(cfg, mysql_identities, self.mysql_gate, self.rsa_key)
+            if settings.tls_available != (my.client_tls is not None):
+                # The TLS context is made at start: adding or removing `tls:` needs a restart;
+                # until then the listener keeps offering what it can (and requiring what it did).
+                log.warning("config.reload_needs_restart", extra={"listener": cfg.name,
+                                                                  "reason": "tls added or removed"})
+                settings = dataclasses.replace(settings, tls_available=my.settings.tls_available,
+                                               tls_required=my.settings.tls_required)
+            my.update_settings(settings)
             my.idle_timeout = cfg.idle_timeout
             my.max_connections = cfg.max_connections
         self.config = new
@@ -310,6 +324,9 @@ class Server:
         for pg in self.pg_listeners:
             for connection in pg.connections:
                 connection.session.revalidate()
+        for my in self.mysql_listeners:
+            for mysql_connection in my.connections:
+                mysql_connection.session.revalidate()
 
     async def _watch_rules(self) -> None:
         while True:
