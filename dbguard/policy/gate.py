@@ -98,6 +98,51 @@ _SET_SEARCH_PATH = re.compile(
 )
 
 
+# MySQL shapes (see `mysql_shape_key`). Every pattern works on bytes already checked to be
+# printable ASCII, so every ASCII-compatible client character set reads them alike.
+_MYSQL_NOT_PRINTABLE = re.compile(rb"[^\t\n\r\x20-\x7e]")
+_MYSQL_STRING = re.compile(rb"'[^']*'")
+# Outside string literals (whose bodies are gone by then): whatever starts a token or a comment
+# whose extent depends on more than the rules this shape follows: double quotes (a string, or an
+# identifier under ANSI_QUOTES), backticks, backslashes, user variables, `#`, `--`, `/*`, `*/`,
+# and a quote right after a letter, digit, `_` or `$` (x'..', b'..', n'..', _charset'..').
+_MYSQL_SHAPE_UNSAFE = re.compile(rb"[\\\"`#@]|--|/\*|\*/|[0-9A-Za-z_$]'")
+# An integer literal: a digit run with no identifier character or '.' on either side (so not part
+# of a name such as t1 or 1t, of a decimal or float such as 1.5, .5 or 1e5, or of 0x1F / 0b01),
+# and not the exponent of a float such as 1e+5.
+_MYSQL_INTEGER = re.compile(rb"(?<![0-9A-Za-z_$.])(?<![0-9.][eE][+-])[0-9]+(?![0-9A-Za-z_$.])")
+# A digit that _MYSQL_INTEGER might leave in place: texts with one never enter the digit-key cache.
+_MYSQL_DIGIT_KEPT = re.compile(rb"[A-Za-z_$.][0-9]|[0-9][A-Za-z_$.]|[eE][+-][0-9]")
+
+
+def mysql_shape_key(sql: bytes, no_backslash_escapes: bool) -> bytes | None:
+    """A MySQL/MariaDB text with the bodies of its '...' strings emptied and its integer literals
+    turned into 0, or None when that cannot be done with certainty.
+
+    Only for texts where the extent of every literal is beyond doubt: printable ASCII, no
+    backslash at all while backslash escapes are on, and, outside string literals, none of what
+    `_MYSQL_SHAPE_UNSAFE` lists (comments of any kind, versioned comments included, quoted
+    identifiers, double-quoted text in either sql_mode, prefixed strings) and no unterminated
+    string. In such a text the server's lexer meets only '...' strings (a doubled '' included:
+    it reads as two adjacent '' pairs here, keeping the quotes where they were), and words,
+    numbers and punctuation it reads the same way whatever the literal values: two texts with
+    the same key differ only in string contents and integer values. Decimals, floats, hex and bit
+    numbers stay as written (part of the key).
+    """
+    if len(sql) > MAX_CACHED_TEXT or _MYSQL_NOT_PRINTABLE.search(sql):
+        return None
+    if not no_backslash_escapes and b"\\" in sql:
+        return None
+    shape = sql
+    if b"'" in sql:
+        shape = _MYSQL_STRING.sub(b"''", sql)
+        if shape.count(b"'") & 1:
+            return None  # an unterminated string
+    if _MYSQL_SHAPE_UNSAFE.search(shape):
+        return None
+    return _MYSQL_INTEGER.sub(b"0", shape)
+
+
 def pg_shape(sql: bytes) -> bytes | None:
     """The text with literal values replaced, or None when that cannot be done safely."""
     if len(sql) > MAX_CACHED_TEXT or _SHAPE_UNSAFE.search(sql):
@@ -358,23 +403,18 @@ MYSQL_COLLATION_CHARSETS: Final = {
     33: "utf8mb3", 83: "utf8mb3", 192: "utf8mb3", 45: "utf8mb4", 46: "utf8mb4", 224: "utf8mb4",
     255: "utf8mb4", 28: "gbk", 87: "gbk", 13: "sjis", 88: "sjis", 95: "cp932", 96: "cp932",
 }
-_MYSQL_USE = re.compile(r"\s*use\s+(`(?:[^`]|``)+`|[^\s;`]+)[\s;]*\Z", re.IGNORECASE | re.DOTALL)
-_MYSQL_NAMES = re.compile(
-    r"\s*set\s+(?:names|character\s+set|charset)\s+['\"`]?([A-Za-z0-9_]+)", re.IGNORECASE)
 # SET [SESSION|LOCAL|@@session.|@@]sql_mode = 'literal' (the only form whose effect dbguard can know).
 _MYSQL_SQL_MODE = re.compile(
     r"\s*set\s+(?:session\s+|local\s+|@@session\.|@@local\.|@@)?sql_mode\s*:?=\s*(?:'([^'\\]*)'|\"([^\"\\]*)\")[\s;]*\Z",
     re.IGNORECASE | re.DOTALL)
-# An sql_mode set to a value dbguard cannot read would let the server lex later statements
-# differently from the analyser (ANSI_QUOTES turns "a\"" into an identifier that ends early).
-_UNKNOWN_SQL_MODE = Decision(
+# The server says the session runs in an sql_mode dbguard cannot read (e.g. MariaDB's ORACLE):
+# nothing is analysable except the plain SET back to a known one.
+_UNREADABLE_SERVER_MODE = Decision(
     Action.BLOCK, ("dbguard.sql_mode",),
-    reason="dbguard: blocked: sql_mode can be changed through the proxy only to a literal list of known modes",
-    hint="Set sql_mode to a quoted literal, e.g. SET sql_mode = 'STRICT_TRANS_TABLES,ANSI_QUOTES'.",
+    reason="dbguard: blocked: the session's sql_mode is one dbguard cannot read",
+    hint="Set sql_mode to a quoted literal of known modes first, e.g. SET sql_mode = 'STRICT_TRANS_TABLES'.",
     details={"rule": "dbguard.sql_mode", "action": "block"},
 )
-_MYSQL_CHARSET_VAR = re.compile(
-    r"character_set_client\s*:?=\s*['\"`]?([A-Za-z0-9_]+)", re.IGNORECASE)
 
 
 def mysql_encoding(charset: str) -> str:
@@ -397,9 +437,14 @@ class MysqlSessionGate:
     """One MySQL session's decision point (implements model.SessionGate).
 
     Decodes with the session's client character set, strictly; analyses with the MySQL
-    dialect and the current database; caches decisions by exact text only (per context).
-    Statements that change how later ones are read (USE, SET NAMES, SET sql_mode...) are
-    never cached and update the session's settings once allowed.
+    dialect and the current database. Caches decisions per context (identity, listener, parse
+    settings: current database and the sql_mode flags, client character set) as the PostgreSQL
+    gate does: by exact text; for COM_QUERY texts also by shape (`mysql_shape_key`: string
+    bodies emptied, integers as 0, only where literal extents are certain, and only analyses
+    that do not depend on literal values), with the digit key in front of it. Statements that
+    change how later ones are read (USE, SET NAMES, SET sql_mode...) are never cached; the gate
+    does not follow them itself: the session reads the state back from the server once they
+    have run (session.mysql_state_sync) and reports it through `server_parameter`.
     """
 
     def __init__(self, gate: PolicyGate, session: SessionInfo, startup: dict[str, str]) -> None:
@@ -410,6 +455,9 @@ class MysqlSessionGate:
         self._encoding = mysql_encoding(charset)
         self._ansi_quotes = False
         self._no_backslash_escapes = False
+        # The server reported an sql_mode dbguard cannot read (e.g. ORACLE): every text is refused
+        # until it reports one it can.
+        self._unreadable_mode = False
         self._refresh()
 
     def _refresh(self) -> None:
@@ -419,69 +467,72 @@ class MysqlSessionGate:
         self._policy = self._gate.policy
         info = self._session
         key = ("mysql", info.identity, info.listener, self._settings, self._encoding)
-        self._exact = self._gate.caches_for(key)[0]
+        self._exact, self._shapes, self._digit_keys = self._gate.caches_for(key)
 
     def server_parameter(self, name: str, value: str) -> None:
+        """What the server says the session's state is (session.mysql_state_sync): authoritative,
+        replacing whatever the gate followed from the statements themselves."""
         if name == "database":
             self._database = value
-            self._refresh()
         elif name in ("charset", "character_set_client"):
             self._encoding = mysql_encoding(value)
-            self._refresh()
+        elif name == "sql_mode":
+            flags = sql_mode_flags(value)
+            self._unreadable_mode = flags is None
+            if flags is not None:
+                self._ansi_quotes, self._no_backslash_escapes = flags
+        else:
+            return
+        self._refresh()
 
     def decide(self, sql: bytes, source: StatementSource, name: str) -> Decision:
         if self._policy is not self._gate.policy:
             self._refresh()  # the policy was reloaded: its own caches
+        if self._unreadable_mode and not self._plain_sql_mode_set(sql):
+            return _UNREADABLE_SERVER_MODE
         decision = self._exact.get(sql)
         if decision is not None:
             return decision
+        shape = None
+        if source is StatementSource.SIMPLE_QUERY and len(sql) <= MAX_CACHED_TEXT:
+            digit_key = sql.translate(_DIGITS_TO_ZERO)
+            decision = self._digit_keys.get(digit_key)
+            if decision is not None:
+                return decision
+            shape = mysql_shape_key(sql, self._no_backslash_escapes)
+            if shape is not None:
+                decision = self._shapes.get(shape)
+                if decision is not None:
+                    if not _MYSQL_DIGIT_KEPT.search(sql):
+                        self._digit_keys.put(digit_key, decision)
+                    return decision
         infos = self._gate.analysis(sql, self._settings, self._encoding)
         decision = _render(evaluate(self._policy, infos, self._session), infos)
         if decision.action is not Action.ALLOW and decision.enforced:
             return decision
         if any(info.changes_parsing for info in infos):
-            if any(self._sql_mode_unknown(info) for info in infos):
-                return _UNKNOWN_SQL_MODE
-            self._apply_state(infos)
+            # Never cached, never followed here: the session reads sql_mode, the character set
+            # and the database back from the server once it has run (server_parameter).
+            pass
         elif len(sql) <= MAX_CACHED_TEXT:
             self._exact.put(sql, decision)
+            if shape is not None and not any(
+                info.literal_sensitive or not info.kinds <= _SHAPE_KINDS for info in infos
+            ):
+                self._shapes.put(shape, decision)
+                if not _MYSQL_DIGIT_KEPT.search(sql):
+                    self._digit_keys.put(sql.translate(_DIGITS_TO_ZERO), decision)
         return decision
 
     @staticmethod
-    def _sql_mode_unknown(info: StatementInfo) -> bool:
-        """A SET of sql_mode or of the client character set to a value dbguard cannot read."""
-        if StatementKind.SET not in info.kinds:
+    def _plain_sql_mode_set(sql: bytes) -> bool:
+        """`SET sql_mode = 'known,modes'` alone: ASCII that lexes the same in every sql_mode."""
+        if not sql.isascii():
             return False
-        text = info.text.lower()
-        if "sql_mode" in text:
-            match = _MYSQL_SQL_MODE.match(info.text)
-            if match is None or sql_mode_flags(match.group(1) or match.group(2) or "") is None:
-                return True
-        if "character_set_client" in text and not _MYSQL_CHARSET_VAR.search(info.text):
-            return True
-        return bool(re.match(r"\s*set\s+(names|character\s+set|charset)\b", text)) and not _MYSQL_NAMES.match(
-            info.text)
-
-    def _apply_state(self, infos: tuple[StatementInfo, ...]) -> None:
-        for info in infos:
-            if StatementKind.USE in info.kinds:
-                match = _MYSQL_USE.match(info.text)
-                if match:
-                    name = match.group(1)
-                    if name.startswith("`"):
-                        name = name[1:-1].replace("``", "`")
-                    self._database = name
-            if StatementKind.SET in info.kinds:
-                names = _MYSQL_NAMES.match(info.text) or _MYSQL_CHARSET_VAR.search(info.text)
-                if names:
-                    self._encoding = mysql_encoding(names.group(1))
-                mode = _MYSQL_SQL_MODE.match(info.text)
-                flags = sql_mode_flags(mode.group(1) or mode.group(2) or "") if mode else None
-                if flags is not None:
-                    self._ansi_quotes, self._no_backslash_escapes = flags
-        self._refresh()
+        match = _MYSQL_SQL_MODE.match(sql.decode("ascii"))
+        return match is not None and sql_mode_flags(match.group(1) or match.group(2) or "") is not None
 
 
 __all__ = ["MYSQL_ENCODINGS", "PG_ENCODINGS", "MysqlPolicyGate", "MysqlSessionGate", "PgSessionGate", "PolicyGate",
-           "mysql_encoding",
+           "mysql_encoding", "mysql_shape_key",
            "pg_shape"]

@@ -48,6 +48,7 @@ from dbguard.session.mysql_actions import (
     MysqlSessionAction,
     MysqlStartClientTls,
 )
+from dbguard.session.mysql_state_sync import STATE_QUERY, StateQueryFailed, StateReader
 from dbguard.session.mysql_upstream_login import (
     ERRNO_UPSTREAM_REFUSED,
     SQLSTATE_REJECTED,
@@ -148,6 +149,8 @@ class _Response:
     init_db: bytes | None = None
     # COM_CHANGE_USER's upstream reset ("reset" then "init-db"): swallowed, then the client's OK.
     change_user: str = ""
+    # dbguard's own STATE_QUERY (session.mysql_state_sync): its answer goes to the gate, not the client.
+    state: StateReader | None = None
 
 
 def _lenenc_status(payload: bytes) -> m.ServerStatus:
@@ -190,6 +193,15 @@ def _runs(decision: Decision) -> bool:
     return decision.action is Action.ALLOW or not decision.enforced
 
 
+@dataclass(slots=True)
+class PreparedStatement:
+    """A statement the client prepared through this session: its text and the gate's decision,
+    taken again when the policy is reloaded."""
+
+    sql: bytes
+    decision: Decision
+
+
 class MysqlSession:
     """One client connection and its upstream connection."""
 
@@ -208,7 +220,8 @@ class MysqlSession:
         self.server_status = m.ServerStatus.AUTOCOMMIT
         self.close_reason: str | None = None
         self.database = ""
-        self.statements: dict[int, Decision] = {}  # prepared statement id -> its decision
+        self.statements: dict[int, PreparedStatement] = {}  # by the server's statement id
+        self.upstream_version: bytes | None = None  # from the server's greeting, once logged in
 
         self._throttle = throttle
         self._client = PacketReader(expected_sequence=1)
@@ -345,6 +358,14 @@ class MysqlSession:
 
     # ------------------------------------------------------------------ helpers
 
+    def revalidate(self) -> None:
+        """The policy was reloaded: decide the session's prepared statements again, so that one
+        the new policy refuses can no longer be executed (COM_STMT_EXECUTE answers 1227)."""
+        if self.gate is None or self.phase is not Phase.READY:
+            return
+        for prepared in self.statements.values():
+            prepared.decision = self._decide(prepared.sql, StatementSource.PARSE)
+
     def _send_client(self, payload: bytes, out: list[MysqlSessionAction], *, seq: int | None = None) -> None:
         data, self._client_seq = encode_packets(payload, self._client_seq if seq is None else seq)
         out.append(SendClient(data))
@@ -404,10 +425,18 @@ class MysqlSession:
             out.append(MysqlStartClientTls(self._client.take_rest()))
             return
         if msg.capabilities & C.COMPRESS:
-            raise ProtocolViolation("compression was not offered")
+            # Not offered in the greeting (dbguard must read every packet); some clients ask anyway.
+            self._close(out, "client asked for compression", self._err(
+                ER_NOT_SUPPORTED, "08004",
+                "dbguard: protocol compression is not supported through the proxy; connect without it"))
+            return
         if self.settings.tls_required and not self.client_tls:
+            # MySQL's answer under require_secure_transport: ER_SECURE_TRANSPORT_REQUIRED.
+            log.info("session.tls_required", extra={"client": self.client_address, "listener": self.settings.name})
             self._close(out, "TLS required", self._err(
-                ER_INSECURE_TRANSPORT, "HY000", "dbguard: connections without TLS are not accepted by this listener"))
+                ER_INSECURE_TRANSPORT, "HY000",
+                "dbguard: connections using insecure transport are prohibited on this listener (tls require: "
+                "true); connect with TLS"))
             return
         self._handshake = msg
         self.capabilities = msg.capabilities & (PROXY_CAPABILITIES | C.SSL)
@@ -416,8 +445,11 @@ class MysqlSession:
         self._entry = self.settings.identities.get(self._user)
         plugin = msg.auth_plugin_name if msg.capabilities & C.PLUGIN_AUTH else auth.MYSQL_NATIVE_PASSWORD
         self.phase = Phase.CLIENT_AUTH
-        if plugin == self.settings.default_auth_plugin or plugin in (
-                auth.MYSQL_NATIVE_PASSWORD, auth.CACHING_SHA2_PASSWORD):
+        # libmysqlclient answers with an empty response when its plugin is not the greeting's
+        # (the nonce was not meant for it) and waits for an auth switch, as MySQL servers send.
+        not_for_us = not msg.auth_response and plugin != self.settings.default_auth_plugin
+        if not not_for_us and (plugin == self.settings.default_auth_plugin or plugin in (
+                auth.MYSQL_NATIVE_PASSWORD, auth.CACHING_SHA2_PASSWORD)):
             assert plugin is not None
             self._plugin = plugin
             self._check_scramble(msg.auth_response, out)
@@ -542,6 +574,7 @@ class MysqlSession:
             return
         # The client's view of the session: what both it and the server can do.
         self.capabilities = self.capabilities & (outcome.capabilities | C.SSL | C.CONNECT_WITH_DB)
+        self.upstream_version = outcome.greeting.server_version
         self.server_status = outcome.status
         self._open_gate()
         ok = m.OkPacket(status_flags=outcome.status)
@@ -551,6 +584,7 @@ class MysqlSession:
         self._client.expect(0)
         log.info("session.started", extra={"session": self.session_id, "user": self._user,
                                            "listener": self.settings.name})
+        self._start_state_sync(out)  # the server's sql_mode may not be the default
         if outcome.rest:
             self._upstream.feed(outcome.rest)
             self._drain_upstream(out)
@@ -627,12 +661,19 @@ class MysqlSession:
                 return
             if cmd == m.Command.STMT_CLOSE:
                 del self.statements[stmt_id]
+            elif cmd == m.Command.STMT_EXECUTE and not _runs(self.statements[stmt_id].decision):
+                # Prepared under an earlier policy that the reloaded one refuses (`revalidate`).
+                self._refuse(out, ER_SPECIFIC_ACCESS_DENIED, "42000",
+                             refusal_message(self.statements[stmt_id].decision))
+                return
             self._forward(packet, out)
             if cmd in (m.Command.STMT_CLOSE, m.Command.STMT_SEND_LONG_DATA):
                 self._client.expect(0)
                 return
             mode = {m.Command.STMT_EXECUTE: _Mode.FIRST, m.Command.STMT_FETCH: _Mode.ROWS}.get(cmd, _Mode.SINGLE)
-            self._response = _Response(code, mode)
+            # EXECUTE carries its statement's decision: a prepared SET or USE is a barrier too.
+            self._response = _Response(code, mode, decision=self.statements[stmt_id].decision
+                                       if cmd == m.Command.STMT_EXECUTE else None)
             return
         if cmd in (m.Command.PING, m.Command.STATISTICS, m.Command.SET_OPTION, m.Command.RESET_CONNECTION,
                    m.Command.INIT_DB, m.Command.FIELD_LIST, m.Command.QUIT):
@@ -722,6 +763,8 @@ class MysqlSession:
                 raise ProtocolViolation("upstream packet with no command outstanding")
             if resp.change_user:
                 done = self._on_change_user_reply(resp, packet, out)
+            elif resp.state is not None:
+                done = self._on_state_packet(resp.state, packet.payload, out)
             else:
                 done = self._on_response_packet(resp, packet, out, relay)
             if done:
@@ -729,11 +772,48 @@ class MysqlSession:
                 self._finish(out)
                 if self.phase is Phase.CLOSED:
                     return
+                if self._state_may_have_changed(resp):
+                    self._start_state_sync(out)
                 # The next client command may be waiting in the reader.
                 self._drain_client_safely(out)
         self._finish_relay(relay, out)
         if self._response is not None and self._response.mode is _Mode.INFILE_UPLOAD:
             self._drain_client_safely(out)
+
+    @staticmethod
+    def _state_may_have_changed(resp: _Response) -> bool:
+        """Whether the finished command may have changed sql_mode, the client character set or
+        the current database in ways the gate cannot know for sure (see `mysql_state_sync`)."""
+        if resp.state is not None:
+            return False
+        if resp.change_user or resp.command == m.Command.RESET_CONNECTION:
+            return True
+        return resp.decision is not None and resp.decision.barrier
+
+    def _start_state_sync(self, out: list[MysqlSessionAction]) -> None:
+        """Ask the server for the state the gate reads text with; the client's next command
+        waits in the reader until the answer is in."""
+        self._response = _Response(m.Command.QUERY, _Mode.SINGLE,
+                                   state=StateReader(deprecate_eof=bool(self.capabilities & C.DEPRECATE_EOF)))
+        out.append(SendUpstream(_frame(STATE_QUERY, 0)))
+        self._upstream.expect(1)
+
+    def _on_state_packet(self, reader: StateReader, payload: bytes, out: list[MysqlSessionAction]) -> bool:
+        try:
+            state = reader.feed(payload)
+        except StateQueryFailed as exc:
+            # Fail closed: without the server's sql_mode the gate could misread the next text.
+            self._close(out, f"session state query failed: {exc}", self._err(
+                ER_SERVER_SHUTDOWN, _S_PROTOCOL, "dbguard: could not read the session's sql_mode from the server"))
+            return True
+        if state is None:
+            return False
+        if self.gate is not None:
+            self.gate.server_parameter("sql_mode", state.sql_mode)
+            self.gate.server_parameter("character_set_client", state.character_set_client)
+            self.gate.server_parameter("database", state.database)
+        self.database = state.database
+        return True
 
     def _drain_client_safely(self, out: list[MysqlSessionAction]) -> None:
         try:
@@ -795,7 +875,7 @@ class MysqlSession:
             if cmd == m.Command.STMT_PREPARE and m.is_ok(payload):
                 ok = m.StmtPrepareOk.decode(payload)
                 assert resp.decision is not None
-                self.statements[ok.statement_id] = resp.decision
+                self.statements[ok.statement_id] = PreparedStatement(resp.sql, resp.decision)
                 resp.remaining = ok.num_params + ok.num_columns
                 resp.eofs = 0 if deprecate_eof else (ok.num_params > 0) + (ok.num_columns > 0)
                 resp.mode = _Mode.PREPARE_DEFS

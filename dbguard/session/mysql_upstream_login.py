@@ -39,6 +39,17 @@ _AUTH_EXCHANGES = 8  # auth switches / more-data rounds before the server is con
 
 ERRNO_UPSTREAM_REFUSED = 1043  # ER_HANDSHAKE_ERROR, sent with SQLSTATE 08004
 SQLSTATE_REJECTED = "08004"
+# Server errors that say the service account's credentials or rights are wrong: the client is told
+# only that dbguard's login was refused (the account and its problem are the operator's business,
+# and are logged); any other login error (unknown database, too many connections...) is relayed.
+_CREDENTIAL_ERRNOS = frozenset({
+    1044,  # ER_DBACCESS_DENIED_ERROR
+    1045,  # ER_ACCESS_DENIED_ERROR
+    1251,  # ER_NOT_SUPPORTED_AUTH_MODE
+    1698,  # ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+    1820, 1862,  # password expired
+    3118, 4151,  # account locked (MySQL, MariaDB)
+})
 
 
 class Step(enum.Enum):
@@ -139,18 +150,24 @@ class UpstreamLogin:
         self._reader.expect(self._seq)
         out.append(SendUpstream(data))
 
-    def _refused(self, reason: str, server_message: str = "") -> UpstreamRefused:
+    def _refused(self, reason: str) -> UpstreamRefused:
         log.warning("session.upstream_login_failed", extra={"reason": reason, "upstream": self.upstream.host})
-        detail = f": {server_message}" if server_message else ""
         return UpstreamRefused(reason, m.err(
-            ERRNO_UPSTREAM_REFUSED, SQLSTATE_REJECTED,
-            f"dbguard: the upstream server refused the proxy's connection{detail}"))
+            ERRNO_UPSTREAM_REFUSED, SQLSTATE_REJECTED, "dbguard: the upstream server refused the proxy's connection"))
 
     def _on_packet(self, payload: bytes, out: LoginActions) -> LoginOutcome:
         if m.is_err(payload):
             e = m.ErrPacket.decode(payload)
             text = e.message.decode("utf-8", "replace")
-            return self._refused(f"upstream error {e.errno} during login: {text}", f"{text} (errno={e.errno})")
+            refused = self._refused(f"upstream error {e.errno} during login: {text}")
+            if e.errno in _CREDENTIAL_ERRNOS:
+                return UpstreamRefused(refused.reason, m.err(
+                    ERRNO_UPSTREAM_REFUSED, SQLSTATE_REJECTED,
+                    f"dbguard: the database server rejected dbguard's credentials (server errno {e.errno})"))
+            # Relayed as the server sent it, with the service account's name taken out.
+            account = self.upstream.user
+            shown = text.replace(account, "<dbguard service account>") if account else text
+            return UpstreamRefused(refused.reason, m.ErrPacket(e.errno, e.sqlstate, shown.encode("utf-8")))
         if self.step is Step.GREETING:
             return self._on_greeting(payload, out)
         if self.step is not Step.AUTH:

@@ -67,7 +67,7 @@ statement; features in brackets:
 | EXPLAIN / DESCRIBE stmt, MariaDB ANALYZE stmt          | explain + inner                           |
 | DESCRIBE t, EXPLAIN t                                  | explain (reads t)                         |
 | USE db                                                 | use [session_change]; changes_parsing     |
-| PREPARE s FROM 'text' / FROM @var                      | prepare (+ inner for a literal) [dynamic_sql]; `prepares` |
+| PREPARE s FROM 'text' (FROM @var: unparseable)         | prepare + inner [dynamic_sql]; `prepares` |
 | EXECUTE s [USING ...]                                  | execute; `executes`; changes_parsing      |
 | EXECUTE IMMEDIATE 'text' (MariaDB)                     | execute + inner [dynamic_sql]; not a literal: unparseable |
 | DEALLOCATE PREPARE s, DROP PREPARE s                   | prepare; `deallocates`                    |
@@ -75,7 +75,7 @@ statement; features in brackets:
 | DO expr (MySQL's: evaluates expressions)               | other (+ select for subqueries)           |
 | BEGIN NOT ATOMIC ... END (MariaDB anonymous block)     | do [untrusted_code]                       |
 | LOAD DATA / LOAD XML [LOCAL] INFILE ... [REPLACE]      | load, insert (+ delete) [file_access]     |
-| HANDLER t READ / HANDLER t OPEN, CLOSE                 | select (reads t) / other                  |
+| HANDLER t OPEN, HANDLER t READ / HANDLER t CLOSE       | select (reads t) / other                  |
 | LOCK / UNLOCK TABLES, CACHE INDEX, LOAD INDEX, HELP, SIGNAL, RESIGNAL, GET DIAGNOSTICS | other |
 | ANALYZE / CHECK / CHECKSUM (reads), OPTIMIZE / REPAIR (writes) TABLE | other               |
 | KILL, SHUTDOWN, RESTART, FLUSH, RESET, PURGE, CHANGE MASTER / REPLICATION,              |  |
@@ -1973,10 +1973,9 @@ def _prepare(tokens: Sequence[Token], facts: _Facts) -> None:
     facts.prepares = _statement_name(cursor)
     cursor.expect("FROM")
     if cursor.punct("@"):
-        cursor.name()
-        cursor.end()
-        facts.note("statement text from a user variable: not visible here")
-        return
+        # The text is only known to the server, and EXECUTE would run it whatever it is: fail
+        # closed here, as for EXECUTE IMMEDIATE of a computed text.
+        raise _Unparseable("PREPARE of a text computed at run time (a user variable)")
     text = cursor.string()
     cursor.end()
     _inner(text, facts, "PREPARE")
@@ -2104,7 +2103,12 @@ def _handler(tokens: Sequence[Token], facts: _Facts) -> None:
     table = facts.table_from_parts(cursor.name())
     action = cursor.accept_any("OPEN", "READ", "CLOSE")
     facts.command = f"HANDLER {action}".strip()
-    if action == "READ":
+    if action == "OPEN":
+        # Opening is what reads need: `HANDLER secrets OPEN AS h` then `HANDLER h READ` reads
+        # secrets under another name, so the OPEN is where the table shows.
+        facts.kind(_K.SELECT)
+        facts.reads.add(table)
+    elif action == "READ":
         facts.kind(_K.SELECT)
         facts.reads.add(table)
         where = _find_keyword(tokens, "WHERE")

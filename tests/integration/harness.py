@@ -112,11 +112,12 @@ def write_config(
     identities: Sequence[tuple[str, str, str, Sequence[str]]] = DEFAULT_IDENTITIES,
     listener_extra: Mapping[str, object] | None = None,
     extra_yaml: str = "",
+    protocol: str = "postgres",
 ) -> Path:
     lines = [
         "listeners:",
-        "  - name: app-pg",
-        "    protocol: postgres",
+        f"  - name: app-{'pg' if protocol == 'postgres' else protocol}",
+        f"    protocol: {protocol}",
         f"    listen: 127.0.0.1:{port}",
         f"    upstream: {upstream_dsn}",
     ]
@@ -141,10 +142,11 @@ def start_proxy(
     env: Mapping[str, str] | None = None,
     timeout: float = 20.0,
     log_level: str = "debug",
+    protocol: str = "postgres",
 ) -> ProxyProcess:
     port = free_port()
     config = write_config(directory, upstream_dsn, port=port, identities=identities,
-                          listener_extra=listener_extra, extra_yaml=extra_yaml)
+                          listener_extra=listener_extra, extra_yaml=extra_yaml, protocol=protocol)
     log_path = directory / "dbguard.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(

@@ -8,12 +8,8 @@ connection stays usable), a BLOB larger than one 16 MiB packet, and the CLI.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -22,37 +18,10 @@ import pytest
 from pymysql.constants import CLIENT
 
 from dbguard.devdb.mariadb import ThrowawayMariaDB
-from tests.integration.harness import REPO_ROOT, ProxyProcess, free_port, wait_for_port
+from tests.integration.harness import ProxyProcess
+from tests.integration.mysql_harness import connect, serve_in_front_of
 
 pytestmark = pytest.mark.integration
-
-IDENTITIES = (("copilot", "agent", "copilot-secret"), ("alice", "human", "alice-secret"))
-RULES = """
-defaults: {action: allow, on_parse_error: block}
-rules:
-  - id: no-drop
-    description: nobody drops through the proxy
-    when: {statement: [drop]}
-    action: block
-"""
-
-
-def write_mysql_config(directory: Path, upstream_dsn: str, port: int) -> Path:
-    lines = [
-        "listeners:",
-        "  - name: app-mysql",
-        "    protocol: mysql",
-        f"    listen: 127.0.0.1:{port}",
-        f"    upstream: {upstream_dsn}",
-        "identities:",
-    ]
-    for name, kind, secret in IDENTITIES:
-        lines += [f"  - name: {name}", f"    kind: {kind}", f"    secret: {secret}"]
-    lines.append("rules: rules.yaml")
-    (directory / "rules.yaml").write_text(RULES, encoding="utf-8")
-    path = directory / "dbguard.yaml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +36,7 @@ def mysql_proxy(mariadb_server: ThrowawayMariaDB) -> Iterator[ProxyProcess]:
         cur.execute("SET GLOBAL max_allowed_packet = 67108864")
     root.close()
     try:
-        yield from _serve_in_front_of(mariadb_server)
+        yield from serve_in_front_of(mariadb_server)
     finally:
         # The server is shared by the session: leave `app` empty and the setting as found.
         root = pymysql.connect(**mariadb_server.connect_kwargs(user="root"))
@@ -75,37 +44,6 @@ def mysql_proxy(mariadb_server: ThrowawayMariaDB) -> Iterator[ProxyProcess]:
             cur.execute("DROP TABLE IF EXISTS app.t, app.blobs")
             cur.execute(f"SET GLOBAL max_allowed_packet = {original_max_packet}")
         root.close()
-
-
-def _serve_in_front_of(mariadb_server: ThrowawayMariaDB) -> Iterator[ProxyProcess]:
-    with tempfile.TemporaryDirectory(prefix="dbguard-mysql-proxy-") as tmp:
-        directory = Path(tmp)
-        port = free_port()
-        config = write_mysql_config(directory, mariadb_server.dsn(), port)
-        log_path = directory / "dbguard.log"
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "dbguard", "serve", "-c", str(config), "--log-level", "debug"],
-                cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=dict(os.environ))
-        proxy = ProxyProcess(config, port, proc, log_path, {name: secret for name, _, secret in IDENTITIES})
-        try:
-            wait_for_port("127.0.0.1", port, 20.0, proc)
-        except (RuntimeError, TimeoutError) as exc:
-            proxy.stop()
-            raise RuntimeError(f"dbguard serve did not start: {exc}\n{proxy.log()}") from exc
-        try:
-            yield proxy
-        finally:
-            status = proxy.stop()
-        assert status == 0, proxy.log()[-3000:]
-        assert "Traceback" not in proxy.log(), proxy.log()[-5000:]
-
-
-def connect(proxy: ProxyProcess, user: str = "copilot", password: str | None = None,
-            **kwargs: Any) -> pymysql.connections.Connection[Any]:
-    secret = proxy.secrets.get(user, "") if password is None else password
-    return pymysql.connect(host=proxy.host, port=proxy.port, user=user, password=secret, database="app",
-                           connect_timeout=10, **kwargs)
 
 
 class _AnswersWith(pymysql.connections.Connection):
@@ -252,52 +190,3 @@ def test_use_changes_what_unqualified_names_mean(mysql_proxy: ProxyProcess,
             cur.execute("DROP TABLE app.t")
         assert info.value.args[0] == 1227
     conn.close()
-
-
-def test_mysql_session_gate_decodes_and_tracks_state() -> None:
-    from dbguard.model import Identity, IdentityKind, SessionInfo, StatementSource
-    from dbguard.policy.gate import MysqlPolicyGate, PolicyGate
-    from dbguard.policy.rules import parse_policy_text
-
-    policy = parse_policy_text("""
-defaults: {action: allow, on_parse_error: block}
-rules:
-  - id: no-app-writes
-    description: app is read-only
-    when: {statement: [insert], tables: ["app.*"]}
-    action: block
-""")
-    gate = MysqlPolicyGate(PolicyGate(policy))
-    info = SessionInfo("s1", "app-mysql", "mysql", Identity("copilot", IdentityKind.AGENT), "127.0.0.1:1", "app")
-    session = gate.open(info, {"database": "app", "user": "copilot"})
-    q = StatementSource.SIMPLE_QUERY
-    assert session.decide(b"INSERT INTO t VALUES (1)", q, "").action.value == "block"
-    assert session.decide(b"INSERT INTO t VALUES (1)", q, "").action.value == "block"
-    assert session.decide(b"SELECT 1", q, "").action.value == "allow"
-    # Not valid utf-8: refused (fail closed), never guessed.
-    assert session.decide(b"SELECT '\xff\xfe'", q, "").action.value == "block"
-    assert session.decide(b"USE other", q, "").action.value == "allow"
-    assert session.decide(b"INSERT INTO t VALUES (1)", q, "").action.value == "allow"
-    assert session.decide(b"INSERT INTO app.t VALUES (1)", q, "").action.value == "block"
-    # latin1 is cp1252 to MySQL: the same bytes now decode.
-    assert session.decide(b"SET NAMES latin1", q, "").action.value == "allow"
-    assert session.decide(b"SELECT '\xe9'", q, "").action.value == "allow"
-    # An unknown character set: strict ASCII.
-    assert session.decide(b"SET NAMES klingon", q, "").action.value == "allow"
-    assert session.decide(b"SELECT '\xe9'", q, "").action.value == "block"
-
-
-def test_tls_towards_mysql_clients_is_refused_in_the_config(tmp_path: Path) -> None:
-    (tmp_path / "proxy.pem").write_text("not used\n", encoding="utf-8")
-    (tmp_path / "proxy.key").write_text("not used\n", encoding="utf-8")
-    config = tmp_path / "dbguard.yaml"
-    config.write_text(
-        "listeners:\n  - name: app-mysql\n    protocol: mysql\n"
-        f"    listen: 127.0.0.1:{free_port()}\n    upstream: mysql://u:p@127.0.0.1:3306/app\n"
-        "    tls: {cert: proxy.pem, key: proxy.key}\n"
-        "identities:\n  - name: copilot\n    kind: agent\n    secret: s\n", encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "dbguard", "serve", "-c", str(config)],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False)
-    assert result.returncode == 2
-    assert "listeners[0].tls" in result.stderr
-    assert "not available for protocol mysql" in result.stderr

@@ -1,7 +1,7 @@
 """Unit tests for dbguard.session.mysql: the MysqlSession state machine driven purely, no sockets.
 
 A fake client and a fake upstream are played with the codec's own encoders, byte by byte.
-Covers: the greeting (capabilities, no COMPRESS, SSL only with TLS), client login with
+Covers: the greeting (capabilities, no COMPRESS and a clear refusal of it, SSL only with TLS), client login with
 mysql_native_password, caching_sha2_password fast path and RSA full authentication, an auth
 switch, wrong secret for known and unknown names answered alike (1045 after a throttling
 Sleep), the upstream login (native, caching_sha2 full auth with the RSA key request, an
@@ -31,6 +31,7 @@ from dbguard.session.mysql_actions import (
     MysqlSessionAction,
     MysqlStartClientTls,
 )
+from dbguard.session.mysql_state_sync import STATE_QUERY, ServerSessionState, StateReader
 from dbguard.session.pg_actions import (
     Close,
     ConnectUpstream,
@@ -44,7 +45,7 @@ from dbguard.session.pg_actions import (
 from dbguard.session.throttle import LoginThrottle
 from dbguard.wire.mysql import auth
 from dbguard.wire.mysql import messages as m
-from dbguard.wire.mysql.packets import Packet, PacketReader, encode_packets
+from dbguard.wire.mysql.packets import Packet, PacketReader, ProtocolViolation, encode_packets
 
 C = m.Capability
 CLIENT_USER = "copilot"
@@ -120,10 +121,28 @@ def single_err(data: bytes) -> tuple[int, m.ErrPacket]:
     return p.sequence_id, m.ErrPacket.decode(p.payload)
 
 
+STATE_QUERY_FRAME = pkt(STATE_QUERY, 0)
+
+
+def state_answer(sql_mode: bytes, charset: bytes = b"utf8mb4", database: bytes | None = b"shop",
+                 *, deprecate_eof: bool = True) -> bytes:
+    """A server's answer to dbguard's session state query."""
+    payloads = [m.encode_column_count(3), COLDEF, COLDEF, COLDEF]
+    if not deprecate_eof:
+        payloads.append(m.EofPacket(0, m.ServerStatus.AUTOCOMMIT).encode())
+    payloads.append(m.encode_text_row([sql_mode, charset, database]))
+    payloads.append(OK_FE if deprecate_eof else m.EofPacket(0, m.ServerStatus.AUTOCOMMIT).encode())
+    return b"".join(pkt(p, i + 1) for i, p in enumerate(payloads))
+
+
 class Driver:
-    """Plays the asyncio driver: feeds bytes and events, records the greeting."""
+    """Plays the asyncio driver: feeds bytes and events, records the greeting. Plays the server's
+    part of dbguard's session state query too (answering with `server_state`), so that tests
+    see only the client's traffic; `state_queries` counts them."""
 
     def __init__(self, settings: MysqlListenerSettings | None = None, *, client_tls: bool = False) -> None:
+        self.server_state: tuple[bytes, bytes, bytes | None] = (b"STRICT_TRANS_TABLES", b"utf8mb4", b"shop")
+        self.state_queries = 0
         self.settings = settings or make_settings()
         self.throttle = LoginThrottle(clock=lambda: 1000.0)
         self.session = MysqlSession(self.settings, client_address=CLIENT_ADDRESS, throttle=self.throttle,
@@ -136,7 +155,17 @@ class Driver:
         return self.session.client_data(data)
 
     def upstream(self, data: bytes) -> list[MysqlSessionAction]:
-        return self.session.upstream_data(data)
+        return self._answer_state_queries(self.session.upstream_data(data))
+
+    def _answer_state_queries(self, actions: list[MysqlSessionAction]) -> list[MysqlSessionAction]:
+        out: list[MysqlSessionAction] = []
+        for action in actions:
+            if isinstance(action, SendUpstream) and action.data == STATE_QUERY_FRAME:
+                self.state_queries += 1
+                out += self._answer_state_queries(self.session.upstream_data(state_answer(*self.server_state)))
+            else:
+                out.append(action)
+        return out
 
 
 def handshake_response(d: Driver, secret: str = CLIENT_SECRET, user: str = CLIENT_USER,
@@ -303,6 +332,28 @@ def test_auth_switch_when_the_client_used_another_plugin() -> None:
     assert isinstance(actions[-1], ConnectUpstream)
 
 
+def test_empty_native_response_is_switched_not_refused() -> None:
+    """libmysqlclient (mysql-connector's C extension with auth_plugin=mysql_native_password)
+    names its plugin with an empty response when the greeting named another, and waits for an
+    auth switch: answering 1045 refused every such client."""
+    d = Driver()
+    resp = m.HandshakeResponse41(CLIENT_CAPS, 16 * 1024 * 1024, 45, CLIENT_USER.encode(), b"", b"shop",
+                                 auth.MYSQL_NATIVE_PASSWORD)
+    [p] = packets(to_client(d.client(pkt(resp.encode(), 1))))
+    assert p.sequence_id == 2
+    switch = m.AuthSwitchRequest.decode(p.payload)
+    assert switch.plugin_name == auth.CACHING_SHA2_PASSWORD
+    actions = d.client(pkt(auth.scramble_caching_sha2(CLIENT_SECRET.encode(), switch.plugin_data[:-1]), 3))
+    [p] = packets(to_client(actions))
+    assert (p.sequence_id, p.payload) == (4, b"\x01\x03")
+    assert isinstance(actions[-1], ConnectUpstream)
+    # An empty response for the greeting's own plugin is a wrong (empty) password, as before.
+    d = Driver()
+    resp = dataclasses.replace(resp, auth_plugin_name=auth.CACHING_SHA2_PASSWORD)
+    seq, err = single_err(to_client([a for a in d.client(pkt(resp.encode(), 1)) if not isinstance(a, Sleep)]))
+    assert (seq, err.errno) == (2, 1045)
+
+
 @pytest.mark.parametrize(("user", "secret", "plugin"), [
     (CLIENT_USER, "wrong", auth.CACHING_SHA2_PASSWORD),
     ("nobody", CLIENT_SECRET, auth.CACHING_SHA2_PASSWORD),
@@ -338,9 +389,21 @@ def test_upstream_refusing_the_login_gives_a_clear_error() -> None:
     assert [type(a) for a in actions] == [SendClient, Close]
     seq, e = single_err(to_client(actions))
     assert seq == 3
-    assert e.sqlstate == b"08004"
-    assert b"refused the proxy's connection" in e.message
-    assert b"errno=1045" in e.message
+    assert (e.errno, e.sqlstate) == (1043, b"08004")
+    assert e.message == b"dbguard: the database server rejected dbguard's credentials (server errno 1045)"
+
+
+def test_other_upstream_login_errors_are_relayed_without_the_service_account() -> None:
+    d = Driver()
+    client_login(d)
+    d.session.upstream_connected()
+    d.upstream(server_greeting())
+    message = f"User '{UPSTREAM_USER}' has exceeded the 'max_user_connections' resource"
+    actions = d.upstream(pkt(m.err(1226, "42000", message).encode(), 2))
+    _, e = single_err(to_client(actions))
+    assert (e.errno, e.sqlstate) == (1226, b"42000")
+    assert UPSTREAM_USER.encode() not in e.message
+    assert b"<dbguard service account>" in e.message
 
 
 def test_malformed_handshake_response_closes() -> None:
@@ -486,6 +549,11 @@ def test_execute_of_unknown_statement_is_refused() -> None:
 @pytest.mark.parametrize(("payload", "errno"), [
     (m.ComProcessKill(5).encode(), 1235),
     (b"\x12" + b"\x00" * 10, 1235),  # COM_BINLOG_DUMP
+    (b"\x06app", 1235),  # COM_DROP_DB: drops a database without any SQL text
+    (b"\x05newdb", 1235),  # COM_CREATE_DB
+    (b"\x08\x00", 1235),  # COM_SHUTDOWN
+    (b"\x07\x01", 1235),  # COM_REFRESH
+    (b"\xfa\x01\x00\x00\x00", 1235),  # MariaDB's COM_STMT_BULK_EXECUTE
     (b"\xee", 1047),
 ])
 def test_refused_commands_keep_the_session(payload: bytes, errno: int) -> None:
@@ -690,7 +758,10 @@ def test_change_user_reauthenticates_and_reopens_the_gate() -> None:
     actions = d.upstream(pkt(OK, 1))
     assert to_client(actions) == b""
     assert to_upstream(actions) == pkt(b"\x02reports", 0)  # COM_INIT_DB
+    d.server_state = (b"", b"utf8mb4", b"reports")
+    queries = d.state_queries
     [ok] = packets(to_client(d.upstream(pkt(OK, 1))))
+    assert d.state_queries == queries + 1  # the reset put the server's defaults back: read them
     assert ok.sequence_id == 4
     assert m.is_ok(ok.payload)
     assert d.session.identity == other
@@ -708,3 +779,114 @@ def test_change_user_with_a_wrong_secret_closes_with_1045() -> None:
     seq, e = single_err(to_client(actions))
     assert (seq, e.errno) == (3, 1045)
     assert d.session.identity is None
+
+
+# ----------------------------------------------------------------------------- session state sync
+
+
+class RecordsModeAtDecision(BlockDrops):
+    """Records the last sql_mode it was told of when each statement was decided."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes_at_decision: list[str | None] = []
+
+    def decide(self, sql: bytes, source: StatementSource, name: str) -> Decision:
+        modes = [value for key, value in self.params if key == "sql_mode"]
+        self.modes_at_decision.append(modes[-1] if modes else None)
+        return super().decide(sql, source, name)
+
+
+def test_login_reads_the_servers_sql_mode_before_the_first_command() -> None:
+    gate = RecordsModeAtDecision()
+    d = Driver(make_settings(gate))
+    d.server_state = (b"ANSI_QUOTES,NO_BACKSLASH_ESCAPES", b"gbk", None)
+    d.client(handshake_response(d) + query(b"SELECT 1"))
+    actions = upstream_login(d)
+    assert d.state_queries == 1
+    assert ("sql_mode", "ANSI_QUOTES,NO_BACKSLASH_ESCAPES") in gate.params
+    assert ("character_set_client", "gbk") in gate.params
+    # The pipelined query was decided only after the gate knew the server's modes.
+    assert gate.modes_at_decision == ["ANSI_QUOTES,NO_BACKSLASH_ESCAPES"]
+    assert gate.seen == [("SELECT 1", StatementSource.SIMPLE_QUERY)]
+    assert to_upstream(actions) == query(b"SELECT 1")
+    assert d.session.database == ""
+
+
+class BarrierOnSet(BlockDrops):
+    """Like BlockDrops, and SET statements change how later text reads (a barrier)."""
+
+    def decide(self, sql: bytes, source: StatementSource, name: str) -> Decision:
+        decision = super().decide(sql, source, name)
+        if sql.upper().startswith(b"SET "):
+            return dataclasses.replace(decision, barrier=True)
+        return decision
+
+
+def test_a_barrier_statement_is_followed_by_a_state_query_before_the_next_command() -> None:
+    gate = BarrierOnSet()
+    d = ready(gate)
+    before = d.state_queries
+    d.client(query(b"SET sql_mode = 'NO_BACKSLASH_ESCAPES'") + query(b"SELECT 2"))
+    d.server_state = (b"NO_BACKSLASH_ESCAPES", b"utf8mb4", b"shop")
+    actions = d.upstream(pkt(OK, 1))
+    assert d.state_queries == before + 1
+    assert gate.params[-3:] == [("sql_mode", "NO_BACKSLASH_ESCAPES"), ("character_set_client", "utf8mb4"),
+                                ("database", "shop")]
+    assert to_client(actions) == pkt(OK, 1)  # the state query's answer is not relayed
+    assert to_upstream(actions) == query(b"SELECT 2")
+    # A plain statement is not followed by one.
+    d.upstream(resultset())
+    assert d.state_queries == before + 1
+
+
+def test_a_prepared_set_syncs_after_prepare_and_after_each_execute() -> None:
+    gate = BarrierOnSet()
+    d = ready(gate)
+    before = d.state_queries
+    d.client(pkt(b"\x16SET sql_mode = 'ANSI_QUOTES'", 0))
+    d.upstream(pkt(m.StmtPrepareOk(5, 0, 0).encode(), 1))
+    assert d.state_queries == before + 1  # prepared only: the server's answer says nothing changed
+    d.client(pkt(m.ComStmtExecute(5, 0, 1).encode(), 0))
+    d.upstream(pkt(OK, 1))
+    assert d.state_queries == before + 2
+
+
+def test_a_failing_state_query_closes_the_session() -> None:
+    gate = BarrierOnSet()
+    d = ready(gate)
+    d.client(query(b"SET sql_mode = ''"))
+    actions = d.session.upstream_data(pkt(OK, 1))
+    assert to_upstream(actions) == STATE_QUERY_FRAME
+    actions = d.session.upstream_data(pkt(m.err(1105, "HY000", "boom").encode(), 1))
+    assert [type(a) for a in actions] == [SendClient, Close]
+    assert single_err(to_client(actions))[1].errno == 1053
+    assert d.session.phase is Phase.CLOSED
+
+
+def test_state_answer_without_deprecate_eof() -> None:
+    reader = StateReader(deprecate_eof=False)
+    results = [reader.feed(p.payload) for p in packets(state_answer(b"ANSI", b"latin1", None, deprecate_eof=False))]
+    assert results[:-1] == [None] * (len(results) - 1)
+    assert results[-1] == ServerSessionState("ANSI", "latin1", "")
+
+
+def test_state_answer_with_two_rows_is_a_protocol_violation() -> None:
+    reader = StateReader(deprecate_eof=True)
+    row = m.encode_text_row([b"", b"utf8mb4", None])
+    for payload in (m.encode_column_count(3), COLDEF, COLDEF, COLDEF, row):
+        assert reader.feed(payload) is None
+    with pytest.raises(ProtocolViolation):
+        reader.feed(row)
+
+
+def test_a_client_asking_for_compression_is_told_it_is_not_supported() -> None:
+    d = Driver()
+    resp = m.HandshakeResponse41(CLIENT_CAPS | C.COMPRESS, 16 * 1024 * 1024, 45, CLIENT_USER.encode(),
+                                 auth.scramble_caching_sha2(CLIENT_SECRET.encode(), d.greeting.nonce), b"shop",
+                                 auth.CACHING_SHA2_PASSWORD)
+    actions = d.client(pkt(resp.encode(), 1))
+    assert [type(a) for a in actions] == [SendClient, Close]
+    seq, e = single_err(to_client(actions))
+    assert (seq, e.errno, e.sqlstate) == (2, 1235, b"08004")
+    assert b"compression is not supported" in e.message

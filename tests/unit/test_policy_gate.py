@@ -221,23 +221,26 @@ def test_digit_key_never_serves_a_constant_where(policy: Policy) -> None:
     assert gate.decide(b"DELETE FROM scratch.t WHERE 2 = 2", Q, "").action is Action.BLOCK  # same digit key
 
 
-def test_mysql_sql_mode_is_followed_only_when_dbguard_can_read_it() -> None:
-    gate = MysqlPolicyGate(PolicyGate(Policy()))
-    mysql_session = SessionInfo("s2", "app-my", "mysql", Identity("copilot", IdentityKind.AGENT, ()), "h", "app")
-    session_gate = gate.open(mysql_session, {"database": "app"})
-    assert session_gate.decide(b"SET sql_mode = @x", Q, "").action is Action.BLOCK
-    assert session_gate.decide(b"SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')", Q, "").action is Action.BLOCK
-    assert session_gate.decide(b"SET sql_mode = 'ORACLE'", Q, "").action is Action.BLOCK
-    assert session_gate.decide(b"SET sql_mode = 'STRICT_TRANS_TABLES,ANSI_QUOTES'", Q, "").action is Action.ALLOW
-    # Under ANSI_QUOTES, "a\" is an identifier that ends at the second quote: the DROP is real.
-    trick = b'SELECT "a\\"; DROP TABLE t; -- "'
-    assert session_gate.decide(trick, Q, "").action is Action.ALLOW  # no rule against drop here...
+def test_mysql_sql_mode_statements_are_allowed_and_never_followed_by_the_gate_itself() -> None:
+    """A SET of sql_mode, literal or computed, is allowed (clients send them on connect); what it
+    did is learned from the server afterwards, never assumed from the text."""
     blocking = MysqlPolicyGate(PolicyGate(load_policy_text("rules:\n  - id: no-drop\n    when: {statement: [drop]}\n"
                                                           "    action: block\n")))
-    strict = blocking.open(mysql_session, {"database": "app"})
-    assert strict.decide(trick, Q, "").action is Action.ALLOW  # default mode: one string
-    strict.decide(b"SET sql_mode = 'ANSI_QUOTES'", Q, "")
-    assert strict.decide(trick, Q, "").action is Action.BLOCK  # ANSI_QUOTES: the DROP is seen
+    mysql_session = SessionInfo("s2", "app-my", "mysql", Identity("copilot", IdentityKind.AGENT, ()), "h", "app")
+    gate = blocking.open(mysql_session, {"database": "app"})
+    for sql in (b"SET sql_mode = @x", b"SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')",
+                b"set autocommit=1, sql_mode = concat(@@sql_mode,',STRICT_TRANS_TABLES')",
+                b"SET sql_mode = 'STRICT_TRANS_TABLES,ANSI_QUOTES'"):
+        decision = gate.decide(sql, Q, "")
+        assert decision.action is Action.ALLOW, sql
+        assert decision.barrier, sql  # the session reads the state back before the next command
+    # Under ANSI_QUOTES, "a\" is an identifier that ends at the second quote: the DROP is real.
+    trick = b'SELECT "a\\"; DROP TABLE t; -- "'
+    assert gate.decide(trick, Q, "").action is Action.ALLOW  # the server has not said otherwise
+    gate.server_parameter("sql_mode", "STRICT_TRANS_TABLES,ANSI_QUOTES")
+    assert gate.decide(trick, Q, "").action is Action.BLOCK
+    # In the same message, a computed sql_mode makes the rest unreadable: refused.
+    assert gate.decide(b"SET sql_mode = @x; SELECT 'a\\'; DROP TABLE t; -- '", Q, "").action is Action.BLOCK
 
 
 def load_policy_text(text: str) -> Policy:
@@ -249,11 +252,74 @@ def load_policy_text(text: str) -> Policy:
         return load_policy(path)
 
 
-def test_mysql_client_character_set_is_followed_only_when_literal() -> None:
-    gate = MysqlPolicyGate(PolicyGate(Policy()))
+def test_mysql_client_character_set_comes_from_the_server() -> None:
+    blocking = MysqlPolicyGate(PolicyGate(load_policy_text("rules:\n  - id: no-drop\n    when: {statement: [drop]}\n"
+                                                          "    action: block\n")))
     mysql_session = SessionInfo("s3", "app-my", "mysql", Identity("copilot", IdentityKind.AGENT, ()), "h", "app")
-    session_gate = gate.open(mysql_session, {"database": "app"})
-    assert session_gate.decide(b"SET character_set_client = @cs", Q, "").action is Action.BLOCK
-    assert session_gate.decide(b"SET NAMES gbk", Q, "").action is Action.ALLOW
-    # In GBK, 0x95 0x5C is one character: no backslash escapes the quote.
-    assert session_gate.decide(b"SELECT '\x95\x5c' , 1", Q, "").action is Action.ALLOW
+    gate = blocking.open(mysql_session, {"database": "app"})
+    # In GBK, 0x95 0x5C is one character: no backslash escapes the quote, so the DROP is real.
+    gbk_trick = b"SELECT '\x95\x5c'; DROP TABLE t; -- '"
+    assert gate.decide(gbk_trick, Q, "").action is Action.BLOCK  # not UTF-8: refused as undecodable
+    assert gate.decide(b"SET NAMES gbk", Q, "").barrier
+    gate.server_parameter("character_set_client", "gbk")
+    assert gate.decide(gbk_trick, Q, "").action is Action.BLOCK  # the DROP is seen
+    assert gate.decide(b"SELECT '\x95\x5c' , 1", Q, "").action is Action.ALLOW
+    gate.server_parameter("character_set_client", "no-such-charset")  # read as strict ASCII
+    assert gate.decide(b"SELECT '\x95\x5c' , 1", Q, "").action is Action.BLOCK
+
+
+def test_mysql_server_reported_sql_mode_is_what_text_is_read_with() -> None:
+    """The session reads sql_mode back from the server (session.mysql_state_sync); what it
+    reports replaces what the gate followed, e.g. a global default of ANSI_QUOTES."""
+    blocking = MysqlPolicyGate(PolicyGate(load_policy_text("rules:\n  - id: no-drop\n    when: {statement: [drop]}\n"
+                                                          "    action: block\n")))
+    mysql_session = SessionInfo("s4", "app-my", "mysql", Identity("copilot", IdentityKind.AGENT, ()), "h", "app")
+    gate = blocking.open(mysql_session, {"database": "app"})
+    trick = b'SELECT "a\\"; DROP TABLE t; -- "'
+    assert gate.decide(trick, Q, "").action is Action.ALLOW  # default mode: one string
+    gate.server_parameter("sql_mode", "ANSI_QUOTES,STRICT_TRANS_TABLES")
+    assert gate.decide(trick, Q, "").action is Action.BLOCK
+    # A SET the gate followed but the server did not apply (it failed, or was only prepared):
+    # the server's answer puts the gate back.
+    gate.decide(b"SET sql_mode = 'NO_BACKSLASH_ESCAPES'", Q, "")
+    gate.server_parameter("sql_mode", "STRICT_TRANS_TABLES")
+    escaped = b"SELECT 'x\\'; DROP TABLE t; -- '"  # backslash escapes on: the DROP is inside the string
+    assert gate.decide(escaped, Q, "").action is Action.ALLOW
+    gate.server_parameter("sql_mode", "NO_BACKSLASH_ESCAPES")
+    assert gate.decide(escaped, Q, "").action is Action.BLOCK
+
+
+def test_mysql_unreadable_server_sql_mode_refuses_all_but_setting_it_back() -> None:
+    gate = MysqlPolicyGate(PolicyGate(Policy())).open(
+        SessionInfo("s5", "app-my", "mysql", Identity("copilot", IdentityKind.AGENT, ()), "h", "app"), {})
+    gate.server_parameter("sql_mode", "ORACLE,STRICT_TRANS_TABLES")
+    refused = gate.decide(b"SELECT 1", Q, "")
+    assert refused.action is Action.BLOCK
+    assert refused.rule_ids == ("dbguard.sql_mode",)
+    assert "cannot read" in (refused.reason or "")
+    assert gate.decide(b"SET sql_mode = 'ORACLE'", Q, "").action is Action.BLOCK
+    assert gate.decide(b"SET sql_mode = 'STRICT_TRANS_TABLES'; DROP TABLE t", Q, "").action is Action.BLOCK
+    assert gate.decide(b"SET sql_mode = 'STRICT_TRANS_TABLES'", Q, "").action is Action.ALLOW
+    gate.server_parameter("sql_mode", "STRICT_TRANS_TABLES")
+    assert gate.decide(b"SELECT 1", Q, "").action is Action.ALLOW
+
+
+def test_mysql_gate_decodes_strictly_and_uses_the_state_the_server_reports() -> None:
+    policy = load_policy_text("defaults: {action: allow, on_parse_error: block}\nrules:\n  - id: no-app-writes\n"
+                              "    when: {statement: [insert], tables: [\"app.*\"]}\n    action: block\n")
+    gate = MysqlPolicyGate(PolicyGate(policy)).open(
+        SessionInfo("s1", "app-mysql", "mysql", Identity("copilot", IdentityKind.AGENT), "127.0.0.1:1", "app"),
+        {"database": "app", "user": "copilot"})
+    assert gate.decide(b"INSERT INTO t VALUES (1)", Q, "").action is Action.BLOCK
+    assert gate.decide(b"INSERT INTO t VALUES (1)", Q, "").action is Action.BLOCK  # cached alike
+    assert gate.decide(b"SELECT 1", Q, "").action is Action.ALLOW
+    assert gate.decide(b"SELECT '\xff\xfe'", Q, "").action is Action.BLOCK  # not UTF-8: never guessed
+    assert gate.decide(b"USE other", Q, "").action is Action.ALLOW
+    assert gate.decide(b"INSERT INTO t VALUES (1)", Q, "").action is Action.BLOCK  # the server has not said
+    gate.server_parameter("database", "other")
+    assert gate.decide(b"INSERT INTO t VALUES (1)", Q, "").action is Action.ALLOW
+    assert gate.decide(b"INSERT INTO app.t VALUES (1)", Q, "").action is Action.BLOCK
+    gate.server_parameter("character_set_client", "latin1")  # cp1252 to MySQL: these bytes decode
+    assert gate.decide(b"SELECT '\xe9'", Q, "").action is Action.ALLOW
+    gate.server_parameter("character_set_client", "klingon")  # unknown: strict ASCII
+    assert gate.decide(b"SELECT '\xe9'", Q, "").action is Action.BLOCK
