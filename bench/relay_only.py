@@ -3,7 +3,8 @@
 # set-up and event loop, SIGTERM/SIGINT drain, SIGHUP reload) but running the listeners with the
 # allow-all gate, so that a benchmark can tell the relay's cost from the policy's. Bench-only: it
 # is not a product switch and must never be offered as a way to run dbguard.
-"""Run a dbguard configuration's listeners with `model.AllowAllGate` (no analysis, no rules).
+"""Run a dbguard configuration's listeners (PostgreSQL and MySQL) with `model.AllowAllGate` (no
+analysis, no rules).
 
 Usage (from the repository root):  python -m bench.relay_only -c dbguard.yaml [--log-level warning]
 """
@@ -23,6 +24,9 @@ from dbguard.runtime.server import Server, check_supported, run_event_loop
 async def relay(config: Config) -> None:
     """Every listener of the configuration, allow-all, until SIGTERM/SIGINT (then drain)."""
     server = Server(config, gate=AllowAllGate())
+    # The server keeps enforcing the rules on MySQL listeners when given a gate (a protocol
+    # test's gate is PostgreSQL-only); the relay baseline wants no policy there either.
+    server.mysql_gate = AllowAllGate()
     await server.start()
     await server.run_until_stopped()
 
