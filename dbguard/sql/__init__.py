@@ -16,8 +16,12 @@ from __future__ import annotations
 from dbguard.model import Feature, ParseSettings, StatementInfo, StatementKind
 
 # Longest SQL text analysed, in characters. A longer message is `unparseable` (and blocked by
-# default): parsing is synchronous on the event loop, and pglast needs ~20 us per kB.
+# default): parsing is synchronous on the event loop, and pglast needs ~20 us per kB. For MySQL
+# it counts the text outside literals longer than mysql_lexer.LONG_LITERAL_CHARS, which are lexed
+# (one regex match each) but not parsed, so that BLOBs sent inline (PyMySQL interpolates every
+# parameter) can be analysed: a MySQL message may be up to MAX_MYSQL_MESSAGE_CHARS in all.
 MAX_ANALYSED_CHARS = 1 << 20
+MAX_MYSQL_MESSAGE_CHARS = 64 << 20
 
 
 def unparseable(text: str, detail: str) -> StatementInfo:
@@ -33,8 +37,9 @@ def unparseable(text: str, detail: str) -> StatementInfo:
 
 def analyse(sql: str, settings: ParseSettings) -> tuple[StatementInfo, ...]:
     """Analyse one message's SQL text as the server described by `settings` would read it."""
-    if len(sql) > MAX_ANALYSED_CHARS:
-        return (unparseable(sql[:200], f"statement longer than {MAX_ANALYSED_CHARS} characters"),)
+    limit = MAX_MYSQL_MESSAGE_CHARS if settings.dialect == "mysql" else MAX_ANALYSED_CHARS
+    if len(sql) > limit:
+        return (unparseable(sql[:200], f"statement longer than {limit} characters"),)
     if settings.dialect == "postgres":
         from dbguard.sql.postgres import analyse_postgres
 
@@ -46,4 +51,4 @@ def analyse(sql: str, settings: ParseSettings) -> tuple[StatementInfo, ...]:
     raise ValueError(f"unknown dialect {settings.dialect!r}")
 
 
-__all__ = ["MAX_ANALYSED_CHARS", "analyse", "unparseable"]
+__all__ = ["MAX_ANALYSED_CHARS", "MAX_MYSQL_MESSAGE_CHARS", "analyse", "unparseable"]

@@ -127,7 +127,7 @@ from sqlglot.parsers.mysql import MySQLParser
 from sqlglot.tokenizer_core import TokenType
 
 from dbguard.model import Feature, ParseSettings, StatementInfo, StatementKind
-from dbguard.sql import unparseable
+from dbguard.sql import MAX_ANALYSED_CHARS, unparseable
 from dbguard.sql.mysql_lexer import (
     Condition,
     Statement,
@@ -510,6 +510,9 @@ def _analyse_message(sql: str, settings: ParseSettings) -> tuple[StatementInfo, 
             no_backslash_escapes=current.no_backslash_escapes,
             condition=condition,
         )
+        if position == 0 and len(sql) - lexed.elided_chars > MAX_ANALYSED_CHARS:
+            return (unparseable(sql[:200], f"statement longer than {MAX_ANALYSED_CHARS} characters "
+                                           "outside its long literals"),)
         resume: tuple[int, int, ParseSettings] | None = None
         stop = False
         for statement in lexed.statements:

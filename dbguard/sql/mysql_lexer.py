@@ -80,6 +80,17 @@ class LexedMessage:
     statements: tuple[Statement, ...]  # complete statements, in order (empty ones dropped)
     error: str = ""  # non-empty: message[error_start:] could not be lexed; this says why
     error_start: int = 0
+    elided_chars: int = 0  # characters of literals longer than LONG_LITERAL_CHARS (see below)
+
+
+# A string or number literal longer than this is lexed (its extent must be exact) but its value
+# is not decoded or handed to sqlglot: it becomes ELIDED_VALUE, which is valid in every literal
+# position (a string, X'..', B'..', _charset'..', 0x..), so a 20 MB BLOB in an INSERT costs one
+# regex match instead of a character loop and a parse. Where a literal's value matters to the
+# analysis (PREPARE ... FROM '...', EXECUTE IMMEDIATE, SET sql_mode / NAMES), ELIDED_VALUE reads
+# as an unparseable statement, an unknown mode or an unknown character set: it fails closed.
+LONG_LITERAL_CHARS: Final = 64 * 1024
+ELIDED_VALUE: Final = "00"
 
 
 class LexError(Exception):
@@ -161,6 +172,7 @@ class _Lexer:
         self.tokens: list[Token] = []
         self.hints: list[tuple[int, str]] = []
         self.semicolons: list[int] = []  # indices of the `;` tokens
+        self.elided_chars = 0  # in literals longer than LONG_LITERAL_CHARS
 
     def run(self, pos: int, condition: int) -> None:
         """Lex text[pos:] into self.tokens; raises LexError at the first thing it cannot lex."""
@@ -257,7 +269,10 @@ class _Lexer:
                     stop = pos + 1
             else:
                 raw = match.group(kind)
-                if kind == "single" or (kind == "double" and not self.ansi_quotes):
+                if len(raw) > LONG_LITERAL_CHARS and kind in ("single", "double", "number") and not (
+                        kind == "double" and self.ansi_quotes):
+                    self._emit_elided(raw, kind, pos, stop, spaced, condition)
+                elif kind == "single" or (kind == "double" and not self.ansi_quotes):
                     value = _decode_string(raw[1:-1], raw[0], self.backslash_escapes)
                     emit(TokenKind.STRING, raw, value, "", pos, stop, spaced, condition)
                 elif kind == "double" or kind == "backtick":
@@ -294,6 +309,20 @@ class _Lexer:
             sql = text
         gap = " " if spaced or (tokens and _needs_space(tokens[-1], kind, text)) else ""
         tokens.append(Token(kind, text, value, keyword, start, end, spaced, condition, sql, gap))
+
+    def _emit_elided(self, raw: str, kind: str, start: int, end: int, spaced: bool, condition: int) -> None:
+        """A literal too long to decode and parse: exact extent, ELIDED_VALUE for its value."""
+        self.elided_chars += len(raw)
+        tokens = self.tokens
+        if kind == "number":
+            sql = raw[:2] + ELIDED_VALUE if raw[:2].lower() in ("0x", "0b") else ELIDED_VALUE
+            token_kind = TokenKind.NUMBER
+        else:
+            sql = "'" + ELIDED_VALUE + "'"
+            token_kind = TokenKind.STRING
+        gap = " " if spaced or (tokens and _needs_space(tokens[-1], token_kind, raw)) else ""
+        tokens.append(Token(token_kind, raw, ELIDED_VALUE if kind != "number" else sql, "", start, end, spaced,
+                            condition, sql, gap))
 
     def _word_sql(self, text: str, keyword: str, index: int) -> str:
         if _PLAIN_WORD.match(text) is not None and (keyword or _in_system_variable(self.tokens, index)):
@@ -350,7 +379,7 @@ def lex(
     except LexError as exc:
         error = error or str(exc)  # past a NUL, any lexing error is the NUL's doing
     statements, error_start = _split(text, lexer, pos, complete=not error)
-    return LexedMessage(tuple(statements), error, error_start)
+    return LexedMessage(tuple(statements), error, error_start, lexer.elided_chars)
 
 
 def _split(text: str, lexer: _Lexer, pos: int, complete: bool) -> tuple[list[Statement], int]:

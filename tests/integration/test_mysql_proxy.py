@@ -138,30 +138,33 @@ def test_round_trip_multi_statements_and_refusals(mysql_proxy: ProxyProcess,
 
 
 def test_blob_across_the_16_mib_packet_boundary(mysql_proxy: ProxyProcess) -> None:
-    """A 20 MB value comes back across the 16 MiB packet boundary. Statements are analysed
-    up to 1 Mi characters, so it goes up in chunks; a 20 MB statement (sent as two packets)
-    is refused as unanalysable and the connection stays usable."""
+    """A 20 MB BLOB goes up inline in one INSERT (PyMySQL interpolates parameters: ~40 MB of
+    escaped text in three packets) and comes back across the 16 MiB packet boundary. Long
+    literals are lexed but not parsed; a statement with more than 1 Mi characters outside its
+    literals is still refused as unanalysable, and the connection stays usable."""
     size = 20 * 1024 * 1024
     blob = (bytes(range(256)) * (size // 256 + 1))[:size]
-    chunk = 384 * 1024
     conn = connect(mysql_proxy, autocommit=True, max_allowed_packet=64 * 1024 * 1024)
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS blobs (id INT PRIMARY KEY, data LONGBLOB)")
-        cur.execute("DELETE FROM blobs WHERE id = 1")
-        cur.execute("INSERT INTO blobs (id, data) VALUES (1, '')")
-        for start in range(0, size, chunk):
-            piece = blob[start:start + chunk].hex()
-            cur.execute(f"UPDATE blobs SET data = CONCAT(data, X'{piece}') WHERE id = 1")
+        cur.execute("DELETE FROM blobs WHERE id IN (1, 2)")
+        cur.execute("INSERT INTO blobs (id, data) VALUES (1, %s)", (blob,))
         cur.execute("SELECT data FROM blobs WHERE id = 1")
         row = cur.fetchone()
         assert row is not None
         assert bytes(row[0]) == blob
 
+        ids = ", ".join(str(i) for i in range(300_000))  # ~2 MB of SQL that is not a literal
         with pytest.raises(pymysql.err.MySQLError) as info:
-            cur.execute("INSERT INTO blobs (id, data) VALUES (2, %s)", (blob,))
+            cur.execute(f"INSERT INTO blobs (id, data) SELECT 2, 'x' FROM DUAL WHERE 2 IN ({ids})")
         assert info.value.args[0] == 1227
+        assert "statement_longer_than_1048576_characters" in info.value.args[1]
         cur.execute("SELECT COUNT(*) FROM blobs WHERE id = 2")
         assert cur.fetchone() == (0,)
+        # A long literal hidden where its text would matter fails closed.
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            cur.execute("PREPARE p FROM %s", ("DROP TABLE blobs; -- " + "x" * 70_000,))
+        assert info.value.args[0] == 1227
     conn.close()
 
 

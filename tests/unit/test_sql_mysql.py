@@ -458,3 +458,55 @@ def test_shape_of_a_message() -> None:
     )
     assert mysql_shape("SELECT * FROM t WHERE id = 2", APP) == mysql_shape("SELECT * FROM t  WHERE id = 7 -- x", APP)
     assert mysql_shape("SELECT 'unterminated", APP) is None
+
+
+# ----------------------------------------------------------------------------- long literals
+
+LONG = 70_000  # over mysql_lexer.LONG_LITERAL_CHARS
+
+
+def _kinds(sql: str, *, no_backslash_escapes: bool = False) -> list[set[str]]:
+    settings = ParseSettings("mysql", no_backslash_escapes=no_backslash_escapes)
+    return [{k.value for k in info.kinds} for info in analyse(sql, settings)]
+
+
+def test_a_long_literal_is_lexed_exactly_but_not_parsed() -> None:
+    from dbguard.sql.mysql_lexer import ELIDED_VALUE
+    body = "a\\'; DROP TABLE t; -- " * (LONG // 20)  # escaped quotes all along
+    sql = f"INSERT INTO app.t VALUES ('{body}')"
+    lexed = lex(sql)
+    [statement] = lexed.statements
+    [string] = [token for token in statement.tokens if token.kind is TokenKind.STRING]
+    assert string.text == f"'{body}'"
+    assert string.value == ELIDED_VALUE
+    assert lexed.elided_chars == len(body) + 2
+    [info] = analyse(sql, ParseSettings("mysql"))
+    assert info.kinds == {StatementKind.INSERT}
+    assert info.writes == frozenset({"app.t"})
+    # The same body read without backslash escapes ends at the first \': the DROP is real.
+    assert {"drop"} in _kinds(sql, no_backslash_escapes=True)
+
+
+def test_a_long_literal_ends_where_the_server_says_and_what_follows_is_analysed() -> None:
+    assert _kinds(f"SELECT '{'x' * LONG}'; DROP TABLE t") == [{"select"}, {"drop"}]
+    assert _kinds(f"SELECT X'{'ab' * LONG}', 0x{'cd' * LONG}, _binary'{'y' * LONG}'") == [{"select"}]
+
+
+@pytest.mark.parametrize("sql", [
+    f"PREPARE p FROM 'DROP TABLE t; {'x' * LONG}'",
+    f"EXECUTE IMMEDIATE 'DROP TABLE t /* {'x' * LONG} */'",
+    f"SET sql_mode = '{'ANSI_QUOTES,' * (LONG // 10)}'; SELECT \"a\\\"; DROP TABLE t; -- \"",
+])
+def test_a_long_literal_whose_value_matters_fails_closed(sql: str) -> None:
+    infos = analyse(sql, ParseSettings("mysql"))
+    assert any(Feature.UNPARSEABLE in info.features for info in infos)
+
+
+def test_more_than_1_mi_characters_outside_literals_is_unparseable() -> None:
+    ids = ", ".join(str(i) for i in range(200_000))
+    [info] = analyse(f"SELECT 1 FROM t WHERE id IN ({ids})", ParseSettings("mysql"))
+    assert Feature.UNPARSEABLE in info.features
+    assert "outside its long literals" in info.detail
+    # 20 MB of literal and a short statement around it: analysed.
+    [info] = analyse(f"INSERT INTO t VALUES ('{'z' * (20 << 20)}')", ParseSettings("mysql"))
+    assert info.kinds == {StatementKind.INSERT}
