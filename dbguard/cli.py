@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from dbguard import __version__
+from dbguard.cli_journal import add_journal_commands, run_journal
 from dbguard.cli_policy import add_policy_commands, run_check, run_rules_lint, run_rules_test
 from dbguard.config import ConfigError, load_config, resolve_config_path
 
@@ -58,12 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the proxy's log on stderr (default: errors only, so the tour stays readable)")
 
     add_policy_commands(sub, _add_config_option)
+    add_journal_commands(sub, _add_config_option)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a missing or unknown command exits 2 here
-    commands = {"serve": _serve, "demo": _demo, "check": run_check, "rules": _rules}
+    commands = {"serve": _serve, "demo": _demo, "check": run_check, "rules": _rules, "journal": run_journal}
     try:
         return commands[args.command](args)
     except ConfigError as exc:

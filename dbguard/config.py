@@ -45,12 +45,14 @@ __all__ = [
     "FrozenMap",
     "IdentityConfig",
     "IdentityKind",
+    "JournalConfig",
     "ListenAddress",
     "ListenerConfig",
     "ListenerProtocol",
     "LogConfig",
     "LogFormat",
     "LogLevel",
+    "OnStoreFailure",
     "Secret",
     "SslMode",
     "StoreUrl",
@@ -101,6 +103,13 @@ class IdentityKind(StrEnum):
 class ApprovalMode(StrEnum):
     WAIT = "wait"
     RETRY = "retry"
+
+
+class OnStoreFailure(StrEnum):
+    """What a session does with a statement whose journal event could not be stored."""
+
+    REFUSE = "refuse"
+    ALLOW = "allow"
 
 
 class LogLevel(StrEnum):
@@ -313,6 +322,22 @@ class AdminConfig:
     token: Secret
 
 
+# Journal writer defaults (dbguard.journal.writer has the same numbers and their reasons).
+DEFAULT_JOURNAL_QUEUE_SIZE: Final = 10_000
+DEFAULT_JOURNAL_MAX_BATCH: Final = 1_000
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    """The ``journal:`` section: how events are chained and what happens when the store fails."""
+
+    hmac_key: Secret | None = None  # keys the hash chain (HMAC-SHA256); None: plain SHA-256
+    redact_parameters: bool = False  # journal the number of bound parameters, not their values
+    on_store_failure: OnStoreFailure = OnStoreFailure.REFUSE
+    queue_size: int = DEFAULT_JOURNAL_QUEUE_SIZE
+    max_batch: int = DEFAULT_JOURNAL_MAX_BATCH
+
+
 @dataclass(frozen=True)
 class LogConfig:
     level: LogLevel = LogLevel.INFO
@@ -342,6 +367,7 @@ class Config:
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     admin: AdminConfig | None = None
     log: LogConfig = field(default_factory=LogConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
     # key path -> 1-based line, for errors found after loading (bind failure, store unreachable).
     locations: Mapping[str, int] = field(default_factory=lambda: FrozenMap({}), repr=False, compare=False)
     _identities_by_name: Mapping[str, IdentityConfig] = field(init=False, repr=False, compare=False)
@@ -366,6 +392,8 @@ class Config:
         found += [x.upstream.password for x in self.listeners if x.upstream.password is not None]
         if self.admin is not None:
             found.append(self.admin.token)
+        if self.journal.hmac_key is not None:
+            found.append(self.journal.hmac_key)
         store_dsn = self.store.dsn
         if store_dsn is not None and store_dsn.password is not None:
             found.append(store_dsn.password)
@@ -680,7 +708,7 @@ def parse_config(
     return reader.config(root)
 
 
-_TOP_KEYS: Final = ("listeners", "identities", "rules", "store", "approvals", "admin", "log")
+_TOP_KEYS: Final = ("listeners", "identities", "rules", "store", "approvals", "admin", "log", "journal")
 _LISTENER_KEYS: Final = (
     "name",
     "protocol",
@@ -696,6 +724,9 @@ _IDENTITY_KEYS: Final = ("name", "kind", "secret", "roles")
 _APPROVALS_KEYS: Final = ("timeout", "mode")
 _ADMIN_KEYS: Final = ("listen", "token")
 _LOG_KEYS: Final = ("level", "format")
+_JOURNAL_KEYS: Final = ("hmac_key", "redact_parameters", "on_store_failure", "queue_size", "max_batch")
+# An HMAC key shorter than this is guessable offline from a journal's hashes.
+MIN_JOURNAL_KEY_BYTES: Final = 16
 
 
 class _Reader(YamlReader):
@@ -758,6 +789,7 @@ class _Reader(YamlReader):
         admin_node = self.present(top, "admin")
         admin = self.admin(admin_node) if admin_node is not None else None
         log = self.log(self.present(top, "log"))
+        journal = self.journal(self.present(top, "journal"))
         self.check_unique_addresses(listener_nodes, listeners, admin_node, admin)
         return Config(
             path=self.path,
@@ -768,6 +800,7 @@ class _Reader(YamlReader):
             approvals=approvals,
             admin=admin,
             log=log,
+            journal=journal,
             locations=FrozenMap(dict(self.locations)),
         )
 
@@ -869,6 +902,36 @@ class _Reader(YamlReader):
         return LogConfig(
             level=self.choice(level, "log.level", LogLevel, fold_case=True) if level is not None else LogLevel.INFO,
             format=self.choice(fmt, "log.format", LogFormat, fold_case=True) if fmt is not None else LogFormat.TEXT,
+        )
+
+    def journal(self, node: Node | None) -> JournalConfig:
+        if node is None:
+            return JournalConfig()
+        m = self.mapping(node, "journal", _JOURNAL_KEYS)
+        key: Secret | None = None
+        key_node = self.present(m, "hmac_key")
+        if key_node is not None:
+            text = self.string(key_node, "journal.hmac_key", secret=True)
+            if len(text.encode("utf-8")) < MIN_JOURNAL_KEY_BYTES:
+                raise self.err(key_node, "journal.hmac_key",
+                               f"too short: use at least {MIN_JOURNAL_KEY_BYTES} bytes (e.g. openssl rand -hex 32)")
+            key = Secret(text)
+        redact = self.present(m, "redact_parameters")
+        failure = self.present(m, "on_store_failure")
+        queue = self.present(m, "queue_size")
+        batch = self.present(m, "max_batch")
+        return JournalConfig(
+            hmac_key=key,
+            redact_parameters=self.boolean(redact, "journal.redact_parameters") if redact is not None else False,
+            on_store_failure=(
+                self.choice(failure, "journal.on_store_failure", OnStoreFailure)
+                if failure is not None
+                else OnStoreFailure.REFUSE
+            ),
+            queue_size=(
+                self.integer(queue, "journal.queue_size", 1) if queue is not None else DEFAULT_JOURNAL_QUEUE_SIZE
+            ),
+            max_batch=self.integer(batch, "journal.max_batch", 1) if batch is not None else DEFAULT_JOURNAL_MAX_BATCH,
         )
 
     # -- cross checks -------------------------------------------------------------------------

@@ -1,0 +1,476 @@
+"""The journal commands of the command line: `dbguard journal sessions|show|tail|replay|export|verify|prune`.
+
+Owns: finding the store (`--store URL`, else the configuration's `store:`) and the chain key
+(the configuration's `journal.hmac_key`, else `$DBGUARD_JOURNAL_KEY`), parsing times (ISO
+8601), rendering with rich or as JSON, and these commands' exit statuses (0 ok, 1 a failed
+verification, 2 usage, configuration or store errors naming the problem). Everything it shows
+comes from `dbguard.journal`; it records nothing itself except what `prune` journals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from dbguard.config import Config, ConfigError, load_config, parse_store_url, resolve_config_path
+from dbguard.journal import ChainHasher, JournalStore, StoreError, open_store
+from dbguard.journal.chain import ChainProblem, StoredEvent
+from dbguard.journal.events import event_to_dict, iso_from_us, parse_time
+from dbguard.journal.export import KeyRequired, export_range, verify_export
+from dbguard.journal.replay import ReplayLine, describe, replay, replay_lines
+from dbguard.journal.store import SessionSummary
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+KEY_ENV_VAR: Final = "DBGUARD_JOURNAL_KEY"
+_DECISIONS: Final = ("allow", "hold", "block")
+_STYLE: Final = {"allow": "green", "hold": "yellow", "block": "red"}
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class UsageError(Exception):
+    """Bad arguments, configuration or store: printed on stderr, exit status 2."""
+
+
+def add_journal_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    add_config_option: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Register `journal …` on the top-level subparsers."""
+    journal = sub.add_parser("journal", help="the statement journal: sessions, replay, export, verify")
+    jsub = journal.add_subparsers(dest="journal_command", metavar="SUBCOMMAND")
+    jsub.required = True
+
+    def common(p: argparse.ArgumentParser) -> None:
+        add_config_option(p)
+        p.add_argument("--store", metavar="URL",
+                       help="read this store instead of the configuration's store: (sqlite:///PATH or postgresql://…)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sessions = jsub.add_parser("sessions", help="list recorded sessions, newest first")
+    common(sessions)
+    sessions.add_argument("--since", metavar="T", help="sessions started at or after T (ISO 8601)")
+    sessions.add_argument("--until", metavar="T", help="sessions started before T (ISO 8601)")
+    sessions.add_argument("--identity", metavar="NAME", help="only this identity's sessions")
+    sessions.add_argument("--limit", type=int, default=50, metavar="N", help="at most N sessions (default 50)")
+
+    show = jsub.add_parser("show", help="every event of one session")
+    common(show)
+    show.add_argument("session", metavar="SESSION", help="session id (or a unique prefix of it)")
+
+    tail = jsub.add_parser("tail", help="the latest events; -f follows new ones")
+    common(tail)
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing events as they are recorded")
+    tail.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="how many past events (default 20)")
+    tail.add_argument("--interval", type=float, default=0.5, metavar="SECONDS",
+                      help="how often -f polls the store (default 0.5)")
+
+    rep = jsub.add_parser("replay", help="replay a session line by line with its timing, decisions and outcomes")
+    common(rep)
+    rep.add_argument("session", metavar="SESSION", help="session id (or a unique prefix of it)")
+    rep.add_argument("--speed", type=float, default=1.0, metavar="X",
+                     help="play the recorded gaps X times faster (default 1; 0 = no waits)")
+    rep.add_argument("--step", action="store_true", help="wait for Enter before each statement")
+    rep.add_argument("--max-wait", type=float, metavar="SECONDS", help="never wait longer than this between lines")
+    rep.add_argument("--execute", metavar="DSN",
+                     help="(not available yet) run the allowed statements against another database and compare")
+
+    export = jsub.add_parser("export", help="export a range of the journal with its chain, for auditors")
+    common(export)
+    export.add_argument("--since", metavar="T", help="events at or after T (ISO 8601)")
+    export.add_argument("--until", metavar="T", help="events before T (ISO 8601)")
+    export.add_argument("--identity", metavar="NAME", help="only this identity's events (others stay as bare links)")
+    export.add_argument("--decision", choices=_DECISIONS,
+                        help="only statements with this decision and their outcomes (others stay as bare links)")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="file format (default jsonl)")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: standard output)")
+
+    verify = jsub.add_parser("verify", help="check the hash chain of the store, or of an exported FILE")
+    common(verify)
+    verify.add_argument("file", nargs="?", metavar="FILE", help="an exported file (default: the store)")
+
+    prune = jsub.add_parser("prune", help="delete events before a time, keeping the rest verifiable")
+    common(prune)
+    prune.add_argument("--before", metavar="T", required=True, help="delete events recorded before T (ISO 8601)")
+
+
+def run_journal(args: argparse.Namespace) -> int:
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "sessions": _sessions,
+        "show": _show,
+        "tail": _tail,
+        "replay": _replay,
+        "export": _export,
+        "verify": _verify,
+        "prune": _prune,
+    }
+    try:
+        return commands[args.journal_command](args)
+    except UsageError as exc:
+        _err.print(f"dbguard: {exc}", markup=False, style="bold red")
+        return EXIT_USAGE
+    except ConfigError:
+        raise  # cli.main prints it and exits 2
+    except StoreError as exc:
+        _err.print(f"dbguard: journal store: {exc}", markup=False, style="bold red")
+        return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (`… | head`): stop quietly; the output is incomplete.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared: store, key, times, JSON
+
+
+@dataclass(frozen=True)
+class _Target:
+    url: str  # with its password, for the driver
+    label: str  # redacted, for people
+    key: bytes | None
+    config: Config | None
+
+
+def _target(args: argparse.Namespace) -> _Target:
+    env_key = os.environ.get(KEY_ENV_VAR)
+    if args.store is not None:
+        try:
+            store = parse_store_url(args.store, Path.cwd())
+        except ValueError as e:
+            raise UsageError(f"--store: {e}") from None
+        url = store.dsn.url() if store.dsn is not None else store.url
+        return _Target(url, store.redacted(), env_key.encode() if env_key else None, None)
+    config = load_config(resolve_config_path(args.config))
+    store = config.store
+    url = store.dsn.url() if store.dsn is not None else store.url
+    key = config.journal.hmac_key.reveal().encode() if config.journal.hmac_key is not None else None
+    if key is None and env_key:
+        key = env_key.encode()
+    return _Target(url, store.redacted(), key, config)
+
+
+@contextmanager
+def _store(args: argparse.Namespace, *, create: bool = False) -> Iterator[tuple[JournalStore, _Target]]:
+    target = _target(args)
+    try:
+        store = open_store(target.url, create=create, redacted_url=target.label)
+    except StoreError as e:
+        if target.config is not None:
+            raise target.config.error("store", str(e)) from None
+        raise UsageError(f"--store: {e}") from None
+    try:
+        yield store, target
+    finally:
+        store.close()
+
+
+def _time(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as e:
+        raise UsageError(f"{option}: {e}") from None
+
+
+def _write_json(payload: object) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def _json_line(payload: object) -> None:
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _event_json(ev: StoredEvent) -> dict[str, Any]:
+    return {"seq": ev.seq, "time": iso_from_us(ev.time_us), "prev_hash": ev.prev_hash, "hash": ev.hash,
+            "event": event_to_dict(ev.event())}
+
+
+def _short_time(time_us: int) -> str:
+    return iso_from_us(time_us).replace("T", " ")[:23]
+
+
+def _problem_json(p: ChainProblem) -> dict[str, Any]:
+    return {"seq": p.seq, "problem": p.problem, "message": p.message}
+
+
+# ---------------------------------------------------------------------------------------------
+# sessions / show / tail
+
+
+def _session_json(s: SessionSummary) -> dict[str, Any]:
+    return {
+        "session_id": s.session_id, "identity": s.identity, "identity_kind": s.identity_kind,
+        "listener": s.listener, "protocol": s.protocol, "database": s.database, "client_address": s.client_address,
+        "started": iso_from_us(s.start_us), "ended": None if s.end_us is None else iso_from_us(s.end_us),
+        "end_reason": s.end_reason, "statements": s.statements, "blocked": s.blocked, "held": s.held,
+    }
+
+
+def _sessions(args: argparse.Namespace) -> int:
+    since, until = _time(args.since, "--since"), _time(args.until, "--until")
+    if args.limit < 1:
+        raise UsageError("--limit: must be at least 1")
+    with _store(args) as (store, target):
+        found = store.sessions(since_us=since, until_us=until, identity=args.identity, limit=args.limit)
+    if args.json:
+        _write_json({"store": target.label, "sessions": [_session_json(s) for s in found]})
+        return EXIT_OK
+    if not found:
+        _out.print("no sessions recorded" + (" in that range" if since or until or args.identity else ""), style="dim")
+        return EXIT_OK
+    table = Table()
+    table.add_column("session", no_wrap=True)
+    for column in ("identity", "listener", "database", "client", "started", "ended"):
+        table.add_column(column, overflow="fold")
+    for column in ("statements", "blocked", "held"):
+        table.add_column(column, justify="right")
+    for s in found:
+        ended = "open" if s.end_us is None else f"{_short_time(s.end_us)} {s.end_reason}".rstrip()
+        table.add_row(s.session_id, f"{s.identity} ({s.identity_kind})", s.listener, s.database, s.client_address,
+                      _short_time(s.start_us), ended, str(s.statements),
+                      Text(str(s.blocked), style="red" if s.blocked else ""),
+                      Text(str(s.held), style="yellow" if s.held else ""))
+    _out.print(table)
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    with _store(args) as (store, target):
+        session_id = _resolve(store, args.session)
+        events = store.session_events(session_id)
+    if args.json:
+        _write_json({"store": target.label, "session_id": session_id, "events": [_event_json(e) for e in events]})
+        return EXIT_OK
+    table = Table(title=f"session {session_id}", title_justify="left")
+    table.add_column("seq", justify="right")
+    table.add_column("time", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("event", overflow="fold")
+    for line in replay_lines(events):
+        table.add_row(str(line.seq), _short_time(line.time_us), line.kind, Text(line.text, style=line.style))
+    _out.print(table)
+    return EXIT_OK
+
+
+def _resolve(store: JournalStore, session: str) -> str:
+    try:
+        return store.resolve_session(session)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+
+
+def _tail_line(ev: StoredEvent) -> Text:
+    text, style = describe(ev.event())
+    return Text.assemble((f"{ev.seq:>8} ", "dim"), (_short_time(ev.time_us) + " ", "dim"),
+                         (f"{ev.session_id[:12]:<12} ", "cyan"), (text, style))
+
+
+def _tail(args: argparse.Namespace) -> int:
+    if args.lines < 0:
+        raise UsageError("-n: must be 0 or more")
+    if args.interval <= 0:
+        raise UsageError("--interval: must be more than 0")
+    with _store(args) as (store, _):
+        events = store.last_events(args.lines) if args.lines else []
+        last = events[-1].seq if events else store.head().seq
+        for ev in events:
+            _json_line(_event_json(ev)) if args.json else _out.print(_tail_line(ev))
+        while args.follow:
+            time.sleep(args.interval)
+            for ev in store.events_after(last):
+                _json_line(_event_json(ev)) if args.json else _out.print(_tail_line(ev))
+                last = ev.seq
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# replay
+
+
+def _replay(args: argparse.Namespace) -> int:
+    if args.execute is not None:
+        raise UsageError("replay --execute is not available yet: replay shows the session, it does not run it")
+    if args.speed < 0:
+        raise UsageError("--speed: must be 0 or more")
+    if args.max_wait is not None and args.max_wait < 0:
+        raise UsageError("--max-wait: must be 0 or more")
+    with _store(args) as (store, _):
+        session_id = _resolve(store, args.session)
+        lines = replay_lines(store.session_events(session_id))
+
+    def emit(line: ReplayLine) -> None:
+        if args.json:
+            _json_line(line.to_json())
+        else:
+            _out.print(Text.assemble((f"+{line.offset_us / 1_000_000:9.3f}s ", "dim"), (line.text, line.style)))
+
+    def wait_enter() -> None:
+        _err.print("[Enter] next statement", style="dim", end="")
+        sys.stdin.readline()
+
+    replay(lines, emit, speed=args.speed, step=args.step, sleep=time.sleep, wait_enter=wait_enter,
+           max_wait=args.max_wait)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# export / verify / prune
+
+
+def _export(args: argparse.Namespace) -> int:
+    since, until = _time(args.since, "--since"), _time(args.until, "--until")
+    if since is not None and until is not None and until <= since:
+        raise UsageError("--until must be later than --since")
+    with _store(args) as (store, target):
+        hasher = _hasher(target)
+        out: TextIO
+        if args.output is None:
+            out = sys.stdout
+            summary = _do_export(store, out, args, hasher, since, until, target)
+        else:
+            path = Path(args.output)
+            try:
+                with path.open("w", encoding="utf-8", newline="") as out:
+                    summary = _do_export(store, out, args, hasher, since, until, target)
+            except OSError as e:
+                raise UsageError(f"-o: cannot write {path}: {e.strerror}") from None
+    rng = summary.header["range"]
+    where = args.output or "standard output"
+    if args.json and args.output is not None:
+        _write_json({"file": args.output, "events": summary.events, "omitted": summary.omitted,
+                     "first_seq": rng["first_seq"], "last_seq": rng["last_seq"], "anchor": summary.header["anchor"],
+                     "algorithm": summary.header["algorithm"]})
+    elif not args.json:
+        _err.print(f"exported {summary.events} events ({summary.omitted} omitted by filters) "
+                   f"seq {rng['first_seq']}..{rng['last_seq']} to {where}", style="green", markup=False)
+    return EXIT_OK
+
+
+def _do_export(store: JournalStore, out: TextIO, args: argparse.Namespace, hasher: ChainHasher, since: int | None,
+               until: int | None, target: _Target) -> Any:
+    try:
+        return export_range(store, out, fmt=args.format, hasher=hasher, since_us=since, until_us=until,
+                            identity=args.identity, decision=args.decision, store_label=target.label)
+    except KeyRequired as e:
+        raise UsageError(f"{e} (${KEY_ENV_VAR} or journal.hmac_key)") from None
+
+
+def _hasher(target: _Target) -> ChainHasher:
+    try:
+        return ChainHasher(target.key)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if args.file is not None:
+        return _verify_file(args)
+    with _store(args) as (store, target):
+        hasher = _hasher(target)
+        params = store.chain_params()
+        if params is not None:
+            why = hasher.check_matches(*params)
+            if why is not None:
+                raise UsageError(why)
+        report = store.verify(hasher)
+        anchor, head = report.anchor, store.head()
+    algorithm = params[0] if params else hasher.algorithm.value
+    if args.json:
+        _write_json({"ok": report.ok, "store": target.label, "algorithm": algorithm, "checked": report.checked,
+                     "anchor": {"seq": anchor.seq, "hash": anchor.hash}, "head": {"seq": head.seq, "hash": head.hash},
+                     "problems": [_problem_json(p) for p in report.problems]})
+        return EXIT_OK if report.ok else EXIT_FAILED
+    if report.ok:
+        span = f"seq {report.first_seq}..{report.last_seq}" if report.checked else "empty"
+        _out.print(f"OK: {report.checked} events verified ({span}, {algorithm}); anchor {anchor.seq}, "
+                   f"head {head.seq} {head.hash[:16]}…", style="bold green", markup=False)
+        return EXIT_OK
+    _print_problems(report.problems, f"{target.label}: ")
+    return EXIT_FAILED
+
+
+def _print_problems(problems: list[ChainProblem], prefix: str) -> None:
+    for p in problems:
+        _err.print(f"{prefix}event {p.seq}: {p.problem}: {p.message}", style="bold red", markup=False)
+    _err.print(f"FAILED: {len(problems)} problem(s); first bad event: {problems[0].seq}", style="bold red",
+               markup=False)
+
+
+def _verify_file(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    key: bytes | None
+    if args.store is not None or args.config is not None:
+        key = _target(args).key
+    else:
+        env_key = os.environ.get(KEY_ENV_VAR)
+        key = env_key.encode() if env_key else None
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            report = verify_export(f, key)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: cannot read: {e}") from None
+    except KeyRequired as e:
+        raise UsageError(f"{path}: {e}") from None
+    header = report.header
+    if args.json:
+        _write_json({"ok": report.ok, "file": str(path), "algorithm": header.get("algorithm"),
+                     "range": header.get("range"), "anchor": header.get("anchor"), "checked": report.checked,
+                     "omitted": report.omitted, "file_problems": report.file_problems,
+                     "problems": [_problem_json(p) for p in report.problems]})
+        return EXIT_OK if report.ok else EXIT_FAILED
+    if report.ok:
+        rng = header.get("range", {})
+        _out.print(f"OK: {path}: {report.checked} events verified ({report.omitted} omitted links), seq "
+                   f"{rng.get('first_seq')}..{rng.get('last_seq')}, {header.get('algorithm')}, anchor "
+                   f"{header['anchor']['seq']}", style="bold green", markup=False)
+        return EXIT_OK
+    for problem in report.file_problems:
+        _err.print(f"{path}: {problem}", style="bold red", markup=False)
+    if report.problems:
+        _print_problems(report.problems, f"{path}: ")
+    else:
+        _err.print(f"FAILED: {report.first_problem()}", style="bold red", markup=False)
+    return EXIT_FAILED
+
+
+def _prune(args: argparse.Namespace) -> int:
+    before = _time(args.before, "--before")
+    assert before is not None
+    with _store(args) as (store, target):
+        hasher = _hasher(target)
+        try:
+            store.check_hasher(hasher)
+        except StoreError as e:
+            raise UsageError(str(e)) from None
+        result = store.prune(before, hasher)
+    if args.json:
+        _write_json({"deleted": result.deleted, "anchor": {"seq": result.anchor.seq, "hash": result.anchor.hash},
+                     "prune_event_seq": result.prune_seq or None})
+        return EXIT_OK
+    if not result.deleted:
+        _out.print(f"nothing to prune before {iso_from_us(before)}", style="dim", markup=False)
+    else:
+        _out.print(f"pruned {result.deleted} events through seq {result.anchor.seq}; the chain now starts at anchor "
+                   f"{result.anchor.seq} {result.anchor.hash[:16]}…; recorded as event {result.prune_seq}",
+                   style="green", markup=False)
+    return EXIT_OK

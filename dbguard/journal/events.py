@@ -1,0 +1,414 @@
+# dbguard/journal/events.py — owns the journal's event vocabulary and its canonical encoding.
+# Every event kind the journal records is a frozen dataclass here; `canonical_bytes` turns one
+# into the exact bytes the hash chain covers (UTF-8 JSON, sorted keys, no whitespace, integers
+# only: times are microseconds since the epoch, UTC), and `decode_event` reads them back.
+# The encoding is a contract: a stored event must hash the same in every later version, so a
+# field may be added (with a new schema version) but never renamed, re-typed or re-ordered
+# in meaning. It must not know about stores, chains, sessions or sockets.
+from __future__ import annotations
+
+import enum
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TypeAlias
+
+from dbguard.model import Decision, SessionInfo, StatementInfo
+
+__all__ = [
+    "EVENT_TYPES",
+    "SCHEMA_VERSION",
+    "ApprovalEvent",
+    "ApprovalEventKind",
+    "CancelEvent",
+    "EncodingError",
+    "EventKind",
+    "JournalEvent",
+    "OutcomeEvent",
+    "PruneEvent",
+    "SessionEndEvent",
+    "SessionStartEvent",
+    "StatementEvent",
+    "canonical_bytes",
+    "decode_event",
+    "event_to_dict",
+    "iso_from_us",
+    "now_us",
+    "parse_time",
+    "session_start_from",
+    "statement_from",
+]
+
+# Version of the event encoding. Written into every event as "v"; a reader accepts every
+# version up to its own. Version 1 is the first.
+SCHEMA_VERSION: Final = 1
+
+# Bounds, so one absurd statement cannot make a journal row of unbounded size. Texts beyond
+# them are cut and the event says so (`text_truncated`); the statement itself is unaffected.
+MAX_TEXT_CHARS: Final = 1_000_000
+MAX_PARAMETER_CHARS: Final = 10_000
+
+
+class EncodingError(ValueError):
+    """An event that cannot be encoded canonically (a float, a lone surrogate, a bad type)."""
+
+
+class EventKind(enum.StrEnum):
+    SESSION_START = "session_start"
+    STATEMENT = "statement"
+    OUTCOME = "outcome"
+    CANCEL = "cancel"
+    SESSION_END = "session_end"
+    APPROVAL = "approval"
+    PRUNE = "prune"  # the journal's own retention: events before a point were deleted
+
+
+class ApprovalEventKind(enum.StrEnum):
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+
+
+def now_us() -> int:
+    """The current time in integer microseconds since the epoch (UTC)."""
+    return time.time_ns() // 1000
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_from_us(time_us: int) -> str:
+    """ISO 8601 in UTC with microseconds: 2026-11-21T14:38:29.123456Z."""
+    return (_EPOCH + timedelta(microseconds=time_us)).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> int:
+    """ISO 8601 (date, or date and time; `Z` or an offset; no offset means UTC) -> microseconds."""
+    s = text.strip()
+    try:
+        moment = datetime.fromisoformat(s)
+    except ValueError:
+        raise ValueError(f"expected an ISO 8601 time such as 2026-11-21 or 2026-11-21T14:30:00Z, got {s!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStartEvent:
+    """A client session was authenticated and connected upstream."""
+
+    session_id: str
+    time_us: int
+    identity: str
+    identity_kind: str  # agent | human | service
+    roles: tuple[str, ...]
+    client_address: str
+    tls: bool
+    listener: str
+    protocol: str  # postgres | mysql
+    database: str
+    application_name: str = ""
+    # Whatever the client told about itself: PostgreSQL startup options, MySQL connect
+    # attributes (_client_name, _client_version...). Sorted pairs, so the encoding is stable.
+    client_attributes: tuple[tuple[str, str], ...] = ()
+    intent: str = ""  # the `dbguard.intent` startup option, if given
+
+    kind = EventKind.SESSION_START
+
+
+@dataclass(frozen=True, slots=True)
+class StatementEvent:
+    """A statement (or one multi-statement message) and what was decided about it.
+
+    Written before the statement is forwarded. `parameters` is None when there are none (or
+    they were redacted: then `parameters_redacted` is True and only their count is kept)."""
+
+    session_id: str
+    time_us: int
+    seq: int  # 1, 2, 3... within the session
+    text: str
+    action: str  # allow | hold | block
+    rule_ids: tuple[str, ...] = ()
+    reason: str = ""
+    enforced: bool = True  # False: observe-only; the statement ran whatever `action` says
+    parameters: tuple[str | None, ...] | None = None  # bound values as text; None = SQL NULL
+    parameters_redacted: bool = False
+    parameter_count: int = 0
+    kinds: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+    approval_id: str | None = None
+    intent: str | None = None
+    text_truncated: bool = False
+
+    kind = EventKind.STATEMENT
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeEvent:
+    """How a forwarded statement ended. Masked columns are named with a count of masked
+    values; the values themselves are never journaled."""
+
+    session_id: str
+    time_us: int
+    statement_seq: int
+    duration_us: int
+    rows: int | None = None  # rows returned or affected, when the server said
+    error_code: str = ""  # SQLSTATE (PostgreSQL) or errno (MySQL); "" = success
+    error_message: str = ""
+    masked: tuple[tuple[str, int], ...] = ()  # (column, values masked)
+
+    kind = EventKind.OUTCOME
+
+
+@dataclass(frozen=True, slots=True)
+class CancelEvent:
+    """A client asked to cancel the running statement of a session."""
+
+    session_id: str
+    time_us: int
+    statement_seq: int | None = None
+    client_address: str = ""
+
+    kind = EventKind.CANCEL
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEndEvent:
+    session_id: str
+    time_us: int
+    reason: str = ""  # client closed | idle timeout | server closed | drain | error: ...
+
+    kind = EventKind.SESSION_END
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalEvent:
+    """A step in the life of an approval request (requested by a session, decided by a person)."""
+
+    approval_id: str
+    time_us: int
+    event: ApprovalEventKind
+    session_id: str = ""
+    statement_seq: int | None = None
+    by: str = ""  # the deciding identity; the requesting identity for `requested`
+    reason: str = ""
+
+    kind = EventKind.APPROVAL
+
+
+@dataclass(frozen=True, slots=True)
+class PruneEvent:
+    """`dbguard journal prune` deleted every event up to `through_seq` (its hash kept as the anchor)."""
+
+    time_us: int
+    through_seq: int
+    anchor_hash: str
+    deleted: int
+    before_us: int
+    session_id: str = ""
+
+    kind = EventKind.PRUNE
+
+
+JournalEvent: TypeAlias = (
+    SessionStartEvent | StatementEvent | OutcomeEvent | CancelEvent | SessionEndEvent | ApprovalEvent | PruneEvent
+)
+
+EVENT_TYPES: Final[Mapping[EventKind, type[Any]]] = {
+    EventKind.SESSION_START: SessionStartEvent,
+    EventKind.STATEMENT: StatementEvent,
+    EventKind.OUTCOME: OutcomeEvent,
+    EventKind.CANCEL: CancelEvent,
+    EventKind.SESSION_END: SessionEndEvent,
+    EventKind.APPROVAL: ApprovalEvent,
+    EventKind.PRUNE: PruneEvent,
+}
+
+_RESERVED: Final = ("v", "kind")
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical encoding
+
+
+def _plain(value: object, where: str) -> object:
+    """The JSON-ready form of a field value; refuses anything without one exact encoding."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value  # the common case first: most fields are plain
+    if isinstance(value, enum.Enum):
+        return _plain(value.value, where)
+    if isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, tuple | list):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float):
+        raise EncodingError(f"{where}: floats have no canonical encoding; use integers")
+    raise EncodingError(f"{where}: cannot encode {type(value).__name__}")
+
+
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def event_to_dict(event: JournalEvent) -> dict[str, object]:
+    """The event as a JSON object: every field, plus "v" (schema version) and "kind"."""
+    names = _FIELD_NAMES.get(type(event))
+    if names is None:
+        names = _FIELD_NAMES[type(event)] = tuple(f.name for f in fields(event))
+    out: dict[str, object] = {"v": SCHEMA_VERSION, "kind": event.kind.value}
+    for name in names:
+        out[name] = _plain(getattr(event, name), name)
+    return out
+
+
+def _dumps(obj: object) -> bytes:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EncodingError("text is not valid Unicode (lone surrogate)") from None
+
+
+def canonical_bytes(event: JournalEvent) -> bytes:
+    """The exact bytes the hash chain covers: UTF-8 JSON, keys sorted, no whitespace."""
+    return _dumps(event_to_dict(event))
+
+
+def canonical_json(obj: object) -> bytes:
+    """Canonical bytes of any JSON value (used to re-check exported events)."""
+    return _dumps(obj)
+
+
+def _tuple(value: object, where: str) -> tuple[Any, ...]:
+    if not isinstance(value, list):
+        raise EncodingError(f"{where}: expected a list")
+    return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+
+
+def decode_event(payload: bytes | str | Mapping[str, object]) -> JournalEvent:
+    """Read an event back from its canonical bytes (or the decoded JSON object)."""
+    if isinstance(payload, bytes | str):
+        try:
+            obj = json.loads(payload)
+        except ValueError as e:
+            raise EncodingError(f"not a JSON event: {e}") from None
+    else:
+        obj = payload
+    if not isinstance(obj, Mapping):
+        raise EncodingError("an event is a JSON object")
+    version = obj.get("v")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
+        raise EncodingError(f"unsupported event schema version {version!r} (this dbguard reads 1..{SCHEMA_VERSION})")
+    try:
+        kind = EventKind(str(obj.get("kind")))
+    except ValueError:
+        raise EncodingError(f"unknown event kind {obj.get('kind')!r}") from None
+    cls = EVENT_TYPES[kind]
+    values: dict[str, object] = {}
+    for f in fields(cls):
+        if f.name not in obj:
+            continue
+        value = obj[f.name]
+        if isinstance(value, list):
+            value = _tuple(value, f.name)
+        values[f.name] = value
+    if kind is EventKind.APPROVAL:
+        values["event"] = ApprovalEventKind(str(values.get("event")))
+    try:
+        event: JournalEvent = cls(**values)
+    except TypeError as e:
+        raise EncodingError(f"{kind.value} event: {e}") from None
+    return event
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders from the shared model (what the sessions will call)
+
+
+def _cut(text: str, limit: int) -> tuple[str, bool]:
+    return (text, False) if len(text) <= limit else (text[:limit], True)
+
+
+def session_start_from(
+    info: SessionInfo,
+    *,
+    client_attributes: Mapping[str, str] | None = None,
+    intent: str = "",
+    time_us: int | None = None,
+) -> SessionStartEvent:
+    """The session_start event of an authenticated session."""
+    attrs = tuple(sorted((str(k), str(v)) for k, v in (client_attributes or {}).items()))
+    return SessionStartEvent(
+        session_id=info.session_id,
+        time_us=now_us() if time_us is None else time_us,
+        identity=info.identity.name,
+        identity_kind=info.identity.kind.value,
+        roles=tuple(info.identity.roles),
+        client_address=info.client_address,
+        tls=info.tls,
+        listener=info.listener,
+        protocol=info.protocol,
+        database=info.database,
+        application_name=info.application_name,
+        client_attributes=attrs,
+        intent=intent,
+    )
+
+
+def statement_from(
+    session_id: str,
+    seq: int,
+    text: str,
+    decision: Decision,
+    analysis: Sequence[StatementInfo] = (),
+    *,
+    parameters: Sequence[str | None] | None = None,
+    redact_parameters: bool = False,
+    approval_id: str | None = None,
+    intent: str | None = None,
+    time_us: int | None = None,
+) -> StatementEvent:
+    """The statement event for one decided SQL text. `analysis` is what the analyser saw
+    (one StatementInfo per statement of the message); its kinds, tables and features are
+    summarised, sorted. With `redact_parameters`, only the number of parameters is kept."""
+    kinds: set[str] = set()
+    reads: set[str] = set()
+    writes: set[str] = set()
+    features: set[str] = set()
+    for info in analysis:
+        kinds.update(k.value for k in info.kinds)
+        reads.update(info.reads)
+        writes.update(info.writes)
+        features.update(f.value for f in info.features)
+    shown, truncated = _cut(text, MAX_TEXT_CHARS)
+    params: tuple[str | None, ...] | None = None
+    count = len(parameters) if parameters is not None else 0
+    if parameters is not None and not redact_parameters:
+        params = tuple(None if p is None else _cut(p, MAX_PARAMETER_CHARS)[0] for p in parameters)
+    return StatementEvent(
+        session_id=session_id,
+        time_us=now_us() if time_us is None else time_us,
+        seq=seq,
+        text=shown,
+        action=decision.action.value,
+        rule_ids=tuple(decision.rule_ids),
+        reason=decision.reason,
+        enforced=decision.enforced,
+        parameters=params,
+        parameters_redacted=redact_parameters and count > 0,
+        parameter_count=count,
+        kinds=tuple(sorted(kinds)),
+        reads=tuple(sorted(reads)),
+        writes=tuple(sorted(writes)),
+        features=tuple(sorted(features)),
+        approval_id=approval_id,
+        intent=intent,
+        text_truncated=truncated,
+    )
