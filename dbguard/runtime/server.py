@@ -46,6 +46,7 @@ RULES_POLL_INTERVAL = 2.0  # seconds between checks of the rules files for chang
 # Configuration sections this version accepts (they are validated) but does not act on yet.
 NOT_YET_ACTIVE = {
     "store": "the statement journal is not written yet",
+    "journal": "sessions do not write the statement journal yet (dbguard journal … reads a store)",
     "approvals": "holds for approval are not available yet",
     "admin": "the admin HTTP endpoint is not served yet",
 }
