@@ -66,6 +66,9 @@ class _UpstreamProtocol(asyncio.Protocol):
             # returns; the session hears of it once it knows the connection is up.
             conn.upstream_held.append(data)
             return
+        if conn.session.upstream_fast(data):  # whole packets of an ordinary result: as they came
+            conn.write_client(data)
+            return
         conn.execute(conn.session.upstream_data(data))
         if not conn.version_learned and conn.session.upstream_version is not None:
             conn.version_learned = True
@@ -132,6 +135,15 @@ class MysqlConnection(asyncio.Protocol):
         if self._tls is not None:
             self._tls_received(data)
         else:
+            self._client_plaintext(data)
+
+    def _client_plaintext(self, data: bytes) -> None:
+        """The client's bytes (decrypted): the session's hot path first, else its general path."""
+        if self.session.client_fast(data):  # one allowed command, forwarded as it came
+            upstream = self.upstream
+            if upstream is not None and not upstream.is_closing():
+                upstream.write(data)
+        else:
             self.execute(self.session.client_data(data))
 
     def eof_received(self) -> bool | None:
@@ -184,7 +196,7 @@ class MysqlConnection(asyncio.Protocol):
                                                     "version": tls.version, "cipher": tls.cipher})
             self.execute(self.session.client_tls_started())
         if received.plaintext and not self._closed:
-            self.execute(self.session.client_data(received.plaintext))
+            self._client_plaintext(received.plaintext)
         if tls.peer_closed and not self._closed:
             self.execute(self.session.client_closed())
 
@@ -201,7 +213,10 @@ class MysqlConnection(asyncio.Protocol):
                                                   "error": "TLS handshake timed out"})
             self._close("client TLS handshake timed out")
 
-    def _write_client(self, data: bytes) -> None:
+    def write_client(self, data: bytes) -> None:
+        """Bytes for the client (encrypted when the client asked for TLS); none once closed."""
+        if self._closed:
+            return
         tls = self._tls
         if tls is not None:
             try:
@@ -270,7 +285,7 @@ class MysqlConnection(asyncio.Protocol):
             if self._closed:
                 return
             if isinstance(action, SendClient):
-                self._write_client(action.data)
+                self.write_client(action.data)
             elif isinstance(action, SendUpstream):
                 if self.upstream is not None and not self.upstream.is_closing():
                     self.upstream.write(action.data)

@@ -12,6 +12,15 @@ Must not touch: sockets, asyncio, TLS objects. Input arrives through `client_dat
 `upstream_data()` and the driver's event callbacks; output is a list of actions
 (`session.mysql_actions`) the driver executes in order.
 
+Hot path: the driver offers every read to `client_fast()` / `upstream_fast()` first. They
+accept only the ordinary case (one whole COM_QUERY whose decision is a plain allow, or one whole
+COM_STMT_EXECUTE of a known, allowed statement; a read of whole packets of an ordinary result),
+read the packet headers in place with plain ints and tell the driver to forward the very same
+bytes object. For anything else they return False having changed nothing (except a decision
+already taken, which `client_data()` then uses instead of asking the gate again), and the
+general path handles the read. Both paths produce the same bytes and the same session state
+(tests/unit/test_mysql_fast_path.py).
+
 Phases (legal transitions only; anything else closes the connection with an ERR 08S01):
 
     GREETING -> [CLIENT_TLS -> GREETING] -> CLIENT_AUTH -> UPSTREAM_CONNECT
@@ -37,6 +46,7 @@ from __future__ import annotations
 import enum
 import logging
 import secrets
+import struct
 import uuid
 from dataclasses import dataclass
 
@@ -108,6 +118,47 @@ ER_SERVER_SHUTDOWN = 1053  # 08S01
 ER_INSECURE_TRANSPORT = 3159  # HY000
 ER_NOT_SUPPORTED = 1235  # 42000
 _S_PROTOCOL = "08S01"
+
+# Hot path constants (plain ints: no enum or flag operation per packet).
+_COM_QUERY = 0x03
+_COM_STMT_EXECUTE = 0x17
+_OK_HEADER = 0x00
+_EOF_HEADER = 0xFE
+_ERR_HEADER = 0xFF
+_MORE_RESULTS_EXISTS = 0x0008
+_CURSOR_EXISTS = 0x0040
+_HEADER = struct.Struct("<I")  # a packet header as one int: payload length | sequence id << 24
+_STATUS_FLAGS: dict[int, m.ServerStatus] = {}  # at most 65,536 entries: one per 16-bit value
+
+
+def _status_flags(value: int) -> m.ServerStatus:
+    flags = _STATUS_FLAGS.get(value)
+    if flags is None:
+        flags = _STATUS_FLAGS[value] = m.ServerStatus(value)
+    return flags
+
+
+def _ok_status(data: bytes, start: int, end: int) -> int:
+    """The status flags of the OK packet (0x00 or 0xFE headed) whose payload is data[start:end],
+    read in place; -1 where `_lenenc_status` would fail (bad length-encoded int, truncated)."""
+    p = start + 1
+    for _ in (0, 1):  # affected rows, last insert id
+        if p >= end:
+            return -1
+        first = data[p]
+        if first < 0xFB:
+            p += 1
+        elif first == 0xFC:
+            p += 3
+        elif first == 0xFD:
+            p += 4
+        elif first == 0xFE:
+            p += 9
+        else:
+            return -1
+    if p + 2 > end:
+        return -1
+    return data[p] | data[p + 1] << 8
 
 
 
@@ -242,6 +293,10 @@ class MysqlSession:
         self._login: UpstreamLogin | None = None
         self._response: _Response | None = None
         self._change_user_db: bytes | None = None  # set while a COM_CHANGE_USER re-authenticates
+        # A decision `client_fast` took before handing the read to the general path, which uses
+        # it instead of asking the gate again (the gate keeps session state).
+        self._decided: Decision | None = None
+        self._deprecate_eof = False  # C.DEPRECATE_EOF in the negotiated capabilities, as a bool
 
     # ------------------------------------------------------------------ driver events
 
@@ -261,15 +316,183 @@ class MysqlSession:
         self._send_client(greeting.encode(), out, seq=0)
         return out
 
+    def client_fast(self, data: bytes) -> bool:
+        """The hot path for client bytes, tried before `client_data()`: True when `data` is
+        exactly one whole command that goes upstream unchanged (the driver writes `data` itself):
+        a COM_STMT_EXECUTE of a statement prepared through this session whose decision is a plain
+        allow, or a COM_QUERY the gate plainly allows (no barrier). False for anything else (a
+        partial packet, a second command pipelined behind the first, another command, a refusal,
+        a barrier, an unknown statement id, a response still coming), with nothing changed but,
+        for a COM_QUERY, the decision taken, which `client_data()` then uses."""
+        if self.phase is not Phase.READY or self._response is not None:
+            return False
+        n = len(data)
+        length = n - 4
+        if n < 5 or (data[0] | data[1] << 8 | data[2] << 16) != length or length >= MAX_PACKET_PAYLOAD:
+            return False
+        reader = self._client
+        if (data[3] != reader.expected_sequence or not reader.at_boundary or length > reader.max_payload
+                or n > reader.max_buffer or not self._upstream.at_boundary):
+            return False
+        # The general path would now take this very packet as the next command.
+        code = data[4]
+        if code == _COM_STMT_EXECUTE:
+            if n < 9:
+                return False
+            prepared = self.statements.get(int.from_bytes(data[5:9], "little"))
+            if prepared is None:
+                return False
+            decision = prepared.decision
+            if decision.action is not Action.ALLOW or decision.barrier:
+                return False
+            self._response = _Response(code, _Mode.FIRST, decision=decision)
+        elif code == _COM_QUERY:
+            gate = self.gate
+            if gate is None:
+                return False
+            sql = data[5:]
+            decision = gate.decide(sql, StatementSource.SIMPLE_QUERY, "")
+            if decision.action is not Action.ALLOW or decision.barrier:
+                self._decided = decision  # the general path answers it, without a second decide()
+                return False
+            self._response = _Response(code, _Mode.FIRST, sql=sql, decision=decision,
+                                       allowed_infile=_names_local_infile(sql))
+        else:
+            return False
+        seq = (data[3] + 1) & 0xFF
+        reader.expected_sequence = seq
+        self._client_seq = seq
+        self._upstream.expected_sequence = seq
+        return True
+
+    def upstream_fast(self, data: bytes) -> bool:
+        """The hot path for upstream bytes, tried before `upstream_data()`: True when `data` is
+        whole packets of an ordinary response to COM_QUERY or COM_STMT_EXECUTE (OK, column count,
+        definitions, EOFs, rows, the final EOF or OK, more results), which go to the client
+        unchanged (the driver writes `data` itself); the response's progress, the sequence ids
+        and the server status are tracked here with plain ints. False, with nothing changed, for
+        anything else: a partial packet, a wrong sequence id, a packet of 16 MiB, an ERR, a LOCAL
+        INFILE request, a cursor, a malformed OK or EOF, bytes after the response's end, a
+        barrier's response (the state is read back after it), a client command waiting behind
+        the response, dbguard's own state query, COM_CHANGE_USER's reset, other commands."""
+        resp = self._response
+        if resp is None or self.phase is not Phase.READY or resp.state is not None or resp.change_user \
+                or resp.swallow:
+            return False
+        command = resp.command
+        if command != _COM_QUERY and command != _COM_STMT_EXECUTE:
+            return False
+        decision = resp.decision
+        if decision is not None and decision.barrier:
+            return False
+        reader = self._upstream
+        seq = reader.expected_sequence
+        n = len(data)
+        if (seq is None or n == 0 or n > reader.max_buffer or reader.max_payload < MAX_PACKET_PAYLOAD
+                or not reader.at_boundary):
+            return False  # (every packet walked here is shorter than MAX_PACKET_PAYLOAD)
+        deprecate_eof = self._deprecate_eof
+        rows = _Mode.ROWS
+        unpack_header = _HEADER.unpack_from
+        mode = resp.mode
+        remaining = resp.remaining
+        status = -1
+        done = False
+        pos = 0
+        while pos < n:
+            if done or n - pos < 5:
+                return False  # bytes after the response's end, or a partial packet
+            if mode is rows:
+                # Rows: only the header and the first byte matter, until the result set's end.
+                while pos < n:
+                    if n - pos < 5:
+                        return False
+                    (header,) = unpack_header(data, pos)  # length | sequence id << 24
+                    length = header & 0xFFFFFF
+                    start = pos + 4
+                    pos = start + length
+                    if header >> 24 != seq or pos > n or length == 0 or length == MAX_PACKET_PAYLOAD:
+                        return False
+                    seq = (seq + 1) & 0xFF
+                    first = data[start]
+                    if first >= _EOF_HEADER:
+                        break
+                else:
+                    break  # the read ends among the rows
+                if first != _EOF_HEADER:
+                    return False  # ERR
+                # EOF, or DEPRECATE_EOF's OK: the result set's end
+                if deprecate_eof:
+                    status = _ok_status(data, start, pos)
+                elif length == 5:
+                    status = data[start + 3] | data[start + 4] << 8
+                else:
+                    return False
+                if status < 0:
+                    return False
+                if status & _MORE_RESULTS_EXISTS:
+                    mode = _Mode.FIRST
+                else:
+                    done = True
+                continue
+            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            start = pos + 4
+            pos = start + length
+            if data[start - 1] != seq or pos > n or length == 0 or length >= MAX_PACKET_PAYLOAD:
+                return False
+            seq = (seq + 1) & 0xFF
+            first = data[start]
+            if first == _ERR_HEADER:
+                return False
+            if mode is _Mode.COLUMNS:
+                if remaining <= 0:
+                    return False
+                remaining -= 1
+                if remaining == 0:
+                    mode = rows if deprecate_eof else _Mode.COLUMNS_EOF
+            elif mode is _Mode.COLUMNS_EOF:
+                if first != _EOF_HEADER or length != 5 or data[start + 3] & _CURSOR_EXISTS:
+                    return False
+                mode = rows
+            elif mode is _Mode.FIRST:
+                if first == _OK_HEADER:
+                    status = _ok_status(data, start, pos)
+                    if status < 0:
+                        return False
+                    if not status & _MORE_RESULTS_EXISTS:
+                        done = True
+                elif first < 0xFB and length == 1:  # the column count (0 is the OK header)
+                    remaining = first
+                    mode = _Mode.COLUMNS
+                else:
+                    return False  # LOCAL INFILE request, a large column count, malformed
+            else:
+                return False
+        if done:
+            if not self._client.at_boundary:
+                return False  # a pipelined command is taken as the response ends: general path
+            self._response = None
+            self._client.expected_sequence = 0
+        else:
+            resp.mode = mode
+            resp.remaining = remaining
+        reader.expected_sequence = seq
+        self._client_seq = seq
+        if status >= 0:
+            self.server_status = _status_flags(status)
+        return True
+
     def client_data(self, data: bytes) -> list[MysqlSessionAction]:
         out: list[MysqlSessionAction] = []
         if self.phase is Phase.CLOSED:
+            self._decided = None
             return out
         try:
             self._client.feed(data)
             self._drain_client(out)
         except ProtocolViolation as exc:
             self._protocol_error(out, str(exc))
+        self._decided = None  # taken by the first command of this read, if client_fast left one
         return out
 
     def upstream_data(self, data: bytes) -> list[MysqlSessionAction]:
@@ -574,6 +797,7 @@ class MysqlSession:
             return
         # The client's view of the session: what both it and the server can do.
         self.capabilities = self.capabilities & (outcome.capabilities | C.SSL | C.CONNECT_WITH_DB)
+        self._deprecate_eof = bool(self.capabilities & C.DEPRECATE_EOF)
         self.upstream_version = outcome.greeting.server_version
         self.server_status = outcome.status
         self._open_gate()
@@ -633,7 +857,8 @@ class MysqlSession:
         if cmd in (m.Command.QUERY, m.Command.STMT_PREPARE):
             sql = payload[1:]
             source = StatementSource.SIMPLE_QUERY if cmd == m.Command.QUERY else StatementSource.PARSE
-            decision = self._decide(sql, source)
+            decided, self._decided = self._decided, None
+            decision = decided if decided is not None and cmd == m.Command.QUERY else self._decide(sql, source)
             if not _runs(decision):
                 log.info("session.refused", extra={"session": self.session_id, "rules": decision.rule_ids})
                 self._refuse(out, ER_SPECIFIC_ACCESS_DENIED, "42000", refusal_message(decision))

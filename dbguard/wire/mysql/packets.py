@@ -100,7 +100,9 @@ class PacketReader:
 
     @property
     def at_boundary(self) -> bool:
-        return self.buffered == 0
+        """Nothing buffered: the next byte fed starts a packet (`buffered == 0`, checked on the
+        session's hot path for every read)."""
+        return self._pos == len(self._buffer) and not self._parts_size
 
     def feed(self, data: bytes) -> None:
         if self._pos:
