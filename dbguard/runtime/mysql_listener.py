@@ -117,7 +117,7 @@ class MysqlConnection(asyncio.Protocol):
         host = str(peer[0]) if isinstance(peer, tuple) else str(peer or "local")
         address = f"{host}:{peer[1]}" if isinstance(peer, tuple) else host
         self.session = MysqlSession(self.listener.settings, client_address=address, client_host=host,
-                                    throttle=self.listener.throttle)
+                                    throttle=self.listener.throttle, kills=self.listener)
         self.listener.connections.add(self)
         if len(self.listener.connections) > self.listener.max_connections:
             # As a server does: an ERR instead of the greeting.
@@ -472,6 +472,24 @@ class MysqlListener:
         first ones announce DEFAULT_SERVER_VERSION), so clients adapt to the real server."""
         if self.settings.server_version != version:
             self.settings = dataclasses.replace(self.settings, server_version=version)
+
+    # ---------------------------------------------------------------- KILL (session.mysql_kill)
+
+    def upstream_thread(self, connection_id: int) -> tuple[str, int] | None:
+        for conn in self.connections:
+            session = conn.session
+            if session.connection_id == connection_id:
+                if session.identity is None or session.upstream_thread is None:
+                    return None
+                return session.identity.name, session.upstream_thread
+        return None
+
+    def thread_owner(self, thread_id: int) -> str | None:
+        for conn in self.connections:
+            session = conn.session
+            if session.upstream_thread == thread_id and session.identity is not None:
+                return session.identity.name
+        return None
 
     def connection_finished(self) -> None:
         if not self.connections:

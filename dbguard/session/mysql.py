@@ -29,11 +29,12 @@ Phases (legal transitions only; anything else closes the connection with an ERR 
       session reset with COM_RESET_CONNECTION [+ COM_INIT_DB], gate reopened) | CLOSED (1045)
 
 Refused in the command phase (ERR, the session continues): statements the gate refuses
-(1227 / 42000), COM_PROCESS_KILL, COM_BINLOG_DUMP*, every other command the proxy does not
-relay (1235 / 42000), unknown command bytes (1047 / 08S01), COM_STMT_* on statement ids not
-prepared through this session (1243). A server's LOCAL INFILE request is relayed only for an
-allowed statement that names LOCAL ... INFILE; otherwise the server gets an empty file and the
-client an ERR 1227.
+(1227 / 42000), a KILL (statement or COM_PROCESS_KILL) of another identity's session (1094,
+`session.mysql_kill`, which also maps the connection ids clients know to the server's),
+COM_BINLOG_DUMP*, every other command the proxy does not relay (1235 / 42000), unknown command
+bytes (1047 / 08S01), COM_STMT_* on statement ids not prepared through this session (1243).
+A server's LOCAL INFILE request is relayed only for an allowed statement that names LOCAL ...
+INFILE; otherwise the server gets an empty file and the client an ERR 1227.
 
 The command phase handles one command at a time: client packets that arrive while a response
 is still coming are left in the (bounded) reader and handled once it is complete, so a refusal
@@ -45,7 +46,7 @@ from __future__ import annotations
 
 import enum
 import logging
-import secrets
+import re
 import struct
 import uuid
 from dataclasses import dataclass
@@ -57,6 +58,14 @@ from dbguard.session.mysql_actions import (
     MysqlListenerSettings,
     MysqlSessionAction,
     MysqlStartClientTls,
+)
+from dbguard.session.mysql_kill import (
+    ER_NO_SUCH_THREAD,
+    KillDirectory,
+    KillRequest,
+    new_connection_id,
+    parse_kill,
+    resolve,
 )
 from dbguard.session.mysql_state_sync import STATE_QUERY, StateQueryFailed, StateReader
 from dbguard.session.mysql_upstream_login import (
@@ -121,6 +130,8 @@ _S_PROTOCOL = "08S01"
 
 # Hot path constants (plain ints: no enum or flag operation per packet).
 _COM_QUERY = 0x03
+# A text that may be a KILL: the hot path leaves it to the general path, which maps its id.
+_KILL_START = re.compile(rb"\s*kill\b", re.IGNORECASE)
 _COM_STMT_EXECUTE = 0x17
 _OK_HEADER = 0x00
 _EOF_HEADER = 0xFE
@@ -257,7 +268,8 @@ class MysqlSession:
     """One client connection and its upstream connection."""
 
     def __init__(self, settings: MysqlListenerSettings, *, client_address: str,
-                 client_host: str | None = None, throttle: LoginThrottle, client_tls: bool = False) -> None:
+                 client_host: str | None = None, throttle: LoginThrottle, client_tls: bool = False,
+                 kills: KillDirectory | None = None) -> None:
         self.settings = settings
         self.client_address = client_address
         self.client_host = client_host if client_host is not None else client_address.rsplit(":", 1)[0]
@@ -273,6 +285,7 @@ class MysqlSession:
         self.database = ""
         self.statements: dict[int, PreparedStatement] = {}  # by the server's statement id
         self.upstream_version: bytes | None = None  # from the server's greeting, once logged in
+        self.upstream_thread: int | None = None  # the server's id of our upstream connection
 
         self._throttle = throttle
         self._client = PacketReader(expected_sequence=1)
@@ -283,7 +296,8 @@ class MysqlSession:
         self._upstream = PacketReader(expected_sequence=None)
         self._client_seq = 0  # next sequence id to send to the client
         self._nonce = auth.generate_nonce()
-        self._connection_id = secrets.randbits(31) or 1
+        self.connection_id = new_connection_id()  # above every server thread id (mysql_kill)
+        self._kills = kills
         self._handshake: m.HandshakeResponse41 | None = None
         self._entry: MysqlIdentityEntry | None = None
         self._user = ""
@@ -305,7 +319,7 @@ class MysqlSession:
         caps = PROXY_CAPABILITIES | (C.SSL if self.settings.tls_available else C(0))
         greeting = m.HandshakeV10(
             server_version=self.settings.server_version or DEFAULT_SERVER_VERSION,
-            connection_id=self._connection_id,
+            connection_id=self.connection_id,
             auth_plugin_data=self._nonce + b"\x00",
             capabilities=caps,
             character_set=_UTF8MB4_GENERAL_CI,
@@ -352,7 +366,7 @@ class MysqlSession:
                 return False
             sql = data[5:]
             decision = gate.decide(sql, StatementSource.SIMPLE_QUERY, "")
-            if decision.action is not Action.ALLOW or decision.barrier:
+            if decision.action is not Action.ALLOW or decision.barrier or _KILL_START.match(sql) is not None:
                 self._decided = decision  # the general path answers it, without a second decide()
                 return False
             self._response = _Response(code, _Mode.FIRST, sql=sql, decision=decision,
@@ -799,6 +813,7 @@ class MysqlSession:
         self.capabilities = self.capabilities & (outcome.capabilities | C.SSL | C.CONNECT_WITH_DB)
         self._deprecate_eof = bool(self.capabilities & C.DEPRECATE_EOF)
         self.upstream_version = outcome.greeting.server_version
+        self.upstream_thread = outcome.greeting.connection_id
         self.server_status = outcome.status
         self._open_gate()
         ok = m.OkPacket(status_flags=outcome.status)
@@ -867,6 +882,14 @@ class MysqlSession:
                 self._refuse(out, ER_MAX_PREPARED_STMT_COUNT, "42000",
                              "dbguard: too many prepared statements in this session")
                 return
+            if cmd == m.Command.QUERY and (request := parse_kill(sql)) is not None:
+                target = self._kill_target(request)
+                if target is None:
+                    self._refuse(out, ER_NO_SUCH_THREAD, "HY000", f"Unknown thread id: {request.thread_id}")
+                    return
+                if target != request.thread_id:  # a dbguard connection id: the server's thread instead
+                    sql = request.statement(target)
+                    packet = Packet(packet.sequence_id, bytes((code,)) + sql, packet.next_sequence_id)
             mode = _Mode.FIRST if cmd == m.Command.QUERY else _Mode.SINGLE
             self._response = _Response(code, mode, sql=sql, decision=decision,
                                        allowed_infile=cmd == m.Command.QUERY and _names_local_infile(sql))
@@ -900,6 +923,9 @@ class MysqlSession:
             self._response = _Response(code, mode, decision=self.statements[stmt_id].decision
                                        if cmd == m.Command.STMT_EXECUTE else None)
             return
+        if cmd == m.Command.PROCESS_KILL:
+            self._process_kill(packet, out)
+            return
         if cmd in (m.Command.PING, m.Command.STATISTICS, m.Command.SET_OPTION, m.Command.RESET_CONNECTION,
                    m.Command.INIT_DB, m.Command.FIELD_LIST, m.Command.QUIT):
             m.decode_command(payload, self.capabilities)  # strict check of the arguments
@@ -916,6 +942,30 @@ class MysqlSession:
             self._start_change_user(m.ComChangeUser.decode(payload, self.capabilities), out)
             return
         self._refuse(out, ER_NOT_SUPPORTED, "42000", f"dbguard: {cmd.name} is not allowed through the proxy")
+
+    def _kill_target(self, request: KillRequest) -> int | None:
+        """The server thread a KILL of this session's identity may end (session.mysql_kill)."""
+        if self._kills is None:
+            return request.thread_id
+        assert self.identity is not None
+        return resolve(request, self.identity.name, self._kills)
+
+    def _process_kill(self, packet: Packet, out: list[MysqlSessionAction]) -> None:
+        """COM_PROCESS_KILL: decided by policy as the `KILL CONNECTION <id>` it means, the id
+        mapped as for the statement, then sent upstream with the server's thread id."""
+        if len(packet.payload) != 5:
+            raise ProtocolViolation("COM_PROCESS_KILL: the payload is not a 4-byte id")
+        request = KillRequest(b"CONNECTION", int.from_bytes(packet.payload[1:5], "little"))
+        decision = self._decide(request.statement(request.thread_id), StatementSource.SIMPLE_QUERY)
+        if not _runs(decision):
+            self._refuse(out, ER_SPECIFIC_ACCESS_DENIED, "42000", refusal_message(decision))
+            return
+        target = self._kill_target(request)
+        if target is None:
+            self._refuse(out, ER_NO_SUCH_THREAD, "HY000", f"Unknown thread id: {request.thread_id}")
+            return
+        self._forward(Packet(packet.sequence_id, m.ComProcessKill(target).encode(), packet.next_sequence_id), out)
+        self._response = _Response(packet.payload[0], _Mode.SINGLE, decision=decision)
 
     def _start_change_user(self, msg: m.ComChangeUser, out: list[MysqlSessionAction]) -> None:
         """COM_CHANGE_USER re-authenticates against dbguard's identities, never switching

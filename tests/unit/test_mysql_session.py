@@ -547,7 +547,6 @@ def test_execute_of_unknown_statement_is_refused() -> None:
 
 
 @pytest.mark.parametrize(("payload", "errno"), [
-    (m.ComProcessKill(5).encode(), 1235),
     (b"\x12" + b"\x00" * 10, 1235),  # COM_BINLOG_DUMP
     (b"\x06app", 1235),  # COM_DROP_DB: drops a database without any SQL text
     (b"\x05newdb", 1235),  # COM_CREATE_DB
@@ -890,3 +889,58 @@ def test_a_client_asking_for_compression_is_told_it_is_not_supported() -> None:
     seq, e = single_err(to_client(actions))
     assert (seq, e.errno, e.sqlstate) == (2, 1235, b"08004")
     assert b"compression is not supported" in e.message
+
+
+# ----------------------------------------------------------------------------- KILL
+
+
+class TwoSessions:
+    """A KillDirectory: dbguard id 0x40000005 is copilot's on server thread 11; 0x40000006 alice's on 12."""
+
+    def upstream_thread(self, connection_id: int) -> tuple[str, int] | None:
+        return {0x40000005: (CLIENT_USER, 11), 0x40000006: ("alice", 12)}.get(connection_id)
+
+    def thread_owner(self, thread_id: int) -> str | None:
+        return {11: CLIENT_USER, 12: "alice"}.get(thread_id)
+
+
+def ready_with_kills() -> Driver:
+    d = Driver()
+    d.session = MysqlSession(d.settings, client_address=CLIENT_ADDRESS, throttle=d.throttle, kills=TwoSessions())
+    [p] = packets(to_client(d.session.start()))
+    d.greeting = m.HandshakeV10.decode(p.payload)
+    client_login(d)
+    upstream_login(d)
+    assert d.session.phase is Phase.READY
+    return d
+
+
+def test_kill_of_a_dbguard_id_is_mapped_to_the_server_thread() -> None:
+    d = ready_with_kills()
+    assert not d.session.client_fast(query(b"KILL QUERY 1073741829"))  # the hot path leaves KILL alone
+    actions = d.client(query(b"KILL QUERY 1073741829"))
+    assert to_upstream(actions) == query(b"KILL QUERY 11")
+    assert to_client(d.upstream(pkt(OK, 1))) == pkt(OK, 1)
+
+
+def test_kill_of_another_identitys_session_is_an_unknown_thread() -> None:
+    d = ready_with_kills()
+    for sql in (b"KILL 1073741830", b"kill connection 12"):
+        actions = d.client(query(sql))
+        assert to_upstream(actions) == b""
+        seq, e = single_err(to_client(actions))
+        assert (seq, e.errno, e.sqlstate) == (1, 1094, b"HY000")
+    q = query(b"KILL 999")  # not a dbguard session's thread: as written, the policy decided
+    assert d.client(q) == [SendUpstream(q)]
+
+
+def test_com_process_kill_is_decided_and_mapped() -> None:
+    gate = BlockDrops()
+    d = ready_with_kills()
+    d.session.gate = gate
+    actions = d.client(pkt(m.ComProcessKill(0x40000005).encode(), 0))
+    assert to_upstream(actions) == pkt(m.ComProcessKill(11).encode(), 0)
+    assert gate.seen == [("KILL CONNECTION 1073741829", StatementSource.SIMPLE_QUERY)]
+    assert to_client(d.upstream(pkt(OK, 1))) == pkt(OK, 1)
+    _, e = single_err(to_client(d.client(pkt(m.ComProcessKill(0x40000006).encode(), 0))))
+    assert e.errno == 1094
