@@ -134,7 +134,15 @@ class PgConnection(asyncio.Protocol):
                 upstream.write(fast)
 
     def eof_received(self) -> bool | None:
-        return None  # close the transport
+        """The client sent FIN: it will send nothing more, and no client of this protocol
+        half-closes to wait for an answer. The session ends now: the upstream connection is
+        closed (the server stops the statement) and what is still queued for the client is
+        dropped instead of waiting, with the upstream held, for a reader that may never come."""
+        if not self._closed:
+            self.execute(self.session.client_closed())
+        if self.client is not None:
+            self.client.abort()
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._closed:

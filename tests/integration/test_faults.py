@@ -134,6 +134,22 @@ def test_client_disconnect_mid_result_releases_backend(pg_server: ThrowawayPostg
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_client_half_closing_mid_result_releases_backend(pg_server: ThrowawayPostgres, proxy: ProxyProcess) -> None:
+    """A client that shuts its side down (FIN) but keeps the socket and stops reading: the
+    proxy must not hold the backend while its unread result waits for a reader."""
+    sock = _raw_login(proxy)
+    marker = "dbguard_half_close_marker"
+    sql = f"SELECT g, repeat('x', 200) AS {marker} FROM generate_series(1, 20000000) g"
+    sock.sendall(m.Query(sql.encode()).encode())
+    assert sock.recv(65536)
+    sock.shutdown(socket.SHUT_WR)  # FIN; the descriptor stays open and nothing more is read
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _backends(pg_server, f"%{marker}%") != 0:
+        time.sleep(0.2)
+    assert _backends(pg_server, f"%{marker}%") == 0
+    sock.close()
+
+
 def test_refused_replication_connection(proxy: ProxyProcess) -> None:
     with pytest.raises(psycopg.OperationalError) as info:
         psycopg.connect(proxy.dsn("copilot"), replication="database")

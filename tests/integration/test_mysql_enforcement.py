@@ -999,13 +999,25 @@ def test_clients_sql_mode_statements_run_and_are_followed(guarded: Guarded, stat
     assert_unchanged(guarded, " / ".join(statements))
 
 
+def test_com_process_kill_is_decided_as_the_kill_it_means(guarded: Guarded) -> None:
+    """COM_PROCESS_KILL is relayed only as the `KILL CONNECTION n` the policy allows; this one
+    blocks server administration (session.mysql_kill maps and checks the id after that)."""
+    with connect(guarded) as conn:
+        raw: Any = conn
+        raw._execute_command(int(m.Command.PROCESS_KILL), b"\x01\x00\x00\x00")
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            raw._read_ok_packet()
+        assert info.value.args[0] == ER_REFUSED, info.value.args
+        assert run_all(conn, "SELECT 1") == [[(1,)]]
+    assert_unchanged(guarded, "COM_PROCESS_KILL")
+
+
 @pytest.mark.parametrize(("command", "argument"), [
     (m.Command.CREATE_DB, b"evil"),
     (m.Command.DROP_DB, b"app"),
     (m.Command.DROP_DB, b"shop"),
     (m.Command.REFRESH, b"\x01"),  # FLUSH privileges / tables
     (m.Command.SHUTDOWN, b"\x00"),
-    (m.Command.PROCESS_KILL, b"\x01\x00\x00\x00"),
     (m.Command.DEBUG, b""),
     (m.Command.PROCESS_INFO, b""),
     (m.Command.MARIADB_STMT_BULK_EXECUTE, b"\x01\x00\x00\x00\x00\x00"),

@@ -225,7 +225,7 @@ def test_client_vanishing_mid_result_stops_its_upstream_query(mariadb_server: Th
     sock.shutdown(socket.SHUT_RDWR)
     sock.close()
     # The proxy closes the upstream connection; the server ends the query at its next write.
-    assert _wait_for(lambda: _running_queries(mariadb_server, marker) == 0, timeout=30)
+    assert _wait_for(lambda: _running_queries(mariadb_server, marker) == 0, timeout=30), proxy.log()[-3000:]
     assert proxy.alive
 
 
