@@ -16,7 +16,7 @@ from dbguard.journal import (
     statement_from,
 )
 from dbguard.journal.chain import GENESIS_HASH
-from dbguard.journal.events import SCHEMA_VERSION, iso_from_us, parse_time
+from dbguard.journal.events import SCHEMA_VERSION, JournalEvent, iso_from_us, parse_time
 from dbguard.model import Action, Decision, Feature, Identity, IdentityKind, SessionInfo, StatementInfo, StatementKind
 from tests.unit.journal_helpers import KEY, every_kind
 
@@ -58,8 +58,8 @@ def test_golden_outcome_bytes() -> None:
 
 
 @pytest.mark.parametrize("event", every_kind(), ids=lambda e: e.kind.value)
-def test_round_trip(event: object) -> None:
-    payload = canonical_bytes(event)  # type: ignore[arg-type]
+def test_round_trip(event: JournalEvent) -> None:
+    payload = canonical_bytes(event)
     assert decode_event(payload) == event
     assert canonical_bytes(decode_event(payload)) == payload
     assert b"\n" not in payload
