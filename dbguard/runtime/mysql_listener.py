@@ -47,11 +47,12 @@ from dbguard.session.pg_actions import (
 )
 from dbguard.session.throttle import LoginThrottle
 from dbguard.wire.mysql import messages as m
-from dbguard.wire.mysql.packets import encode_packets
+from dbguard.wire.mysql.packets import ProtocolViolation, encode_packets
 
 log = logging.getLogger("dbguard.runtime")
 
 ER_CON_COUNT_ERROR = 1040  # "Too many connections" (08004)
+VERSION_PROBE_TIMEOUT = 2.0  # seconds for reading the upstream's greeting at listener start
 
 
 class _UpstreamProtocol(asyncio.Protocol):
@@ -468,6 +469,38 @@ class MysqlListener:
             self.port = sockets[0].getsockname()[1]
         log.info("listener.start", extra={"listener": self.settings.name, "listen": f"{self.host}:{self.port}",
                                           "protocol": "mysql"})
+        await self._read_server_version()
+
+    async def _read_server_version(self) -> None:
+        """Read the upstream's greeting once (no login: the connection is closed after it), so
+        that even the first clients' greetings carry the server's version string: drivers pick
+        their dialect from it (SQLAlchemy tells MariaDB from MySQL by it, once per engine).
+        When the server cannot be reached now, the first login teaches it instead."""
+        target = self.settings.upstream.target
+        try:
+            if target.unix_socket:
+                opened = asyncio.open_unix_connection(target.unix_socket)
+            else:
+                opened = asyncio.open_connection(target.host, target.port)
+            reader, writer = await asyncio.wait_for(opened, VERSION_PROBE_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            log.info("listener.upstream_version_unknown", extra={"listener": self.settings.name,
+                                                                 "error": _describe(exc)})
+            return
+        try:
+            header = await asyncio.wait_for(reader.readexactly(4), VERSION_PROBE_TIMEOUT)
+            length = int.from_bytes(header[:3], "little")
+            if length > 4096:
+                raise ValueError(f"a {length}-byte greeting")
+            payload = await asyncio.wait_for(reader.readexactly(length), VERSION_PROBE_TIMEOUT)
+            version = m.HandshakeV10.decode(payload).server_version
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, ProtocolViolation) as exc:
+            log.info("listener.upstream_version_unknown", extra={"listener": self.settings.name,
+                                                                 "error": _describe(exc)})
+            return
+        finally:
+            writer.close()
+        self.learn_server_version(version)
 
     def update_settings(self, settings: MysqlListenerSettings) -> None:
         """Reload: new connections use the new settings; live sessions keep theirs."""

@@ -297,16 +297,26 @@ def _greeting_version(conn: pymysql.connections.Connection[Any]) -> str:
     return str(vars(conn)["server_version"])
 
 
-def test_greetings_announce_the_servers_version_once_known(mariadb_server: ThrowawayMariaDB,
-                                                           proxy_factory: ProxyFactory) -> None:
+def test_greetings_announce_the_servers_version(mariadb_server: ThrowawayMariaDB, proxy_factory: ProxyFactory,
+                                                fresh_mariadb_server: ThrowawayMariaDB) -> None:
+    """Drivers pick their dialect from the greeting's version: the listener reads the server's
+    at start, or, when the server was down then, from the first login."""
     proxy = proxy_factory(mariadb_server.dsn(), **MYSQL)
     direct = pymysql.connect(**mariadb_server.connect_kwargs())
     real = _greeting_version(direct)
     direct.close()
-    first = _connect(proxy)  # its greeting went out before dbguard had seen the server
-    assert _greeting_version(first) == "5.5.5-10.11.0-MariaDB-dbguard"
+    first = _connect(proxy)
+    assert _greeting_version(first) == real
+    assert _scalar(first, "SELECT VERSION()") in real
     first.close()
-    second = _connect(proxy)
-    assert _greeting_version(second) == real
-    assert _scalar(second, "SELECT VERSION()") in real
-    second.close()
+
+    fresh_mariadb_server.stop()
+    late = proxy_factory(fresh_mariadb_server.dsn(), **MYSQL)
+    assert "listener.upstream_version_unknown" in late.log()
+    fresh_mariadb_server.start()
+    before_login = _connect(late)  # its greeting went out before dbguard had seen the server
+    assert _greeting_version(before_login) == "5.5.5-10.11.0-MariaDB-dbguard"
+    before_login.close()
+    after_login = _connect(late)
+    assert _greeting_version(after_login) == real
+    after_login.close()
