@@ -20,7 +20,7 @@ import pytest
 from dbguard.journal import ChainHasher, JournalStore, JournalWriter, StoreError, decode_event, open_store
 from dbguard.journal.chain import GENESIS_HASH
 from dbguard.journal.events import SessionStartEvent, StatementEvent, canonical_bytes
-from dbguard.journal.export import export_range, verify_export
+from dbguard.journal.export import ExportFormat, export_range, verify_export
 from dbguard.journal.store import CURRENT_SCHEMA_VERSION
 from dbguard.journal.store_sqlite import SqliteJournalStore
 from tests.unit.journal_helpers import KEY, T0, StoreBackend, fill, session_events
@@ -240,14 +240,14 @@ def test_wrong_or_missing_key_is_refused(store: JournalStore) -> None:
 # -- exports -----------------------------------------------------------------------------------
 
 
-def _export(store: JournalStore, fmt: str = "jsonl", hasher: ChainHasher = H, **filters: Any) -> str:
+def _export(store: JournalStore, fmt: ExportFormat = "jsonl", hasher: ChainHasher = H, **filters: Any) -> str:
     out = io.StringIO()
-    export_range(store, out, fmt=fmt, hasher=hasher, **filters)  # type: ignore[arg-type]
+    export_range(store, out, fmt=fmt, hasher=hasher, **filters)
     return out.getvalue()
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_export_verifies_on_its_own(store: JournalStore, fmt: str) -> None:
+def test_export_verifies_on_its_own(store: JournalStore, fmt: ExportFormat) -> None:
     _two_sessions(store)
     fill(store, H, [StatementEvent("s-0002", T0 + 61_000_000, 9, "SELECT 'a,\"b\"'\r\n\t, 'é ✓'\nFROM t", "allow")])
     text = _export(store, fmt)
@@ -268,7 +268,7 @@ def test_export_time_range_has_its_anchor(store: JournalStore) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_filtered_export_keeps_the_chain(store: JournalStore, fmt: str) -> None:
+def test_filtered_export_keeps_the_chain(store: JournalStore, fmt: ExportFormat) -> None:
     _two_sessions(store)
     by_identity = verify_export(_export(store, fmt, identity="alice"))
     assert by_identity.ok, by_identity.first_problem()
@@ -283,7 +283,7 @@ def _lines(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_tampered_export_is_named(store: JournalStore, fmt: str) -> None:
+def test_tampered_export_is_named(store: JournalStore, fmt: ExportFormat) -> None:
     _two_sessions(store)
     lines = _lines(_export(store, fmt))
     body = 1 if fmt == "jsonl" else 2  # index of the line of event 1

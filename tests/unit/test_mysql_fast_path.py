@@ -86,7 +86,7 @@ class Side(Driver):
     DEPRECATE_EOF, as negotiated) and filtered out of the actions."""
 
     def __init__(self, gate: Gate, *, fast: bool, deprecate_eof: bool = True) -> None:
-        super().__init__(make_settings(gate))  # type: ignore[arg-type]
+        super().__init__(make_settings(gate))
         self.gate = gate
         self.fast = fast
         self.deprecate_eof = deprecate_eof

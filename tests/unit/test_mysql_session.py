@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from dbguard.model import Action, Decision, Identity, IdentityKind, SessionInfo, StatementSource
+from dbguard.model import Action, Decision, Gate, Identity, IdentityKind, SessionInfo, StatementSource
 from dbguard.session.mysql import PROXY_CAPABILITIES, MysqlSession, Phase
 from dbguard.session.mysql_actions import (
     MysqlIdentityEntry,
@@ -82,7 +82,7 @@ class BlockDrops:
         return Decision(Action.ALLOW)
 
 
-def make_settings(gate: BlockDrops | None = None, **kw: object) -> MysqlListenerSettings:
+def make_settings(gate: Gate | None = None, **kw: object) -> MysqlListenerSettings:
     identity = Identity(CLIENT_USER, IdentityKind.AGENT, ("readers",))
     settings = MysqlListenerSettings(
         name="unit-mysql",
