@@ -82,3 +82,35 @@ def connect(proxy: ProxyProcess, user: str = "copilot", password: str | None = N
     secret = proxy.secrets.get(user, "") if password is None else password
     return pymysql.connect(host=proxy.host, port=proxy.port, user=user, password=secret, database="app",
                            connect_timeout=10, **kwargs)
+
+
+# Rules of the real-client tests: destructive statements and writes without WHERE are refused.
+WRITE_GUARD_RULES = """
+defaults: {action: allow, on_parse_error: block}
+rules:
+  - id: no-drop
+    description: nobody drops or truncates through the proxy
+    when: {statement: [drop, truncate]}
+    action: block
+  - id: no-unbounded-writes
+    description: writes need a WHERE clause
+    when: {statement: [delete, update], where: missing}
+    action: block
+"""
+
+
+class AnswersWithNative(pymysql.connections.Connection):
+    """PyMySQL answers the greeting with the plugin the server names; this one answers with
+    `answer_plugin` instead (as a client whose default plugin differs would)."""
+
+    answer_plugin = "mysql_native_password"
+
+    def _get_server_information(self) -> None:
+        # A private PyMySQL method the stubs do not declare: the one place its plugin is chosen.
+        super()._get_server_information()  # type: ignore[misc]
+        self._auth_plugin_name = self.answer_plugin
+
+
+class AnswersWithSha256(AnswersWithNative):
+    answer_plugin = "sha256_password"
+

@@ -36,22 +36,10 @@ from sqlalchemy import orm
 
 from dbguard.devdb.mariadb import ThrowawayMariaDB
 from tests.integration.harness import ProxyProcess
-from tests.integration.mysql_harness import connect, serve_in_front_of
+from tests.integration.mysql_harness import WRITE_GUARD_RULES, connect, serve_in_front_of
 
 pytestmark = pytest.mark.integration
 
-CLIENT_RULES = """
-defaults: {action: allow, on_parse_error: block}
-rules:
-  - id: no-drop
-    description: nobody drops or truncates through the proxy
-    when: {statement: [drop, truncate]}
-    action: block
-  - id: no-unbounded-writes
-    description: writes need a WHERE clause
-    when: {statement: [delete, update], where: missing}
-    action: block
-"""
 TABLES = ("cl_items", "cl_tx", "cl_load_via", "cl_load_direct", "cl_async", "cl_addresses", "cl_users")
 ROWS = 100_000
 
@@ -59,7 +47,7 @@ ROWS = 100_000
 @pytest.fixture(scope="module")
 def clients_proxy(mariadb_server: ThrowawayMariaDB) -> Iterator[ProxyProcess]:
     try:
-        yield from serve_in_front_of(mariadb_server, CLIENT_RULES)
+        yield from serve_in_front_of(mariadb_server, WRITE_GUARD_RULES)
     finally:
         mariadb_server.run_sql(f"DROP TABLE IF EXISTS {', '.join(TABLES)}", "app")
 

@@ -23,28 +23,16 @@ import pytest
 from dbguard.devdb.mariadb import ThrowawayMariaDB
 from tests.integration import mysql_connector_scenarios as scenarios
 from tests.integration.harness import REPO_ROOT, ProxyProcess
-from tests.integration.mysql_harness import serve_in_front_of
+from tests.integration.mysql_harness import WRITE_GUARD_RULES, serve_in_front_of
 
 pytestmark = pytest.mark.integration
 
-CONNECTOR_RULES = """
-defaults: {action: allow, on_parse_error: block}
-rules:
-  - id: no-drop
-    description: nobody drops or truncates through the proxy
-    when: {statement: [drop, truncate]}
-    action: block
-  - id: no-unbounded-writes
-    description: writes need a WHERE clause
-    when: {statement: [delete, update], where: missing}
-    action: block
-"""
 
 
 @pytest.fixture(scope="module")
 def connector_proxy(mariadb_server: ThrowawayMariaDB) -> Iterator[ProxyProcess]:
     try:
-        yield from serve_in_front_of(mariadb_server, CONNECTOR_RULES)
+        yield from serve_in_front_of(mariadb_server, WRITE_GUARD_RULES)
     finally:
         mariadb_server.run_sql("DROP TABLE IF EXISTS cl_bin, cl_ptx; DROP PROCEDURE IF EXISTS cl_multi", "app")
 

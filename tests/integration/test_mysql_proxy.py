@@ -19,7 +19,7 @@ from pymysql.constants import CLIENT
 
 from dbguard.devdb.mariadb import ThrowawayMariaDB
 from tests.integration.harness import ProxyProcess
-from tests.integration.mysql_harness import connect, serve_in_front_of
+from tests.integration.mysql_harness import AnswersWithNative, AnswersWithSha256, connect, serve_in_front_of
 
 pytestmark = pytest.mark.integration
 
@@ -46,21 +46,6 @@ def mysql_proxy(mariadb_server: ThrowawayMariaDB) -> Iterator[ProxyProcess]:
         root.close()
 
 
-class _AnswersWith(pymysql.connections.Connection):
-    """PyMySQL answers the greeting with the plugin the server names; this one answers with
-    `answer_plugin` instead (as a client whose default plugin differs would)."""
-
-    answer_plugin = "mysql_native_password"
-
-    def _get_server_information(self) -> None:
-        super()._get_server_information()  # type: ignore[misc]
-        self._auth_plugin_name = self.answer_plugin
-
-
-class _AnswersWithSha256(_AnswersWith):
-    answer_plugin = "sha256_password"
-
-
 def _select_one(conn: pymysql.connections.Connection[Any]) -> Any:
     with conn.cursor() as cur:
         cur.execute("SELECT 1")
@@ -76,12 +61,12 @@ def test_login_with_both_plugins_and_wrong_secrets(mysql_proxy: ProxyProcess) ->
     assert _select_one(conn) == (1,)
     conn.close()
     # mysql_native_password, answered directly.
-    native = _AnswersWith(host=mysql_proxy.host, port=mysql_proxy.port, user="copilot",
+    native = AnswersWithNative(host=mysql_proxy.host, port=mysql_proxy.port, user="copilot",
                           password="copilot-secret", database="app", connect_timeout=10)
     assert _select_one(native) == (1,)
     native.close()
     # A plugin the proxy does not take: switched to caching_sha2_password.
-    switched = _AnswersWithSha256(host=mysql_proxy.host, port=mysql_proxy.port, user="copilot",
+    switched = AnswersWithSha256(host=mysql_proxy.host, port=mysql_proxy.port, user="copilot",
                                   password="copilot-secret", database="app", connect_timeout=10)
     assert _select_one(switched) == (1,)
     switched.close()
@@ -90,7 +75,7 @@ def test_login_with_both_plugins_and_wrong_secrets(mysql_proxy: ProxyProcess) ->
             connect(mysql_proxy, user, "wrong-secret")
         assert info.value.args[0] == 1045
     with pytest.raises(pymysql.err.OperationalError) as info:
-        _AnswersWith(host=mysql_proxy.host, port=mysql_proxy.port, user="copilot", password="nope",
+        AnswersWithNative(host=mysql_proxy.host, port=mysql_proxy.port, user="copilot", password="nope",
                      database="app", connect_timeout=10)
     assert info.value.args[0] == 1045
 

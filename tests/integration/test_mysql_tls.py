@@ -56,6 +56,7 @@ from dbguard.wire.mysql import auth
 from dbguard.wire.mysql import messages as m
 from dbguard.wire.mysql.packets import encode_packets
 from tests.integration.harness import REPO_ROOT, ProxyProcess, free_port, wait_for_port
+from tests.integration.mysql_harness import AnswersWithNative
 
 pytestmark = pytest.mark.integration
 
@@ -154,14 +155,6 @@ def _connect(proxy: TlsProxy, *, port: int | None = None, user: str = "copilot",
                connect_timeout=10, **kwargs)
 
 
-class _AnswersNative(pymysql.connections.Connection):
-    """Answers the greeting with mysql_native_password, whatever plugin the greeting names."""
-
-    def _get_server_information(self) -> None:
-        super()._get_server_information()  # type: ignore[misc]
-        self._auth_plugin_name = "mysql_native_password"
-
-
 def _server_capabilities(conn: pymysql.connections.Connection[Any]) -> int:
     return int(getattr(conn, "server_capabilities", 0))  # not in PyMySQL's type stubs
 
@@ -189,11 +182,11 @@ def test_pymysql_over_tls_with_both_plugins(tls_proxy: TlsProxy) -> None:
         assert info.value.args[0] == 1227  # the policy applies as without TLS
         assert _select_one(conn) == (1,)
         conn.close()
-    native = _connect(tls_proxy, ca=ca, user="alice", cls=_AnswersNative)
+    native = _connect(tls_proxy, ca=ca, user="alice", cls=AnswersWithNative)
     assert _tls_version(native) is not None
     assert _select_one(native) == (1,)
     native.close()
-    for cls in (pymysql.connections.Connection, _AnswersNative):
+    for cls in (pymysql.connections.Connection, AnswersWithNative):
         with pytest.raises(pymysql.err.OperationalError) as info:
             _connect(tls_proxy, ca=ca, password="wrong-secret", cls=cls)
         assert info.value.args[0] == 1045
