@@ -187,6 +187,8 @@ _INSERT_SESSION: Final = (
 )
 _END_SESSION: Final = "UPDATE journal_sessions SET end_us = ?, end_reason = ? WHERE session_id = ?"
 _EVENT_COLUMNS: Final = "seq, time_us, kind, session_id, payload, prev_hash, hash"
+# Every read of events starts so; what follows it is literal SQL with `?` parameters.
+_SELECT_EVENTS: Final = "SELECT seq, time_us, kind, session_id, payload, prev_hash, hash FROM journal_events"
 _SESSION_COLUMNS: Final = (
     "s.session_id, s.identity, s.identity_kind, s.listener, s.protocol, s.database_name, s.client_address,"
     " s.start_us, s.end_us, s.end_reason,"
@@ -452,11 +454,11 @@ class JournalStore(abc.ABC):
         last = after_seq
         while True:
             if through_seq is None:
-                rows = self._rows(f"SELECT {_EVENT_COLUMNS} FROM journal_events WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608 (constants only; values are parameters)
+                rows = self._rows(_SELECT_EVENTS + " WHERE seq > ? ORDER BY seq LIMIT ?",
                                   (last, _PAGE))
             else:
                 rows = self._rows(
-                    f"SELECT {_EVENT_COLUMNS} FROM journal_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",  # noqa: S608 (constants only; values are parameters)
+                    _SELECT_EVENTS + " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
                     (last, through_seq, _PAGE),
                 )
             if not rows:
@@ -468,16 +470,16 @@ class JournalStore(abc.ABC):
                 return
 
     def events_after(self, seq: int, limit: int = _PAGE) -> list[StoredEvent]:
-        rows = self._rows(f"SELECT {_EVENT_COLUMNS} FROM journal_events WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608 (constants only; values are parameters)
+        rows = self._rows(_SELECT_EVENTS + " WHERE seq > ? ORDER BY seq LIMIT ?",
                           (seq, limit))
         return [_stored(r) for r in rows]
 
     def last_events(self, count: int) -> list[StoredEvent]:
-        rows = self._rows(f"SELECT {_EVENT_COLUMNS} FROM journal_events ORDER BY seq DESC LIMIT ?", (count,))  # noqa: S608 (constants only; values are parameters)
+        rows = self._rows(_SELECT_EVENTS + " ORDER BY seq DESC LIMIT ?", (count,))
         return [_stored(r) for r in reversed(rows)]
 
     def session_events(self, session_id: str) -> list[StoredEvent]:
-        rows = self._rows(f"SELECT {_EVENT_COLUMNS} FROM journal_events WHERE session_id = ? ORDER BY seq",  # noqa: S608 (constants only; values are parameters)
+        rows = self._rows(_SELECT_EVENTS + " WHERE session_id = ? ORDER BY seq",
                           (session_id,))
         return [_stored(r) for r in rows]
 
@@ -542,7 +544,7 @@ class JournalStore(abc.ABC):
         return int(lo), int(hi)
 
     def event_at(self, seq: int) -> StoredEvent | None:
-        rows = self._rows(f"SELECT {_EVENT_COLUMNS} FROM journal_events WHERE seq = ?", (seq,))  # noqa: S608 (constants only; values are parameters)
+        rows = self._rows(_SELECT_EVENTS + " WHERE seq = ?", (seq,))
         return _stored(rows[0]) if rows else None
 
     def export_counts(
