@@ -3,8 +3,10 @@
 Owns: finding the store (`--store URL`, else the configuration's `store:`) and the chain key
 (the configuration's `journal.hmac_key`, else `$DBGUARD_JOURNAL_KEY`), parsing times (ISO
 8601), rendering with rich or as JSON, and these commands' exit statuses (0 ok, 1 a failed
-verification, 2 usage, configuration or store errors naming the problem). Everything it shows
-comes from `dbguard.journal`; it records nothing itself except what `prune` journals.
+verification or a replayed outcome that differs, 2 usage, configuration or store errors naming
+the problem). Everything it shows comes from `dbguard.journal`; it records nothing itself except
+what `prune` journals. `replay --execute` runs statements, for real, on the database it is given
+(through `dbguard.journal.replay_execute`), never on the store.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +26,33 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dbguard.config import Config, ConfigError, load_config, parse_store_url, resolve_config_path
+from dbguard.config import (
+    Config,
+    ConfigError,
+    load_config,
+    parse_store_url,
+    parse_upstream_dsn,
+    resolve_config_path,
+)
 from dbguard.journal import ChainHasher, JournalStore, StoreError, open_store
 from dbguard.journal.chain import ChainProblem, StoredEvent
 from dbguard.journal.events import event_to_dict, iso_from_us, parse_time
 from dbguard.journal.export import KeyRequired, export_range, verify_export
 from dbguard.journal.replay import ReplayLine, describe, replay, replay_lines
+from dbguard.journal.replay_execute import (
+    DIFFERS,
+    NOT_RECORDED,
+    SAME,
+    SKIPPED,
+    ExecuteError,
+    ExecuteTarget,
+    PlannedStatement,
+    ReplayResult,
+    connect,
+    execute_replay,
+    plan,
+    session_protocol,
+)
 from dbguard.journal.store import SessionSummary
 
 EXIT_OK: Final = 0
@@ -83,12 +106,15 @@ def add_journal_commands(
     rep = jsub.add_parser("replay", help="replay a session line by line with its timing, decisions and outcomes")
     common(rep)
     rep.add_argument("session", metavar="SESSION", help="session id (or a unique prefix of it)")
-    rep.add_argument("--speed", type=float, default=1.0, metavar="X",
-                     help="play the recorded gaps X times faster (default 1; 0 = no waits)")
+    rep.add_argument("--speed", type=float, metavar="X",
+                     help="play the recorded gaps X times faster (default 1; 0 = no waits; "
+                          "with --execute: no waits unless given)")
     rep.add_argument("--step", action="store_true", help="wait for Enter before each statement")
     rep.add_argument("--max-wait", type=float, metavar="SECONDS", help="never wait longer than this between lines")
     rep.add_argument("--execute", metavar="DSN",
-                     help="(not available yet) run the allowed statements against another database and compare")
+                     help="RUN the statements that were let through, for real, against the database at DSN "
+                          "(postgresql://… or mysql://…: a staging copy, never production) and report where "
+                          "their outcomes differ from the recorded ones; exit 1 if any differ")
 
     export = jsub.add_parser("export", help="export a range of the journal with its chain, for auditors")
     common(export)
@@ -306,12 +332,14 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    if args.execute is not None:
-        raise UsageError("replay --execute is not available yet: replay shows the session, it does not run it")
-    if args.speed < 0:
+    if args.speed is not None and args.speed < 0:
         raise UsageError("--speed: must be 0 or more")
     if args.max_wait is not None and args.max_wait < 0:
         raise UsageError("--max-wait: must be 0 or more")
+    if args.execute is not None:
+        return _replay_execute(args)
+    if args.speed is None:
+        args.speed = 1.0
     with _store(args) as (store, _):
         session_id = _resolve(store, args.session)
         lines = replay_lines(store.session_events(session_id))
@@ -329,6 +357,125 @@ def _replay(args: argparse.Namespace) -> int:
     replay(lines, emit, speed=args.speed, step=args.step, sleep=time.sleep, wait_enter=wait_enter,
            max_wait=args.max_wait)
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# replay --execute
+
+
+_DSN_PROTOCOLS: Final = {"postgres": "postgres", "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+_RESULT_STYLE: Final = {DIFFERS: "bold red", SAME: "green", SKIPPED: "dim", NOT_RECORDED: "yellow"}
+_SHOWN_TEXT: Final = 120  # statement text shown in the table; --json has all of it
+
+
+def _execute_target(dsn: str, session_protocol: str | None) -> ExecuteTarget:
+    """The --execute DSN as a target; a UsageError (without the password) when it is not usable
+    for this session."""
+    scheme = dsn.strip().partition("://")[0].lower() if "://" in dsn else ""
+    protocol = _DSN_PROTOCOLS.get(scheme)
+    if protocol is None:
+        raise UsageError("--execute: expected a DSN postgresql://USER:PASSWORD@HOST:PORT/DATABASE "
+                         "or mysql://USER:PASSWORD@HOST:PORT/DATABASE")
+    try:
+        parsed = parse_upstream_dsn(dsn, protocol, base_dir=Path.cwd())
+    except ValueError as e:
+        raise UsageError(f"--execute: {e}") from None
+    label = parsed.redacted()
+    if session_protocol is not None and session_protocol != protocol:
+        wanted = "postgresql://…" if session_protocol == "postgres" else "mysql://…"
+        raise UsageError(f"--execute: the session was recorded through a {session_protocol} listener, "
+                         f"but {label} is a {protocol} DSN (give a {wanted} DSN)")
+    password = parsed.password.reveal() if parsed.password is not None else None
+    params = parsed.params
+    return ExecuteTarget(
+        protocol=protocol, label=label, conninfo=parsed.url() if protocol == "postgres" else "",
+        host=parsed.host, port=parsed.port, user=parsed.user, password=password, database=parsed.database,
+        sslmode=parsed.sslmode.value, sslrootcert=parsed.sslrootcert, sslcert=params.get("sslcert"),
+        sslkey=params.get("sslkey"), charset=params.get("charset", "utf8mb4"),
+        connect_timeout=parsed.connect_timeout if parsed.connect_timeout is not None else 10.0,
+    )
+
+
+def _replay_execute(args: argparse.Namespace) -> int:
+    """`journal replay SESSION --execute DSN`: the session's statements that ran, run again
+    on one connection to DSN, in order; a report of where the outcomes differ. No waits unless
+    --speed is given (then the recorded gaps between statements / X, at most --max-wait);
+    --step asks before each statement. Exit 1 if any outcome differs (or the run was cut short)."""
+    with _store(args) as (store, target):
+        session_id = _resolve(store, args.session)
+        events = store.session_events(session_id)
+    protocol = session_protocol(events)
+    exec_target = _execute_target(args.execute, protocol)
+    if protocol is None:
+        protocol = exec_target.protocol
+        _err.print(f"dbguard: the start of session {session_id} is not in the journal (pruned?): "
+                   f"assuming its statements are {protocol} SQL", markup=False, style="yellow")
+    planned = plan(events, protocol)
+    runnable = sum(1 for p in planned if not p.skip_reason)
+    try:
+        executor = connect(exec_target)
+    except ExecuteError as e:
+        raise UsageError(f"--execute: {e}") from None
+    _err.print(f"dbguard: running {runnable} of the {len(planned)} statements of session {session_id} "
+               f"against {exec_target.label}", markup=False, style="bold yellow")
+
+    def before(item: PlannedStatement, gap_us: int) -> None:
+        if args.step:
+            _err.print(Text.assemble((f"#{item.statement.seq} ", "bold"), _shown(item.statement.text)))
+            _err.print("[Enter] run it (Ctrl-C stops)", style="dim", end="")
+            sys.stdin.readline()
+        elif args.speed and gap_us > 0:
+            seconds = gap_us / 1_000_000 / args.speed
+            time.sleep(seconds if args.max_wait is None else min(seconds, args.max_wait))
+
+    results: list[ReplayResult] = []
+    interrupted = False
+    try:
+        for result in execute_replay(planned, executor, before=before):
+            results.append(result)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        executor.close()
+    counts = {status: sum(1 for r in results if r.status == status)
+              for status in (SAME, DIFFERS, SKIPPED, NOT_RECORDED)}
+    not_run = len(planned) - len(results)
+    if args.json:
+        _write_json({"store": target.label, "session_id": session_id, "protocol": protocol,
+                     "target": exec_target.label, "results": [r.to_json() for r in results],
+                     "summary": {**counts, "not run": not_run}, "interrupted": interrupted})
+    else:
+        _print_execute_report(session_id, exec_target.label, results)
+        words = {DIFFERS: "differ" if counts[DIFFERS] != 1 else "differs"}
+        summary = ", ".join(f"{n} {words.get(status, status)}" for status, n in counts.items())
+        if interrupted:
+            summary += f"; interrupted, {not_run} not run"
+        _out.print(summary, style="bold red" if counts[DIFFERS] or interrupted else "bold green")
+    return EXIT_FAILED if counts[DIFFERS] or interrupted else EXIT_OK
+
+
+def _shown(text: str) -> str:
+    one_line = " ".join(text.split())
+    return one_line if len(one_line) <= _SHOWN_TEXT else one_line[: _SHOWN_TEXT - 1] + "…"
+
+
+def _print_execute_report(session_id: str, label: str, results: Sequence[ReplayResult]) -> None:
+    table = Table(title=f"session {session_id} replayed against {label}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("statement", overflow="fold")
+    table.add_column("recorded")
+    table.add_column("replayed")
+    table.add_column("result", overflow="fold")
+    for r in results:
+        recorded = r.planned.recorded
+        result = r.status if not r.detail or r.status == NOT_RECORDED else f"{r.status}: {r.detail}"
+        replayed = "" if r.replayed is None else r.replayed.describe()
+        if r.replayed is not None and r.replayed.error_code and r.replayed.error_message:
+            replayed += f" ({_shown(r.replayed.error_message)})"
+        table.add_row(str(r.planned.statement.seq), _shown(r.planned.statement.text),
+                      "—" if recorded is None else recorded.describe(), replayed,
+                      Text(result, style=_RESULT_STYLE.get(r.status, "")))
+    _out.print(table)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 # dbguard/journal/ — the statement journal: event model (events.py), hash chain (chain.py),
 # stores (store.py shared logic, store_sqlite.py, store_postgres.py), the group-commit writer
-# (writer.py), exports and their verification (export.py) and session replay (replay.py).
-# Depends on dbguard.model, the standard library and psycopg only. This file owns opening a
+# (writer.py), exports and their verification (export.py), session replay (replay.py) and
+# re-running a session against a staging database (replay_execute.py). Depends on
+# dbguard.model, the standard library and psycopg only (and PyMySQL, imported by
+# replay_execute.py only when a MySQL target is given). This file owns opening a
 # store from its URL and re-exports what the rest of dbguard uses.
 """The statement journal: every session, statement, outcome and approval, hash-chained."""
 

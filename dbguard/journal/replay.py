@@ -3,7 +3,7 @@
 # rules, its outcome with rows, duration and error, cancels, approvals, the end), paced by
 # the recorded gaps scaled by a speed (0 = no waits) or stepped by the reader. It renders
 # text and calls the given sleep / wait functions; it never runs statements (`--execute`
-# against a staging database is not built yet) and never prints by itself.
+# against a staging database is replay_execute.py) and never prints by itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

@@ -87,9 +87,9 @@ def test_replay(capsys: pytest.CaptureFixture[str], db: Path) -> None:
     assert lines[-1].endswith("session end: client closed")
     code, out, _ = run(capsys, "replay", "s-0002", "--speed", "0", *store_args(db), "--json")
     assert [json.loads(line)["kind"] for line in out.splitlines()][-1] == "session_end"
-    code, _, err = run(capsys, "replay", "s-0002", "--execute", "postgresql://x@y/z", *store_args(db))
-    assert code == 2
-    assert "not available yet" in err
+    code, _, err = run(capsys, "replay", "s-0002", "--execute", "mysql://x@y/z", *store_args(db))
+    assert code == 2  # --execute itself: tests/unit/test_journal_replay_execute.py
+    assert "recorded through a postgres listener" in err
 
 
 def test_export_and_verify_file(capsys: pytest.CaptureFixture[str], db: Path, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 # tests/unit/test_journal_imports.py — the journal depends on dbguard.model only (plus the
-# standard library and psycopg): docs/architecture.md's direction of imports, checked by parsing.
+# standard library, and the client drivers that `journal replay --execute` and the PostgreSQL store
+# use): docs/architecture.md's direction of imports, checked by parsing.
 from __future__ import annotations
 
 import ast
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import dbguard.journal
 
-ALLOWED_THIRD_PARTY = {"psycopg"}
+ALLOWED_THIRD_PARTY = {"psycopg", "pymysql"}
 
 
 def test_journal_imports_only_model_stdlib_and_psycopg() -> None:
