@@ -336,6 +336,8 @@ class JournalConfig:
     on_store_failure: OnStoreFailure = OnStoreFailure.REFUSE
     queue_size: int = DEFAULT_JOURNAL_QUEUE_SIZE
     max_batch: int = DEFAULT_JOURNAL_MAX_BATCH
+    # False: sessions write no journal at all (benchmarks, troubleshooting); logged loudly.
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -724,7 +726,7 @@ _IDENTITY_KEYS: Final = ("name", "kind", "secret", "roles")
 _APPROVALS_KEYS: Final = ("timeout", "mode")
 _ADMIN_KEYS: Final = ("listen", "token")
 _LOG_KEYS: Final = ("level", "format")
-_JOURNAL_KEYS: Final = ("hmac_key", "redact_parameters", "on_store_failure", "queue_size", "max_batch")
+_JOURNAL_KEYS: Final = ("enabled", "hmac_key", "redact_parameters", "on_store_failure", "queue_size", "max_batch")
 # An HMAC key shorter than this is guessable offline from a journal's hashes.
 MIN_JOURNAL_KEY_BYTES: Final = 16
 
@@ -920,7 +922,9 @@ class _Reader(YamlReader):
         failure = self.present(m, "on_store_failure")
         queue = self.present(m, "queue_size")
         batch = self.present(m, "max_batch")
+        enabled = self.present(m, "enabled")
         return JournalConfig(
+            enabled=self.boolean(enabled, "journal.enabled") if enabled is not None else True,
             hmac_key=key,
             redact_parameters=self.boolean(redact, "journal.redact_parameters") if redact is not None else False,
             on_store_failure=(

@@ -177,6 +177,9 @@ class Decision:
     # Later statements of the session must not be decided before this one has completed
     # (it may change how they are parsed); see StatementInfo.changes_parsing.
     barrier: bool = False
+    # What the analyser found in the message, one entry per statement (kinds, tables,
+    # features): the journal records its summary. Empty for decisions made without analysis.
+    analysis: tuple[StatementInfo, ...] = field(default=(), compare=False, repr=False)
 
 
 ALLOW = Decision(Action.ALLOW)

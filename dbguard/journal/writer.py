@@ -5,15 +5,18 @@
 # goes into the next one (one transaction, one fsync for all of them). The queue is bounded:
 # a full queue makes submitters wait (backpressure), never grows memory. When the store fails,
 # every event of that batch fails with JournalUnavailable and nothing of it is in the chain;
-# the next batch tries again (the store reconnects). It must not decide what to do about a
-# failure (the sessions refuse the statement, or allow it loudly, per configuration).
+# the next batch tries again (the store reconnects). The event loop's form is `enqueue(events)`:
+# no Future per event, a ticket number instead, and commit listeners told after every commit
+# which tickets are now durable (or failed): one wake-up per commit, not one per event. It must
+# not decide what to do about a failure (the sessions refuse the statement, or allow it
+# loudly, per configuration).
 from __future__ import annotations
 
 import asyncio
 import collections
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Final
@@ -25,6 +28,7 @@ from dbguard.journal.store import EncodedEvent, JournalStore, StoreError, encode
 __all__ = [
     "DEFAULT_MAX_BATCH",
     "DEFAULT_QUEUE_SIZE",
+    "CommitListener",
     "JournalClosed",
     "JournalUnavailable",
     "JournalWriter",
@@ -61,7 +65,13 @@ class WriterStats:
 @dataclass(slots=True)
 class _Pending:
     encoded: EncodedEvent
-    future: Future[int]
+    future: Future[int] | None  # None: enqueued by ticket; commit listeners hear about it
+    ticket: int
+
+
+# Told after every commit, in the writer thread: (first ticket, last ticket, None) when that
+# range is durable, or (first, last, reason) when it failed. It must be quick and thread-safe.
+CommitListener = Callable[[int, int, str | None], None]
 
 
 class JournalWriter:
@@ -90,6 +100,8 @@ class JournalWriter:
         self._closing = False
         self._started = threading.Event()
         self._open_error: list[BaseException] = []
+        self._tickets = 0  # the ticket of the newest queued event (every event has one)
+        self._listeners: list[CommitListener] = []
         self.stats = WriterStats()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -106,7 +118,7 @@ class JournalWriter:
         Blocks while the queue is full (up to `timeout` seconds, then JournalUnavailable).
         Raises EncodingError for an event that cannot be encoded, JournalClosed after close().
         """
-        pending = _Pending(encode_event(event), Future())
+        encoded = encode_event(event)
         with self._lock:
             if self._closing:
                 raise JournalClosed("the journal is closed")
@@ -116,21 +128,56 @@ class JournalWriter:
                 raise JournalUnavailable(f"the journal queue is full ({self._queue_size} events waiting)")
             if self._closing:
                 raise JournalClosed("the journal is closed")
+            self._tickets += 1
+            pending = _Pending(encoded, Future(), self._tickets)
             self._queue.append(pending)
             self._has_items.notify()
+        assert pending.future is not None
         return pending.future
 
     def try_submit(self, event: JournalEvent) -> Future[int] | None:
         """Like submit, but None instead of waiting when the queue is full."""
-        pending = _Pending(encode_event(event), Future())
+        encoded = encode_event(event)
         with self._lock:
             if self._closing:
                 raise JournalClosed("the journal is closed")
             if len(self._queue) >= self._queue_size:
                 return None
+            self._tickets += 1
+            pending = _Pending(encoded, Future(), self._tickets)
             self._queue.append(pending)
             self._has_items.notify()
+        assert pending.future is not None
         return pending.future
+
+    def enqueue(self, events: Sequence[JournalEvent]) -> tuple[int, int]:
+        """Queue `events` without waiting and without a Future: returns their (first, last)
+        tickets; commit listeners hear when that range is durable or failed.
+
+        For the event loop, which must never block: the queue bound is not applied here. The
+        callers bound themselves: a session waits for its statement's event before it
+        forwards the statement, so it has at most a few events queued at any time.
+        Raises EncodingError for an event that cannot be encoded, JournalClosed after close()."""
+        encoded = [encode_event(event) for event in events]
+        with self._lock:
+            if self._closing:
+                raise JournalClosed("the journal is closed")
+            first = self._tickets + 1
+            for item in encoded:
+                self._tickets += 1
+                self._queue.append(_Pending(item, None, self._tickets))
+            self._has_items.notify()
+            return first, self._tickets
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call `listener` after every commit (or failed commit), in the writer thread."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     async def append(self, event: JournalEvent) -> int:
         """Record `event` and return its sequence number once it is durable (asyncio form).
@@ -199,15 +246,27 @@ class JournalWriter:
                 self._queue.clear()
                 self._has_room.notify_all()
             for p in stranded:
-                if not p.future.done():
+                if p.future is not None and not p.future.done():
                     p.future.set_exception(JournalUnavailable(f"the journal writer stopped: {e!r}"))
+            if stranded:
+                self._tell(stranded[0].ticket, stranded[-1].ticket, f"the journal writer stopped: {e!r}")
         finally:
             store.close()
 
+    def _tell(self, first: int, last: int, failure: str | None) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(first, last, failure)
+            except Exception:  # a listener's bug must not stop the journal
+                _log.exception("journal.listener_failed")
+
     def _commit(self, store: JournalStore, batch: list[_Pending]) -> None:
-        live = [p for p in batch if p.future.set_running_or_notify_cancel()]
+        live = [p for p in batch if p.future is None or p.future.set_running_or_notify_cancel()]
         if not live:
             return
+        first, last = batch[0].ticket, batch[-1].ticket
         try:
             seqs = store.append_batch([p.encoded for p in live], self._hasher)
         except Exception as e:
@@ -215,11 +274,16 @@ class JournalWriter:
             self.stats.failed_events += len(live)
             reason = str(e) if isinstance(e, StoreError) else f"{type(e).__name__}: {e}"
             _log.error("journal.write_failed", extra={"events": len(live), "error": reason})
+            message = f"the journal store could not record the event: {reason}"
             for p in live:
-                p.future.set_exception(JournalUnavailable(f"the journal store could not record the event: {reason}"))
+                if p.future is not None:
+                    p.future.set_exception(JournalUnavailable(message))
+            self._tell(first, last, message)
             return
         self.stats.transactions += 1
         self.stats.events += len(live)
         self.stats.largest_batch = max(self.stats.largest_batch, len(live))
         for p, seq in zip(live, seqs, strict=True):
-            p.future.set_result(seq)
+            if p.future is not None:
+                p.future.set_result(seq)
+        self._tell(first, last, None)

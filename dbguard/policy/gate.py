@@ -183,11 +183,9 @@ def _render(decision: Decision, infos: tuple[StatementInfo, ...]) -> Decision:
         reason = decision.reason.replace(f"dbguard: held by rule {rule}", f"dbguard: blocked by rule {rule}", 1)
         return dataclasses.replace(
             decision, reason=f"{reason} (this statement needs approval, and approvals are not enabled)",
-            details=details, barrier=barrier,
+            details=details, barrier=barrier, analysis=infos,
             hint=decision.hint or "Ask a DBA to run it, or rephrase it so no hold rule matches.")
-    if barrier != decision.barrier:
-        return dataclasses.replace(decision, barrier=barrier)
-    return decision
+    return dataclasses.replace(decision, barrier=barrier, analysis=infos)
 
 
 class _Bounded(dict[bytes, Decision]):

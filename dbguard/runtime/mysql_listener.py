@@ -24,6 +24,7 @@ import ssl
 from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
+from dbguard.runtime.journal_link import JournalLink
 from dbguard.runtime.pg_listener import (
     IDLE_CHECKS,
     STARTUP_TIMEOUT,
@@ -447,8 +448,10 @@ class MysqlListener:
         client_tls: ClientTls | None = None,
         max_connections: int = 10_000,
         idle_timeout: float = 0.0,
+        journal_link: JournalLink | None = None,
     ) -> None:
         self.settings = settings
+        self.journal_link = journal_link
         self.client_tls = client_tls  # TLS towards clients (the listener's `tls:`), fixed at start
         self.host = host
         self.port = port

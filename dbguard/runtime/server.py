@@ -19,10 +19,21 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from dbguard.config import Config, ConfigError, IdentityConfig, ListenerConfig, ListenerProtocol, load_config
+from dbguard.config import (
+    Config,
+    ConfigError,
+    IdentityConfig,
+    JournalConfig,
+    ListenerConfig,
+    ListenerProtocol,
+    OnStoreFailure,
+    load_config,
+)
+from dbguard.journal import JournalUnavailable, JournalWriter, start_writer
 from dbguard.model import Action, Gate, Identity, IdentityKind
 from dbguard.policy.gate import MysqlPolicyGate, PolicyGate
 from dbguard.policy.rules import Policy, load_policy
+from dbguard.runtime.journal_link import JournalLink
 from dbguard.runtime.mysql_listener import MysqlListener
 from dbguard.runtime.pg_listener import PgListener
 from dbguard.runtime.tls import ClientTls, server_tls_context
@@ -45,15 +56,14 @@ RULES_POLL_INTERVAL = 2.0  # seconds between checks of the rules files for chang
 
 # Configuration sections this version accepts (they are validated) but does not act on yet.
 NOT_YET_ACTIVE = {
-    "store": "the statement journal is not written yet",
-    "journal": "sessions do not write the statement journal yet (dbguard journal … reads a store)",
     "approvals": "holds for approval are not available yet",
     "admin": "the admin HTTP endpoint is not served yet",
 }
 
 
 def check_supported(config: Config) -> None:
-    """Say loudly what this version accepts in the configuration but does not act on yet.
+    """Say loudly what this version accepts in the configuration but does not act on yet,
+    and what the configuration turns off.
 
     None of these sections weakens enforcement when ignored: without approvals, a statement
     that a `hold` rule matches is refused (fail closed); see `report_policy`.
@@ -62,6 +72,29 @@ def check_supported(config: Config) -> None:
         if key in config.locations:
             log.warning("config.not_yet_active", extra={"key": key, "line": config.locations[key],
                                                         "effect": what})
+    if not config.journal.enabled:
+        log.warning("journal.disabled", extra={"line": config.locations.get("journal.enabled"),
+                                               "effect": "sessions are not journaled: statements leave no record"})
+    elif config.journal.on_store_failure is OnStoreFailure.ALLOW:
+        log.warning("journal.allow_unjournaled", extra={
+            "effect": "when the journal store fails, statements run without being recorded"})
+
+
+def refuses_unjournaled(journal: JournalConfig) -> bool:
+    return journal.on_store_failure is OnStoreFailure.REFUSE
+
+
+def open_journal(config: Config) -> JournalWriter:
+    """The process's journal writer on the configured store; a store that cannot be opened
+    is a startup error naming it."""
+    journal = config.journal
+    store = config.store
+    try:
+        return start_writer(store.url, journal.hmac_key.reveal().encode() if journal.hmac_key else None,
+                            queue_size=journal.queue_size, max_batch=journal.max_batch,
+                            redacted_url=store.redacted())
+    except JournalUnavailable as exc:
+        raise config.error("store", f"cannot open the journal store {store.redacted()}: {exc}") from None
 
 
 def load_rules(config: Config) -> Policy:
@@ -120,7 +153,8 @@ def upstream_settings(listener: ListenerConfig, unix_socket: str | None) -> Upst
     )
 
 
-def build_pg_settings(listener: ListenerConfig, identities: dict[str, IdentityEntry], gate: Gate) -> PgListenerSettings:
+def build_pg_settings(listener: ListenerConfig, identities: dict[str, IdentityEntry], gate: Gate,
+                      journal: JournalConfig | None = None) -> PgListenerSettings:
     up = listener.upstream
     unix_socket = up.params.get("host") if up.params.get("host", "").startswith("/") else None
     if unix_socket is not None and not unix_socket.endswith(f".s.PGSQL.{up.port}"):
@@ -134,6 +168,9 @@ def build_pg_settings(listener: ListenerConfig, identities: dict[str, IdentityEn
         tls_available=listener.tls is not None,
         tls_required=bool(listener.tls and listener.tls.require),
         allow_cleartext=listener.allow_cleartext,
+        journal=journal is not None and journal.enabled,
+        redact_parameters=journal is not None and journal.redact_parameters,
+        refuse_unjournaled=journal is None or refuses_unjournaled(journal),
     )
 
 
@@ -146,7 +183,7 @@ def build_mysql_identities(identities: tuple[IdentityConfig, ...]) -> dict[str, 
 
 
 def build_mysql_settings(listener: ListenerConfig, identities: dict[str, MysqlIdentityEntry], gate: Gate,
-                         rsa_key: RsaKeyPair) -> MysqlListenerSettings:
+                         rsa_key: RsaKeyPair, journal: JournalConfig | None = None) -> MysqlListenerSettings:
     up = listener.upstream
     socket_param = up.params.get("unix_socket") or up.params.get("socket")
     upstream = upstream_settings(listener, socket_param or (up.host if up.is_unix_socket else None))
@@ -160,6 +197,9 @@ def build_mysql_settings(listener: ListenerConfig, identities: dict[str, MysqlId
         rsa_key=rsa_key,
         tls_available=listener.tls is not None,
         tls_required=bool(listener.tls and listener.tls.require),
+        journal=journal is not None and journal.enabled,
+        redact_parameters=journal is not None and journal.redact_parameters,
+        refuse_unjournaled=journal is None or refuses_unjournaled(journal),
     )
 
 
@@ -192,15 +232,21 @@ class Server:
         self.mysql_gate: Gate = MysqlPolicyGate(mysql_policy)
         self._rsa_key: RsaKeyPair | None = None
         self._stop = asyncio.Event()
+        self.journal_writer: JournalWriter | None = None
+        self.journal_link: JournalLink | None = None
 
     async def start(self) -> None:
+        if self.config.journal.enabled:
+            self.journal_writer = await asyncio.to_thread(open_journal, self.config)
+            self.journal_link = JournalLink(self.journal_writer, asyncio.get_running_loop())
+        journal = self.config.journal
         identities = build_identities(self.config.identities)
         gate = self.gate
         contexts = [self._client_tls(index) for index in range(len(self.config.listeners))]  # before any starts
         for listener, tls in zip(self.config.listeners, contexts, strict=True):
             if listener.protocol is ListenerProtocol.POSTGRES:
                 pg = PgListener(
-                    build_pg_settings(listener, identities, gate),
+                    build_pg_settings(listener, identities, gate, journal),
                     listener.listen.host,
                     listener.listen.port,
                     client_tls=tls,
@@ -208,19 +254,21 @@ class Server:
                     throttle=self.throttle,
                     max_connections=listener.max_connections,
                     idle_timeout=listener.idle_timeout,
+                    journal_link=self.journal_link,
                 )
                 await pg.start()
                 self.pg_listeners.append(pg)
             else:
                 my = MysqlListener(
                     build_mysql_settings(listener, build_mysql_identities(self.config.identities),
-                                         self.mysql_gate, self.rsa_key),
+                                         self.mysql_gate, self.rsa_key, journal),
                     listener.listen.host,
                     listener.listen.port,
                     throttle=self.throttle,
                     client_tls=tls,
                     max_connections=listener.max_connections,
                     idle_timeout=listener.idle_timeout,
+                    journal_link=self.journal_link,
                 )
                 await my.start()
                 self.mysql_listeners.append(my)
@@ -268,7 +316,7 @@ class Server:
             if (cfg.listen.host, cfg.listen.port) != (pg.host, pg.port) and cfg.listen.port != 0:
                 log.warning("config.reload_needs_restart", extra={"listener": cfg.name,
                                                                   "reason": "listen address changed"})
-            pg_settings = build_pg_settings(cfg, identities, gate)
+            pg_settings = build_pg_settings(cfg, identities, gate, self._journal_in_force(new))
             if pg_settings.tls_available != (pg.client_tls is not None):
                 # The TLS context is made at start (see the mysql listeners below).
                 log.warning("config.reload_needs_restart", extra={"listener": cfg.name,
@@ -288,7 +336,8 @@ class Server:
             if (cfg.listen.host, cfg.listen.port) != (my.host, my.port) and cfg.listen.port != 0:
                 log.warning("config.reload_needs_restart", extra={"listener": cfg.name,
                                                                   "reason": "listen address changed"})
-            settings = build_mysql_settings(cfg, mysql_identities, self.mysql_gate, self.rsa_key)
+            settings = build_mysql_settings(cfg, mysql_identities, self.mysql_gate, self.rsa_key,
+                                            self._journal_in_force(new))
             if settings.tls_available != (my.client_tls is not None):
                 # The TLS context is made at start: adding or removing `tls:` needs a restart;
                 # until then the listener keeps offering what it can (and requiring what it did).
@@ -301,6 +350,20 @@ class Server:
             my.max_connections = cfg.max_connections
         self.config = new
         log.info("config.reloaded", extra={"identities": len(identities)})
+
+    def _journal_in_force(self, new: Config) -> JournalConfig:
+        """The journal settings a reload may change (redaction, failure handling); turning
+        the journal on or off, its store and its key need a restart."""
+        old = self.config.journal
+        def key(journal: JournalConfig) -> str | None:
+            return journal.hmac_key.reveal() if journal.hmac_key is not None else None
+
+        changed = (new.journal.enabled != old.enabled or key(new.journal) != key(old)
+                   or new.store_url != self.config.store_url)
+        if changed:
+            log.warning("config.reload_needs_restart", extra={"key": "store/journal",
+                                                              "reason": "journal store, key or enabled changed"})
+        return dataclasses.replace(new.journal, enabled=old.enabled, hmac_key=old.hmac_key)
 
     def reload_rules_if_changed(self) -> None:
         """Reload the policy when its files changed; a broken file keeps the old policy."""
@@ -349,7 +412,15 @@ class Server:
                                            + sum(len(p.connections) for p in self.mysql_listeners)})
         await asyncio.gather(*(p.drain(DRAIN_TIMEOUT) for p in self.pg_listeners),
                              *(p.drain(DRAIN_TIMEOUT) for p in self.mysql_listeners))
+        await self.close_journal()
         log.info("server.stopped")
+
+    async def close_journal(self) -> None:
+        """Commit what the sessions journaled, then stop the writer."""
+        if self.journal_link is not None:
+            self.journal_link.close()
+        if self.journal_writer is not None:
+            await asyncio.to_thread(self.journal_writer.close)
 
     def addresses(self) -> list[tuple[str, str, int]]:
         return ([(p.settings.name, p.host, p.port) for p in self.pg_listeners]

@@ -80,6 +80,10 @@ class MysqlListenerSettings:
     # Always run caching_sha2_password full authentication (as a MySQL server does on a cache
     # miss) instead of accepting the fast-path scramble.
     force_full_auth: bool = False
+    # The journal (docs/journal.md), as for PostgreSQL (session.pg_actions.PgListenerSettings).
+    journal: bool = False
+    redact_parameters: bool = False
+    refuse_unjournaled: bool = True
     server_version: bytes | None = None  # the upstream's version string, if known
 
 

@@ -33,6 +33,7 @@ from dbguard.model import (
     SessionInfo,
     StatementSource,
 )
+from dbguard.session.journal import SessionJournal
 from dbguard.session.pg_actions import (
     CancelTargets,
     Close,
@@ -46,6 +47,7 @@ from dbguard.session.pg_actions import (
     Sleep,
     StartClientTls,
 )
+from dbguard.session.pg_journal import bind_parameters, error_fields, rows_from_tag
 from dbguard.session.pg_startup import refused_startup_setting, startup_settings
 from dbguard.session.pg_upstream_login import (
     LoginOutcome,
@@ -99,6 +101,11 @@ _CLIENT_INSPECT = ALL_TYPES - _CLIENT_RELAYED
 # Upstream messages the session reads in full once READY; the rest (DataRow, RowDescription,
 # CommandComplete, CopyData, notices...) is relayed in slices without being decoded.
 _UPSTREAM_INSPECT = frozenset({b"Z", b"S", b"G", b"H", b"W", b"E"})
+# With the journal on, also Bind (each execution is a journaled statement, with its
+# parameters) and the ends of statements (CommandComplete, EmptyQueryResponse: outcomes).
+_CLIENT_INSPECT_JOURNALED = _CLIENT_INSPECT | {b"B"}
+_CLIENT_RELAYED_JOURNALED = _CLIENT_RELAYED - {b"B"}
+_UPSTREAM_INSPECT_JOURNALED = _UPSTREAM_INSPECT | {b"C", b"I"}
 # During the upstream handshake everything is inspected.
 
 _TRANSACTION_STATES = frozenset({b"I", b"T", b"E"})
@@ -143,6 +150,9 @@ class _Synthetic:
     data: bytes  # complete messages, up to but not including ReadyForQuery
     with_ready: bool
 
+
+# The decision journaled for the execution of a statement whose text dbguard does not hold.
+_UNTRACKED_STATEMENT = Decision(Action.ALLOW, reason="dbguard: a statement prepared earlier; its text is not tracked")
 
 # A Parse after one that may change how SQL is parsed, in the same batch: it would be parsed
 # by the server under settings dbguard cannot know yet, so it fails closed.
@@ -212,7 +222,16 @@ class PgSession:
         # more response cycles. In the extended protocol it starts at the batch's Sync.
         self._barrier_ahead: int | None = None
         self._barrier_at_sync = False
-        self._named: dict[bytes, bytes] = {}  # prepared statement name -> its SQL text
+        # Prepared statement name -> its SQL text and the decision taken at Parse; the unnamed
+        # statement's likewise (for the journal's statement event at each Bind).
+        self._named: dict[bytes, tuple[bytes, Decision]] = {}
+        self._unnamed: tuple[bytes, Decision] | None = None
+        # The journal of this session (None when the listener journals nothing); the driver
+        # takes its events after every call and holds upstream writes until they are durable.
+        self.journal: SessionJournal | None = (
+            SessionJournal(self.session_id, redact_parameters=settings.redact_parameters)
+            if settings.journal else None)
+        self._client_inspect = _CLIENT_INSPECT_JOURNALED if settings.journal else _CLIENT_INSPECT
         # Named statements the current policy refuses (found when the policy was reloaded):
         # a Bind to one of them is refused in place.
         self._revoked: dict[bytes, Decision] = {}
@@ -236,7 +255,8 @@ class PgSession:
         end = len(data)
         pos = 0
         unpack = _HEADER.unpack_from
-        relayed = _CLIENT_RELAYED
+        journal = self.journal
+        relayed = _CLIENT_RELAYED if journal is None else _CLIENT_RELAYED_JOURNALED
         # Query, Parse and Sync in order; built only once a Query or Parse shows up, so a read
         # of Bind/Execute/Sync (a prepared statement's round trip) allocates nothing.
         cycle: list[tuple[bytes, int, int]] | None = None
@@ -262,7 +282,7 @@ class PgSession:
                         cycle.append((msg_type, pos, nxt))
                     pos = nxt
                     continue
-                else:
+                elif msg_type != b"B":
                     return None  # Terminate, FunctionCall, password, unknown: general path
                 if cycle is None:
                     cycle = [(b"S", 0, 0)] * syncs  # the Syncs seen so far came first
@@ -271,13 +291,25 @@ class PgSession:
         if cycle is None:
             for _ in range(syncs):
                 self._owed.append(None)  # the upstream owes one response cycle per Sync
+                if journal is not None:
+                    journal.client_cycle_end()
             return data
         owed = self._owed
         gate = self._gate
         assert gate is not None
         decided: list[Decision] | None = None
+        binds: list[tuple[bytes, tuple[str | None, ...]]] | None = None
         for msg_type, start, stop in cycle:
             if msg_type == b"S":
+                continue
+            if msg_type == b"B":
+                try:
+                    bound = bind_parameters(data[start + 5 : stop])
+                except ProtocolViolation:
+                    return None  # the general path says what is wrong with it
+                if binds is None:
+                    binds = []
+                binds.append(bound)
                 continue
             if msg_type == b"Q":
                 decision = gate.decide(data[start + 5 : stop - 1], StatementSource.SIMPLE_QUERY, "")
@@ -288,7 +320,7 @@ class PgSession:
                 sql = data[name_end + 1 : sql_end]
                 decision = gate.decide(sql, StatementSource.PARSE, name)
                 if name_end > start + 5 and decision.action is Action.ALLOW and not decision.barrier:
-                    self._remember_statement(data[start + 5 : name_end], sql)
+                    self._remember_statement(data[start + 5 : name_end], sql, decision)
             if decision.action is not Action.ALLOW or decision.barrier:
                 # Anything but a plain allow is the general path's; it takes these decisions
                 # in order rather than asking the gate again.
@@ -299,9 +331,28 @@ class PgSession:
             if decided is None:
                 decided = []
             decided.append(decision)
-        for msg_type, _start, _stop in cycle:
-            if msg_type != b"P":
-                owed.append(None)  # the upstream owes one response cycle per Query and Sync
+        if journal is None:
+            for msg_type, _start, _stop in cycle:
+                if msg_type != b"P":
+                    owed.append(None)  # the upstream owes one response cycle per Query and Sync
+            return data
+        decisions = iter(decided or ())
+        bound_values = iter(binds or ())
+        for msg_type, start, stop in cycle:
+            if msg_type == b"Q":
+                owed.append(None)
+                journal.statement(data[start + 5 : stop - 1], next(decisions), absorbs=True)
+                journal.client_cycle_end()
+            elif msg_type == b"S":
+                owed.append(None)
+                journal.client_cycle_end()
+            elif msg_type == b"P":
+                decision = next(decisions)
+                if data[start + 5] == 0:  # the unnamed statement
+                    sql_end = data.index(b"\x00", start + 6, stop)
+                    self._unnamed = (data[start + 6 : sql_end], decision)
+            else:
+                self._journal_bind(*next(bound_values))
         return data
 
     def upstream_fast(self, data: bytes) -> bool:
@@ -316,6 +367,8 @@ class PgSession:
         pos = 0
         unpack = _HEADER.unpack_from
         inspect = _UPSTREAM_INSPECT
+        journal = self.journal
+        ends: list[int] | None = None  # journal: where each statement's end is (C, I)
         ready = 0
         status = b""
         while pos < end:
@@ -330,6 +383,14 @@ class PgSession:
                     return False
                 status = data[pos + 5 : nxt]
                 ready += 1
+                if journal is not None:
+                    if ends is None:
+                        ends = []
+                    ends.append(-1)
+            elif journal is not None and (msg_type == b"C" or msg_type == b"I"):
+                if ends is None:
+                    ends = []
+                ends.append(pos)
             pos = nxt
         if ready:
             if status not in _TRANSACTION_STATES:
@@ -345,6 +406,15 @@ class PgSession:
             self.in_copy = None
         elif self._owed and self._owed[0] is not None:
             return False
+        if ends is not None:
+            assert journal is not None
+            for at in ends:
+                if at < 0:
+                    journal.server_cycle_end()
+                elif data[at] == 0x43:  # CommandComplete
+                    journal.result(rows_from_tag(data[at + 5 : at + 1 + int.from_bytes(data[at + 1 : at + 5], "big")]))
+                else:
+                    journal.result(None)
         return True
 
     def client_data(self, data: bytes) -> list[SessionAction]:
@@ -429,6 +499,7 @@ class PgSession:
 
     def client_closed(self) -> list[SessionAction]:
         self.phase = Phase.CLOSED
+        self.close_reason = self.close_reason or "client closed"
         return [Close("client closed")]
 
     @property
@@ -495,6 +566,10 @@ class PgSession:
         if target is not None:
             upstream, pid, secret = target
             out.append(ForwardCancel(upstream, pid, secret))
+            journal = self._cancel_targets.journal_of((request.process_id, request.secret_key))
+            if journal is not None:
+                # Recorded in the cancelled session's journal, in order with its statements.
+                journal.cancelled(self.client_address)
             log.info("session.cancel_forwarded", extra={"client": self.client_address})
         else:
             log.info("session.cancel_unknown_key", extra={"client": self.client_address})
@@ -650,7 +725,12 @@ class PgSession:
         out.append(SessionStarted(self._proxy_key, self._upstream_key))
         out.append(SendClient(b"".join(parts)))
         self.phase = Phase.READY
-        self._client_scanner = MessageScanner(_CLIENT_INSPECT)
+        self._client_scanner = MessageScanner(self._client_inspect)
+        if self.journal is not None:
+            self._upstream_scanner.inspect = _UPSTREAM_INSPECT_JOURNALED
+            attributes = {k: v for k, v in self.startup_params.items() if k not in ("user", "database")}
+            intent = startup_settings(self.startup_params).get("dbguard.intent", "")
+            self.journal.started(self.info, attributes, self.startup_params.get("dbguard.intent", intent))
         log.info("session.start", extra={
             "session": self.session_id, "identity": self.identity.name, "listener": self.settings.name,
             "database": self._database, "client": self.client_address, "tls": self.client_tls,
@@ -678,11 +758,15 @@ class PgSession:
                 query = m.decode_frontend(t, segment.payload)  # validates: one C string
                 assert isinstance(query, m.Query)
                 decision = self._decide(query.sql, StatementSource.SIMPLE_QUERY, "")
-                if self._refused(decision):
+                refused = self._refused(decision)
+                if refused:
                     self._refuse(decision, forward, _REFUSED_QUERY)
                 else:
                     forward.append(segment.raw)
                 self._owed.append(None)
+                if self.journal is not None:
+                    self.journal.statement(query.sql, decision, forwarded=not refused, absorbs=True)
+                    self.journal.client_cycle_end()
                 if decision.barrier and not self._refused(decision):
                     # Nothing more is decided until this query's ReadyForQuery has arrived.
                     self._barrier_ahead = self._upstream_cycles_owed()
@@ -696,33 +780,46 @@ class PgSession:
                     decision = _PARSE_AFTER_BARRIER
                 else:
                     decision = self._decide(segment.payload[name_end + 1 : sql_end], StatementSource.PARSE, name)
+                sql = segment.payload[name_end + 1 : sql_end]
                 if self._refused(decision):
                     # Same name, a failing text: the server reports the error, then discards
                     # every message up to Sync, as for any statement that fails to parse.
+                    if self.journal is not None and not self._batch_refused:
+                        self.journal.statement(sql, decision, forwarded=False)
                     self._refuse(decision, forward, frame(
                         b"P", segment.payload[: name_end + 1] + REFUSAL_TOKEN + b"\x00\x00\x00"))
                 else:
                     forward.append(segment.raw)
                     if name_end:
-                        self._remember_statement(segment.payload[:name_end], segment.payload[name_end + 1 : sql_end])
+                        self._remember_statement(segment.payload[:name_end], sql, decision)
+                    else:
+                        self._unnamed = (sql, decision)
                     if decision.barrier:
                         self._barrier_at_sync = True
             elif t == b"B":
-                # Inspected only while some named statement is revoked (see revalidate()).
+                # Inspected while the journal is on, or some named statement is revoked
+                # (see revalidate()).
                 portal_end = segment.payload.index(b"\x00")
                 statement = segment.payload[portal_end + 1 : segment.payload.index(b"\x00", portal_end + 1)]
                 revoked = self._revoked.get(statement)
                 if revoked is None:
                     forward.append(segment.raw)
+                    if self.journal is not None and not self._batch_refused:
+                        self._journal_bind(*bind_parameters(segment.payload))
                 else:
                     # Bind to a statement that does not exist: the server errors (26000) and
                     # discards up to Sync; its error is swapped for the refusal.
+                    if self.journal is not None and not self._batch_refused:
+                        known = self._named.get(statement)
+                        self.journal.statement(known[0] if known else statement, revoked, forwarded=False)
                     self._refuse(revoked, forward, frame(
                         b"B", segment.payload[: portal_end + 1] + REFUSAL_TOKEN + b"\x00\x00\x00\x00\x00\x00\x00"))
             elif t == b"S":
                 forward.append(segment.raw)
                 self._batch_refused = False
                 self._owed.append(None)
+                if self.journal is not None:
+                    self.journal.client_cycle_end()
                 if self._barrier_at_sync:
                     self._barrier_at_sync = False
                     self._barrier_ahead = self._upstream_cycles_owed()
@@ -739,6 +836,7 @@ class PgSession:
                 forward.append(segment.raw)
                 self._flush(forward, out)
                 self.phase = Phase.CLOSED
+                self.close_reason = "client closed"
                 out.append(Close("client terminated"))
                 return
             elif t == b"p":
@@ -747,13 +845,26 @@ class PgSession:
                 raise ProtocolViolation(f"unknown message type {t!r}")
         self._flush(forward, out)
 
-    def _remember_statement(self, name: bytes, sql: bytes) -> None:
+    def _remember_statement(self, name: bytes, sql: bytes, decision: Decision) -> None:
         named = self._named
         if len(named) >= MAX_TRACKED_STATEMENTS and name not in named:
             del named[next(iter(named))]
-        named[name] = sql
+        named[name] = (sql, decision)
         if self._revoked and self._revoked.pop(name, None) is not None and not self._revoked:
-            self._client_scanner.inspect = _CLIENT_INSPECT
+            self._client_scanner.inspect = self._client_inspect
+
+    def _journal_bind(self, statement: bytes, parameters: tuple[str | None, ...]) -> None:
+        """Journal one execution of a prepared statement, with its parameters."""
+        assert self.journal is not None
+        known = self._named.get(statement) if statement else self._unnamed
+        if known is None:
+            # Prepared with SQL PREPARE (the gate decided that), or forgotten beyond
+            # MAX_TRACKED_STATEMENTS: the name is all there is.
+            name = statement.decode("utf-8", "replace")
+            self.journal.statement(f"/* dbguard: prepared statement {name!r}, its text is not tracked */",
+                                   _UNTRACKED_STATEMENT, parameters=parameters)
+        else:
+            self.journal.statement(known[0], known[1], parameters=parameters)
 
     def revalidate(self) -> None:
         """The policy was reloaded: re-decide the session's named prepared statements, so
@@ -761,11 +872,13 @@ class PgSession:
         if self._gate is None or self.phase is not Phase.READY:
             return
         self._revoked.clear()
-        for name, sql in self._named.items():
+        for name, (sql, _) in list(self._named.items()):
             decision = self._gate.decide(sql, StatementSource.PARSE, name.decode("utf-8", "surrogateescape"))
             if self._refused(decision):
                 self._revoked[name] = decision
-        self._client_scanner.inspect = _CLIENT_INSPECT | {b"B"} if self._revoked else _CLIENT_INSPECT
+            else:
+                self._named[name] = (sql, decision)
+        self._client_scanner.inspect = _CLIENT_INSPECT_JOURNALED if self._revoked else self._client_inspect
 
     @staticmethod
     def _refused(decision: Decision) -> bool:
@@ -843,6 +956,13 @@ class PgSession:
                 chunks.append(self._refusals[0].error)
             else:
                 chunks.append(segment.raw)
+                if self.journal is not None:
+                    if t == b"C":
+                        self.journal.result(rows_from_tag(segment.payload))
+                    elif t == b"I":
+                        self.journal.result(None)
+                    elif t == b"E":
+                        self.journal.error(*error_fields(segment.payload))
             if t == b"Z":
                 status = segment.payload[:1]
                 if status not in (b"I", b"T", b"E") or len(segment.payload) != 1:
@@ -852,6 +972,8 @@ class PgSession:
                 if self._owed and self._owed[0] is None:
                     self._owed.popleft()
                     self._cycle_completed()
+                    if self.journal is not None:
+                        self.journal.server_cycle_end()
                 if self._owed and self._owed[0] is not None:
                     out.append(SendClient(b"".join(chunks)))
                     chunks.clear()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dbguard.model import Gate, Identity
+from dbguard.session.journal import SessionJournal
 from dbguard.wire.pg.auth import ScramVerifier
 
 
@@ -129,6 +130,12 @@ class PgListenerSettings:
     tls_available: bool = False
     tls_required: bool = False
     allow_cleartext: bool = False
+    # The journal (docs/journal.md): sessions produce events when `journal` is on; the
+    # driver makes them durable before forwarding, and when it cannot, refuses the
+    # statement (`refuse_unjournaled`) or forwards it and says so loudly.
+    journal: bool = False
+    redact_parameters: bool = False
+    refuse_unjournaled: bool = True
 
 
 class CancelTargets:
@@ -141,12 +148,21 @@ class CancelTargets:
 
     def __init__(self) -> None:
         self._targets: dict[tuple[int, bytes], tuple[ConnectUpstream, int, bytes]] = {}
+        self._journals: dict[tuple[int, bytes], SessionJournal] = {}
 
-    def register(self, proxy_key: tuple[int, bytes], target: ConnectUpstream, upstream_key: tuple[int, bytes]) -> None:
+    def register(self, proxy_key: tuple[int, bytes], target: ConnectUpstream, upstream_key: tuple[int, bytes],
+                 journal: SessionJournal | None = None) -> None:
         self._targets[proxy_key] = (target, upstream_key[0], upstream_key[1])
+        if journal is not None:
+            self._journals[proxy_key] = journal
 
     def unregister(self, proxy_key: tuple[int, bytes]) -> None:
         self._targets.pop(proxy_key, None)
+        self._journals.pop(proxy_key, None)
+
+    def journal_of(self, proxy_key: tuple[int, bytes]) -> SessionJournal | None:
+        """The journal of the session a cancel key belongs to (its cancel is recorded there)."""
+        return self._journals.get(proxy_key)
 
     def lookup(self, proxy_key: tuple[int, bytes]) -> tuple[ConnectUpstream, int, bytes] | None:
         return self._targets.get(proxy_key)

@@ -100,7 +100,7 @@ def refused_startup_setting(params: dict[str, str]) -> str | None:
         if isinstance(names, str):
             return f"options: {names}"
         for name in names:
-            if not is_allowed_setting(name):
+            if not name.startswith("dbguard.") and not is_allowed_setting(name):
                 return name
     return None
 

@@ -1,0 +1,221 @@
+"""What one session tells the journal, sans-IO: the events of a session, shared by both protocols.
+
+Owns: numbering the session's statements (1, 2, 3...), building the session_start,
+statement, outcome, cancel and session_end events, and pairing each forwarded statement with
+its outcome. The session calls `statement()` as it decides a statement, `client_cycle_end()`
+when a response cycle is closed on the client's side (a Query, a Sync, a MySQL command), then
+`result()` / `error()` as the server reports each statement's end, and `server_cycle_end()`
+when the server has finished that cycle (ReadyForQuery, a MySQL command's last packet).
+
+The driver takes what accumulated with `take()` after every session call, hands it to the
+journal writer, and, when `take()` says so, holds every byte for the upstream until those
+events are durable: that is the write-ahead guarantee (docs/journal.md).
+
+Must not touch: sockets, threads, the writer, the store.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from dbguard.journal.events import (
+    CancelEvent,
+    JournalEvent,
+    OutcomeEvent,
+    SessionEndEvent,
+    now_us,
+    session_start_from,
+    statement_from,
+)
+from dbguard.journal.intent import intent_from_comment
+from dbguard.model import Decision, SessionInfo
+
+__all__ = ["NOT_RUN", "NO_RESULT", "SessionJournal"]
+
+# The outcome's error_code for a statement that was forwarded but never ran, because an
+# earlier statement of the same batch failed (the server skipped it).
+NOT_RUN: Final = "not-run"
+# ...and for one whose session ended before its result came (the server may or may not have
+# run it: the client never saw a result).
+NO_RESULT: Final = "no-result"
+_NOT_RUN_MESSAGE: Final = "not run: an earlier statement of the same batch failed"
+# Error messages in outcome events are cut here: a server's message may quote data.
+MAX_ERROR_CHARS: Final = 500
+
+
+class _InFlight:
+    """A forwarded statement waiting for its outcome."""
+
+    __slots__ = ("absorbs", "done", "error_code", "error_message", "rows", "seq", "started_us")
+
+    def __init__(self, seq: int, started_us: int, absorbs: bool) -> None:
+        self.seq = seq
+        self.started_us = started_us
+        self.absorbs = absorbs  # one message holding several statements: every result is its own
+        self.rows: int | None = None
+        self.error_code = ""
+        self.error_message = ""
+        self.done = False
+
+
+def _text(sql: bytes | str) -> str:
+    if isinstance(sql, str):
+        return sql
+    try:
+        return sql.decode("utf-8")
+    except UnicodeDecodeError:
+        # Not UTF-8 (a client encoding other than UTF-8, or junk): journal it faithfully but
+        # as valid text; the replacement characters show where bytes did not decode.
+        return sql.decode("utf-8", "replace")
+
+
+class SessionJournal:
+    """The journal side of one session. Not thread-safe: the session's own."""
+
+    __slots__ = (
+        "_cycles",
+        "_events",
+        "_open",
+        "_write_ahead",
+        "intent",
+        "redact_parameters",
+        "seq",
+        "session_id",
+    )
+
+    def __init__(self, session_id: str, *, redact_parameters: bool = False) -> None:
+        self.session_id = session_id
+        self.redact_parameters = redact_parameters
+        self.intent = ""  # declared for the whole session (the dbguard.intent startup option)
+        self.seq = 0
+        self._events: list[JournalEvent] = []
+        self._write_ahead = False
+        self._open: list[_InFlight] = []  # statements of the cycle the client has not closed
+        self._cycles: deque[list[_InFlight]] = deque()  # closed cycles, oldest first
+
+    # -- for the driver ------------------------------------------------------------------------
+
+    @property
+    def has_events(self) -> bool:
+        return bool(self._events)
+
+    def take(self) -> tuple[list[JournalEvent], bool]:
+        """The events produced since the last call, and whether they must be durable before
+        anything more is sent upstream (True when one of them is a statement or a session
+        start)."""
+        events, ahead = self._events, self._write_ahead
+        self._events = []
+        self._write_ahead = False
+        return events, ahead
+
+    # -- for the session -------------------------------------------------------------------------
+
+    def started(self, info: SessionInfo, attributes: Mapping[str, str] | None = None, intent: str = "") -> None:
+        self.intent = intent
+        self._events.append(session_start_from(info, client_attributes=attributes, intent=intent))
+        self._write_ahead = True
+
+    def statement(
+        self,
+        sql: bytes | str,
+        decision: Decision,
+        *,
+        parameters: Sequence[str | None] | None = None,
+        forwarded: bool = True,
+        absorbs: bool = False,
+    ) -> int:
+        """Record one statement (or one message of several) as decided; returns its number.
+
+        `forwarded`: it goes to the server and gets an outcome (False for a refusal, which
+        never runs). `absorbs`: several statements in one message, so every result and the
+        first error until the cycle's end are this one's."""
+        self.seq += 1
+        text = _text(sql)
+        intent = intent_from_comment(text) if text.rstrip(" \t\r\n;").endswith("*/") else None
+        event = statement_from(
+            self.session_id, self.seq, text, decision, decision.analysis,
+            parameters=parameters, redact_parameters=self.redact_parameters,
+            intent=intent or self.intent or None,
+        )
+        self._events.append(event)
+        self._write_ahead = True
+        if forwarded:
+            self._open.append(_InFlight(self.seq, event.time_us, absorbs))
+        return self.seq
+
+    def client_cycle_end(self) -> None:
+        """The client closed a response cycle (a Query; a Sync; a MySQL command): the next
+        server cycle end completes the statements recorded since the previous one."""
+        self._cycles.append(self._open)
+        self._open = []
+
+    def result(self, rows: int | None) -> None:
+        """A statement of the oldest cycle ended well (rows returned or affected, if known)."""
+        entry = self._current()
+        if entry is None:
+            return
+        if entry.absorbs:
+            if rows is not None:
+                entry.rows = rows if entry.rows is None else entry.rows + rows
+        else:
+            entry.rows = rows
+            entry.done = True
+
+    def error(self, code: str, message: str) -> None:
+        """The server reported an error for the current statement of the oldest cycle; the
+        statements after it in the same cycle were not run."""
+        entry = self._current()
+        if entry is None:
+            return
+        entry.error_code = code
+        entry.error_message = message[:MAX_ERROR_CHARS]
+        entry.done = True
+        cycle = self._cycles[0] if self._cycles else self._open
+        for later in cycle:
+            if not later.done:
+                later.error_code = NOT_RUN
+                later.error_message = _NOT_RUN_MESSAGE
+                later.done = True
+
+    def server_cycle_end(self) -> None:
+        """The server finished the oldest cycle: its statements' outcomes are recorded."""
+        if not self._cycles:
+            cycle, self._open = self._open, []  # the client never closed it (a Flush)
+        else:
+            cycle = self._cycles.popleft()
+        if not cycle:
+            return
+        now = now_us()
+        for entry in cycle:
+            self._events.append(OutcomeEvent(
+                self.session_id, now, entry.seq, max(0, now - entry.started_us),
+                rows=entry.rows, error_code=entry.error_code, error_message=entry.error_message,
+            ))
+
+    def cancelled(self, client_address: str) -> None:
+        running = self._cycles[0][0].seq if self._cycles and self._cycles[0] else None
+        self._events.append(CancelEvent(self.session_id, now_us(), running, client_address))
+
+    def ended(self, reason: str) -> None:
+        """The session is over; statements still waiting for an outcome never got one."""
+        cycles = [*self._cycles, self._open]
+        self._cycles.clear()
+        self._open = []
+        now = now_us()
+        for cycle in cycles:
+            for entry in cycle:
+                if not entry.done:
+                    self._events.append(OutcomeEvent(
+                        self.session_id, now, entry.seq, max(0, now - entry.started_us),
+                        error_code=NO_RESULT, error_message=f"no result: the session ended ({reason})",
+                    ))
+        self._events.append(SessionEndEvent(self.session_id, now, reason))
+
+    def _current(self) -> _InFlight | None:
+        cycle = self._cycles[0] if self._cycles else self._open
+        for entry in cycle:
+            if not entry.done:
+                return entry
+        return None
