@@ -56,6 +56,10 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 DIRECT, RELAY, DBGUARD, PGBOUNCER = "direct", "relay", "dbguard", "pgbouncer"
+# dbguard with the same policy and `journal: {enabled: false}`: the baseline of the journal's cost.
+NO_JOURNAL = "dbguard-nojournal"
+# The issue's target: with the journal on, at least this share of the throughput without it.
+JOURNAL_GOAL: Final = 0.90
 DEFAULT_RULES: Final = REPO_ROOT / "rules"
 # Who pgbench logs in as through both dbguard targets (name, kind, secret, roles). pgbench
 # plays an application's service account: the sample policy's agent rules (holds on writes)
@@ -439,13 +443,15 @@ def _rules_yaml(rules: Path) -> str:
 
 
 @contextlib.contextmanager
-def running_dbguard(server: ThrowawayPostgres, directory: Path, rules: Path, identity: BenchIdentity
-                    ) -> Iterator[ProxyProcess]:
+def running_dbguard(server: ThrowawayPostgres, directory: Path, rules: Path, identity: BenchIdentity,
+                    journal: bool = True) -> Iterator[ProxyProcess]:
     """`dbguard serve` in front of `server` with the policy in `rules`, upstream as the app
-    owner, at PROXY_LOG_LEVEL; pgbench's identity added to the usual test identities."""
+    owner, at PROXY_LOG_LEVEL; pgbench's identity added to the usual test identities. The
+    journal goes to the default store (sqlite, next to the configuration), or nowhere."""
+    extra = _rules_yaml(rules) + ("" if journal else "journal: {enabled: false}\n")
     try:
         proxy = start_proxy(directory, server.dsn(sslmode="disable"), log_level=PROXY_LOG_LEVEL,
-                            identities=(*DEFAULT_IDENTITIES, identity), extra_yaml=_rules_yaml(rules))
+                            identities=(*DEFAULT_IDENTITIES, identity), extra_yaml=extra)
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from exc
     try:
@@ -674,6 +680,37 @@ def policy_costs(runs: list[Run], summaries: list[Summary], plan: list[Workload]
     return costs
 
 
+@dataclass
+class JournalCost:
+    """dbguard with the journal on against the same without it, on one workload."""
+
+    workload: str
+    off_tps: float | None
+    on_tps: float | None
+    ratio: float | None  # on / off, from the medians
+    ratio_paired: float | None  # the median of on / off over runs of one repeat
+    goal_met: bool | None
+
+
+def journal_costs(runs: list[Run], summaries: list[Summary], plan: list[Workload]) -> list[JournalCost]:
+    by_key = {(row.workload, row.target): row for row in summaries}
+    costs: list[JournalCost] = []
+    for workload in plan:
+        off, on = by_key.get((workload.name, NO_JOURNAL)), by_key.get((workload.name, DBGUARD))
+        if off is None or on is None:
+            continue
+        ratio = on.tps / off.tps if on.tps is not None and off.tps else None
+        partners = {(run.repeat, run.sample): run for run in runs
+                    if run.workload == workload.name and run.target == NO_JOURNAL and run.ok}
+        paired = [run.tps / partner.tps for run in runs
+                  if run.workload == workload.name and run.target == DBGUARD and run.ok
+                  and (partner := partners.get((run.repeat, run.sample))) is not None
+                  and partner.tps and run.tps is not None]
+        costs.append(JournalCost(workload.name, off.tps, on.tps, ratio, _median(list(paired)),
+                                 None if ratio is None else ratio >= JOURNAL_GOAL))
+    return costs
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
@@ -693,7 +730,7 @@ def _verdict(goal: str | None, met: bool | None) -> str:
 
 
 def render(summaries: list[Summary], costs: list[PolicyCost], memory: list[MemoryResult],
-           plan: list[Workload], settings: Settings) -> None:
+           plan: list[Workload], settings: Settings, journal: Sequence[JournalCost] = ()) -> None:
     titles = {workload.name: workload.title for workload in plan}
     table = Table(
         title=(f"pgbench, scale {settings.scale}, {settings.duration}s x {settings.repeats} "
@@ -751,6 +788,17 @@ def render(summaries: list[Summary], costs: list[PolicyCost], memory: list[Memor
                       "the same over runs of one repeat; CPU cost = 1 - relay / dbguard total CPU per "
                       "tx (proxy + server + pgbench: the tps lost when CPU-bound, less disturbed by "
                       "other load); policy µs/tx = dbguard - relay proxy CPU[/]")
+    if journal:
+        table = Table(title="the journal's cost: dbguard with the journal (sqlite store, write-ahead) vs without",
+                      title_justify="left")
+        for header, justify in (("workload", "left"), ("journal off tps", "right"), ("journal on tps", "right"),
+                                ("on / off", "right"), ("paired", "right"), (f"≥ {JOURNAL_GOAL:.2f}", "left")):
+            table.add_column(header, justify=justify, no_wrap=True)
+        for jcost in journal:
+            mark = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[yellow]?[/]"}[jcost.goal_met]
+            table.add_row(titles[jcost.workload], _fmt(jcost.off_tps, ",.0f"), _fmt(jcost.on_tps, ",.0f"),
+                          _fmt(jcost.ratio, ".2f"), _fmt(jcost.ratio_paired, ".2f"), mark)
+        console.print(table)
     if memory:
         mem = Table(title="idle connections: proxy RSS growth", title_justify="left")
         for header in ("target", "connections", "RSS before KiB", "RSS after KiB",
@@ -816,6 +864,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-pgbouncer", action="store_true", help="skip PgBouncer even if installed")
     parser.add_argument("--no-relay", action="store_true",
                         help="skip the bare relay (no policy cost is reported then)")
+    parser.add_argument("--no-journal-baseline", action="store_true",
+                        help="skip dbguard with the journal off (no journal cost is reported then)")
     parser.add_argument("--rules", type=Path, default=DEFAULT_RULES, metavar="PATH",
                         help="the policy dbguard enforces: a rules file or folder (default: the "
                              "repository's rules/)")
@@ -979,6 +1029,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets.append(Target(RELAY, relay.host, relay.port, name, relay.secrets[name],
                                   server.app_database, relay.proc.pid))
         targets.append(guarded)
+        if not args.no_journal_baseline:
+            (workdir / "nojournal").mkdir()
+            unjournaled = stack.enter_context(running_dbguard(server, workdir / "nojournal", rules, identity,
+                                                              journal=False))
+            proxies["dbguard serve (journal off)"] = unjournaled
+            targets.append(Target(NO_JOURNAL, unjournaled.host, unjournaled.port, name, unjournaled.secrets[name],
+                                  server.app_database, unjournaled.proc.pid))
         console.print("[bold]" + escape(
             f"dbguard enforces {rules}; pgbench logs in through the proxies as "
             f"{describe_identity(identity)}; checking that the policy allows every workload's "
@@ -1001,7 +1058,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         summaries = summarise(runs, plan, [target.name for target in targets])
         costs = policy_costs(runs, summaries, plan)
-        render(summaries, costs, memory, plan, settings)
+        journal = journal_costs(runs, summaries, plan)
+        render(summaries, costs, memory, plan, settings, journal)
         failed_tx = sum(summary.failed_transactions for summary in summaries)
         failed_runs = sum(not run.ok for run in runs)
         colour = "red" if failed_tx or failed_runs else "green"
@@ -1018,6 +1076,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "policy-cost": f"< {POLICY_COST_GOAL:.0%} of the relay's tps"},
                 "summary": [asdict(summary) for summary in summaries],
                 "policy_cost": [asdict(cost) for cost in costs],
+                "journal_cost": [asdict(cost) for cost in journal],
                 "memory": [asdict(result) for result in memory],
                 "runs": [asdict(run) for run in runs],
             }

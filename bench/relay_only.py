@@ -12,6 +12,7 @@ Usage (from the repository root):  python -m bench.relay_only -c dbguard.yaml [-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,8 @@ from dbguard.runtime.server import Server, check_supported, run_event_loop
 
 async def relay(config: Config) -> None:
     """Every listener of the configuration, allow-all, until SIGTERM/SIGINT (then drain)."""
+    # The bare relay journals nothing either: it is the baseline for the policy's cost.
+    config = dataclasses.replace(config, journal=dataclasses.replace(config.journal, enabled=False))
     server = Server(config, gate=AllowAllGate())
     # The server keeps enforcing the rules on MySQL listeners when given a gate (a protocol
     # test's gate is PostgreSQL-only); the relay baseline wants no policy there either.

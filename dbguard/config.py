@@ -46,6 +46,7 @@ __all__ = [
     "IdentityConfig",
     "IdentityKind",
     "JournalConfig",
+    "JournalSync",
     "ListenAddress",
     "ListenerConfig",
     "ListenerProtocol",
@@ -110,6 +111,13 @@ class OnStoreFailure(StrEnum):
 
     REFUSE = "refuse"
     ALLOW = "allow"
+
+
+class JournalSync(StrEnum):
+    """How durable a journal event is before its statement is forwarded."""
+
+    NORMAL = "normal"  # written to the store: survives a crash or kill -9 of the proxy
+    FULL = "full"  # also flushed to disk (fsync): survives a crash of the machine
 
 
 class LogLevel(StrEnum):
@@ -338,6 +346,7 @@ class JournalConfig:
     max_batch: int = DEFAULT_JOURNAL_MAX_BATCH
     # False: sessions write no journal at all (benchmarks, troubleshooting); logged loudly.
     enabled: bool = True
+    sync: JournalSync = JournalSync.NORMAL
 
 
 @dataclass(frozen=True)
@@ -726,7 +735,8 @@ _IDENTITY_KEYS: Final = ("name", "kind", "secret", "roles")
 _APPROVALS_KEYS: Final = ("timeout", "mode")
 _ADMIN_KEYS: Final = ("listen", "token")
 _LOG_KEYS: Final = ("level", "format")
-_JOURNAL_KEYS: Final = ("enabled", "hmac_key", "redact_parameters", "on_store_failure", "queue_size", "max_batch")
+_JOURNAL_KEYS: Final = ("enabled", "sync", "hmac_key", "redact_parameters", "on_store_failure", "queue_size",
+                        "max_batch")
 # An HMAC key shorter than this is guessable offline from a journal's hashes.
 MIN_JOURNAL_KEY_BYTES: Final = 16
 
@@ -923,7 +933,9 @@ class _Reader(YamlReader):
         queue = self.present(m, "queue_size")
         batch = self.present(m, "max_batch")
         enabled = self.present(m, "enabled")
+        sync = self.present(m, "sync")
         return JournalConfig(
+            sync=self.choice(sync, "journal.sync", JournalSync) if sync is not None else JournalSync.NORMAL,
             enabled=self.boolean(enabled, "journal.enabled") if enabled is not None else True,
             hmac_key=key,
             redact_parameters=self.boolean(redact, "journal.redact_parameters") if redact is not None else False,

@@ -80,11 +80,13 @@ def open_store(
     create: bool = True,
     commit_hook: Callable[[int], None] | None = None,
     redacted_url: str = "",
+    fsync: bool = True,
 ) -> JournalStore:
     """Open (and migrate) the store at a canonical store URL (config.StoreUrl.url, or a full
     postgresql:// URL with its password): ``sqlite:////abs/path.db``, ``sqlite:///:memory:``,
     ``postgresql://user:pw@host:port/db``. `create=False` (readers): a store without a journal
-    is an error, never created."""
+    is an error, never created. `fsync=False`: a commit survives a crash of this process but
+    not necessarily of the machine (journal.sync: normal)."""
     if url.startswith("sqlite://"):
         from dbguard.journal.store_sqlite import SqliteJournalStore
 
@@ -92,11 +94,13 @@ def open_store(
         if not rest.startswith("/"):
             raise StoreError("expected sqlite:///PATH")
         target: str | Path = ":memory:" if rest == "/:memory:" else Path("/" + rest.lstrip("/"))
-        store: JournalStore = SqliteJournalStore(target, create=create, migrate=create, commit_hook=commit_hook)
+        store: JournalStore = SqliteJournalStore(target, create=create, migrate=create, commit_hook=commit_hook,
+                                                 fsync=fsync)
     elif url.startswith(("postgresql://", "postgres://")):
         from dbguard.journal.store_postgres import PostgresJournalStore
 
-        store = PostgresJournalStore(url, commit_hook=commit_hook, redacted_url=redacted_url, migrate=create)
+        store = PostgresJournalStore(url, commit_hook=commit_hook, redacted_url=redacted_url, migrate=create,
+                                     fsync=fsync)
     else:
         raise StoreError("expected a store URL sqlite:///PATH or postgresql://…")
     if not create:
@@ -116,12 +120,13 @@ def start_writer(
     queue_size: int = DEFAULT_QUEUE_SIZE,
     max_batch: int = DEFAULT_MAX_BATCH,
     redacted_url: str = "",
+    fsync: bool = True,
 ) -> JournalWriter:
     """The process's group-commit writer on the store at `url` (opened, migrated and checked
     against the key in the writer thread). Raises JournalUnavailable when it cannot start:
     a startup error for `serve`, naming the store."""
     return JournalWriter(
-        lambda: open_store(url, redacted_url=redacted_url),
+        lambda: open_store(url, redacted_url=redacted_url, fsync=fsync),
         ChainHasher(key),
         queue_size=queue_size,
         max_batch=max_batch,

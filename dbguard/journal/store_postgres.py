@@ -37,8 +37,12 @@ class PostgresJournalStore(JournalStore):
         commit_hook: Callable[[int], None] | None = None,
         redacted_url: str = "",
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+        fsync: bool = True,
     ) -> None:
         super().__init__(commit_hook)
+        # fsync=False: commits return before the server has flushed its WAL (synchronous_commit
+        # off): they survive a crash of the proxy, not one of the store's server.
+        self._fsync = fsync
         self._conninfo = conninfo
         self._connect_timeout = connect_timeout
         self.url_for_messages = redacted_url or "postgresql store"
@@ -51,6 +55,8 @@ class PostgresJournalStore(JournalStore):
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=self._connect_timeout,
                                    application_name="dbguard journal")
+            if not self._fsync:
+                conn.execute("SET synchronous_commit = off")
         except psycopg.Error as e:
             raise StoreError(f"{self.url_for_messages}: cannot connect: {_first_line(e)}") from None
         return conn

@@ -1,6 +1,7 @@
 # dbguard/journal/store_sqlite.py — owns the embedded journal store, `store: sqlite:///PATH`:
-# the sqlite3 connection (WAL, synchronous=FULL so a committed group commit survives a crash
-# or power loss, a busy timeout for several processes), write transactions taken with
+# the sqlite3 connection (WAL; synchronous=FULL when every commit must survive power loss,
+# NORMAL when surviving a crash of the proxy is enough: a commit is then written to the WAL
+# file but not fsynced; a busy timeout for several processes), write transactions taken with
 # BEGIN IMMEDIATE (which is also the chain-head lock between processes), and sqlite's
 # dialect of the schema. Everything else is shared with PostgreSQL in store.py.
 from __future__ import annotations
@@ -29,6 +30,7 @@ class SqliteJournalStore(JournalStore):
         migrate: bool = True,
         commit_hook: Callable[[int], None] | None = None,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        fsync: bool = True,
     ) -> None:
         super().__init__(commit_hook)
         target = str(path)
@@ -52,7 +54,7 @@ class SqliteJournalStore(JournalStore):
             self._conn = sqlite3.connect(target, isolation_level=None, timeout=busy_timeout,
                                          check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA synchronous=FULL" if fsync else "PRAGMA synchronous=NORMAL")
         except sqlite3.Error as e:
             raise StoreError(f"{self.url_for_messages}: cannot open: {e}") from None
         self._in_transaction = False
