@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
-from dbguard.runtime.journal_link import JournalLink
+from dbguard.runtime.journal_link import JOURNAL_REFUSAL, JournalLink, WriteAheadGate
 from dbguard.runtime.pg_listener import (
     IDLE_CHECKS,
     STARTUP_TIMEOUT,
@@ -35,6 +35,7 @@ from dbguard.runtime.pg_listener import (
 )
 from dbguard.runtime.tls import ClientTls, upstream_tls_context
 from dbguard.runtime.tls_memory import MemoryTls, TlsFailure
+from dbguard.session.journal import SessionJournal
 from dbguard.session.mysql import MysqlSession, Phase
 from dbguard.session.mysql_actions import MysqlListenerSettings, MysqlSessionAction, MysqlStartClientTls
 from dbguard.session.pg_actions import (
@@ -68,8 +69,11 @@ class _UpstreamProtocol(asyncio.Protocol):
             # returns; the session hears of it once it knows the connection is up.
             conn.upstream_held.append(data)
             return
-        if conn.session.upstream_fast(data):  # whole packets of an ordinary result: as they came
+        session = conn.session
+        if session.upstream_fast(data):  # whole packets of an ordinary result: as they came
             conn.write_client(data)
+            if session.journal is not None and session.journal.has_events:
+                conn.write_ahead.submit()  # outcomes: nothing waits for them
             return
         conn.execute(conn.session.upstream_data(data))
         if not conn.version_learned and conn.session.upstream_version is not None:
@@ -109,6 +113,10 @@ class MysqlConnection(asyncio.Protocol):
         self.reads = 0
         self._reads_seen = 0
         self._idle_ticks = 0
+        self._client_paused = False  # by upstream backpressure
+        # Write-ahead (docs/journal.md): upstream bytes wait in the gate while the journal
+        # events they depend on are made durable.
+        self.write_ahead = WriteAheadGate(self, listener.journal_link)
 
     # ---------------------------------------------------------------- client transport events
 
@@ -141,12 +149,18 @@ class MysqlConnection(asyncio.Protocol):
 
     def _client_plaintext(self, data: bytes) -> None:
         """The client's bytes (decrypted): the session's hot path first, else its general path."""
-        if self.session.client_fast(data):  # one allowed command, forwarded as it came
+        session = self.session
+        if session.client_fast(data):  # one allowed command, forwarded as it came
+            if session.journal is not None and session.journal.has_events:
+                self.write_ahead.submit()
+            if self.write_ahead.waits:
+                self.write_ahead.hold(data)
+                return
             upstream = self.upstream
             if upstream is not None and not upstream.is_closing():
                 upstream.write(data)
         else:
-            self.execute(self.session.client_data(data))
+            self.execute(session.client_data(data))
 
     def eof_received(self) -> bool | None:
         """The client sent FIN: it will send nothing more, and no client of this protocol
@@ -249,12 +263,39 @@ class MysqlConnection(asyncio.Protocol):
             self.execute(self.session.upstream_closed())
 
     def pause_client_reading(self) -> None:
+        self._client_paused = True
         if self.client is not None:
             self.client.pause_reading()
 
     def resume_client_reading(self) -> None:
+        self._client_paused = False
         if self.client is not None:
             self.client.resume_reading()
+
+    # ---------------------------------------------------------------- the journal (write-ahead)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def refuses_unjournaled(self) -> bool:
+        return self.listener.settings.refuse_unjournaled
+
+    def release_upstream(self, data: bytes) -> None:
+        if self.upstream is not None and not self.upstream.is_closing():
+            self.upstream.write(data)
+
+    def pause_client_for_journal(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading()
+
+    def resume_client_after_journal(self) -> None:
+        if not self._client_paused and self.client is not None:
+            self.client.resume_reading()
+
+    def refuse_unjournaled(self) -> None:
+        self.execute(self.session.journal_refused(JOURNAL_REFUSAL))
 
     # ---------------------------------------------------------------- timers
 
@@ -291,13 +332,18 @@ class MysqlConnection(asyncio.Protocol):
     # ---------------------------------------------------------------- executing actions
 
     def execute(self, actions: Sequence[MysqlSessionAction]) -> None:
+        journal = self.session.journal
+        if journal is not None and journal.has_events:
+            self.write_ahead.submit()
         for index, action in enumerate(actions):
             if self._closed:
                 return
             if isinstance(action, SendClient):
                 self.write_client(action.data)
             elif isinstance(action, SendUpstream):
-                if self.upstream is not None and not self.upstream.is_closing():
+                if self.write_ahead.waits:
+                    self.write_ahead.hold(action.data)
+                elif self.upstream is not None and not self.upstream.is_closing():
                     self.upstream.write(action.data)
             elif isinstance(action, Close):
                 self._close(action.reason)
@@ -413,8 +459,11 @@ class MysqlConnection(asyncio.Protocol):
         if self in self.listener.connections:
             self.listener.connections.discard(self)
             if self.session.info is not None:
-                log.info("session.end", extra={"session": self.session.session_id,
-                                               "reason": self.session.close_reason or "closed"})
+                reason = self.session.close_reason or "closed"
+                log.info("session.end", extra={"session": self.session.session_id, "reason": reason})
+                if self.session.journal is not None:
+                    self.session.journal.ended(reason)
+                    self.write_ahead.submit()
         if self.upstream is not None and not self.upstream.is_closing():
             self.upstream.close()
         self.listener.connection_finished()
@@ -533,6 +582,12 @@ class MysqlListener:
             session = conn.session
             if session.upstream_thread == thread_id and session.identity is not None:
                 return session.identity.name
+        return None
+
+    def journal_of(self, thread_id: int) -> SessionJournal | None:
+        for conn in self.connections:
+            if conn.session.upstream_thread == thread_id:
+                return conn.session.journal
         return None
 
     def connection_finished(self) -> None:

@@ -17,7 +17,7 @@ import ssl
 from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
-from dbguard.runtime.journal_link import JournalLink
+from dbguard.runtime.journal_link import JOURNAL_REFUSAL, JournalLink, WriteAheadGate
 from dbguard.runtime.tls import ClientTls, upstream_tls_context
 from dbguard.session.pg import PgSession, Phase
 from dbguard.session.pg_actions import (
@@ -50,12 +50,6 @@ WRITE_LOW_WATER = 64 * 1024
 STARTUP_TIMEOUT = 30.0
 # The idle clock looks this many times per idle_timeout.
 IDLE_CHECKS = 4
-# Upstream bytes held while the journal makes a statement durable; beyond this the client's
-# reading pauses until they have gone out (a client may pipeline COPY data behind its query).
-MAX_HELD_FOR_JOURNAL = 1024 * 1024
-# What a client sees when its statement cannot be journaled (journal.on_store_failure: refuse).
-_JOURNAL_REFUSAL = ("dbguard: the statement was not run: the journal cannot record it. "
-                    "The session is closed; try again once the journal store is back")
 
 
 class _UpstreamProtocol(asyncio.Protocol):
@@ -71,7 +65,7 @@ class _UpstreamProtocol(asyncio.Protocol):
             if client is not None and not client.is_closing():
                 client.write(data)
             if session.journal is not None and session.journal.has_events:
-                conn.journal_events()
+                conn.write_ahead.submit()
             return
         conn.execute(conn.session.upstream_data(data))
 
@@ -109,12 +103,9 @@ class PgConnection(asyncio.Protocol):
         self.reads = 0  # reads in either direction; the idle clock watches it move
         self._reads_seen = 0
         self._idle_ticks = 0
-        # Write-ahead: upstream bytes wait here while journal events they depend on are made
-        # durable (`_journal_waits` of them outstanding).
-        self._journal_waits = 0
-        self._held: list[bytes] = []
-        self._held_bytes = 0
-        self._paused_for_journal = False
+        # Write-ahead: upstream bytes wait in the gate while journal events they depend on are
+        # made durable.
+        self.write_ahead = WriteAheadGate(self, listener.journal_link)
 
     # ---------------------------------------------------------------- client transport events
 
@@ -147,9 +138,9 @@ class PgConnection(asyncio.Protocol):
             self.execute(session.client_data(data))
         else:
             if session.journal is not None and session.journal.has_events:
-                self.journal_events()
-            if self._journal_waits:
-                self._hold(fast)
+                self.write_ahead.submit()
+            if self.write_ahead.waits:
+                self.write_ahead.hold(fast)
                 return
             upstream = self.upstream
             if upstream is not None and not upstream.is_closing():
@@ -231,14 +222,14 @@ class PgConnection(asyncio.Protocol):
     def execute(self, actions: Sequence[SessionAction]) -> None:
         journal = self.session.journal
         if journal is not None and journal.has_events:
-            self.journal_events()
+            self.write_ahead.submit()
         for index, action in enumerate(actions):
             if isinstance(action, SendClient):
                 if self.client is not None and not self.client.is_closing():
                     self.client.write(action.data)
             elif isinstance(action, SendUpstream):
-                if self._journal_waits:
-                    self._hold(action.data)
+                if self.write_ahead.waits:
+                    self.write_ahead.hold(action.data)
                 elif self.upstream is not None and not self.upstream.is_closing():
                     self.upstream.write(action.data)
             elif isinstance(action, SessionStarted):
@@ -271,53 +262,28 @@ class PgConnection(asyncio.Protocol):
 
     # ---------------------------------------------------------------- the journal (write-ahead)
 
-    def journal_events(self) -> None:
-        """Hand the session's new journal events to the writer. When one of them is a
-        statement, upstream writes are held until they are durable."""
-        journal = self.session.journal
-        link = self.listener.journal_link
-        if journal is None or link is None:
-            return
-        events, ahead = journal.take()
-        if not events:
-            return
-        if ahead and not self._closed:
-            self._journal_waits += 1
-            link.record(events, self._journal_durable)
-        else:
-            link.record(events, None)
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
-    def _hold(self, data: bytes) -> None:
-        self._held.append(data)
-        self._held_bytes += len(data)
-        if self._held_bytes > MAX_HELD_FOR_JOURNAL and not self._paused_for_journal and self.client is not None:
-            self._paused_for_journal = True
+    @property
+    def refuses_unjournaled(self) -> bool:
+        return self.listener.settings.refuse_unjournaled
+
+    def release_upstream(self, data: bytes) -> None:
+        if self.upstream is not None and not self.upstream.is_closing():
+            self.upstream.write(data)
+
+    def pause_client_for_journal(self) -> None:
+        if self.client is not None:
             self.client.pause_reading()
 
-    def _journal_durable(self, failure: str | None) -> None:
-        self._journal_waits -= 1
-        if self._closed:
-            return
-        if failure is not None:
-            if self.listener.settings.refuse_unjournaled:
-                log.error("journal.statement_refused", extra={"session": self.session.session_id, "error": failure})
-                self._held.clear()
-                self._held_bytes = 0
-                self._close_with_fatal("58030", _JOURNAL_REFUSAL, "journal unavailable")
-                return
-            log.error("journal.statement_unjournaled", extra={
-                "session": self.session.session_id, "error": failure,
-                "effect": "forwarded without its journal event (journal.on_store_failure: allow)"})
-        if self._journal_waits == 0 and self._held:
-            data = b"".join(self._held)
-            self._held.clear()
-            self._held_bytes = 0
-            if self.upstream is not None and not self.upstream.is_closing():
-                self.upstream.write(data)
-            if self._paused_for_journal:
-                self._paused_for_journal = False
-                if not self._client_paused and self.client is not None:
-                    self.client.resume_reading()
+    def resume_client_after_journal(self) -> None:
+        if not self._client_paused and self.client is not None:
+            self.client.resume_reading()
+
+    def refuse_unjournaled(self) -> None:
+        self._close_with_fatal("58030", JOURNAL_REFUSAL, "journal unavailable")
 
     def _spawn(self, coro: Coroutine[Any, Any, None], then: list[SessionAction]) -> None:
         async def run() -> None:
@@ -439,7 +405,7 @@ class PgConnection(asyncio.Protocol):
                 log.info("session.end", extra={"session": self.session.session_id, "reason": reason})
                 if self.session.journal is not None:
                     self.session.journal.ended(reason)
-                    self.journal_events()
+                    self.write_ahead.submit()
         if self.upstream is not None and not self.upstream.is_closing():
             self.upstream.close()
         self.listener.connection_finished()

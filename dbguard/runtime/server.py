@@ -24,6 +24,7 @@ from dbguard.config import (
     ConfigError,
     IdentityConfig,
     JournalConfig,
+    JournalSync,
     ListenerConfig,
     ListenerProtocol,
     OnStoreFailure,
@@ -92,7 +93,7 @@ def open_journal(config: Config) -> JournalWriter:
     try:
         return start_writer(store.url, journal.hmac_key.reveal().encode() if journal.hmac_key else None,
                             queue_size=journal.queue_size, max_batch=journal.max_batch,
-                            redacted_url=store.redacted())
+                            redacted_url=store.redacted(), fsync=journal.sync is JournalSync.FULL)
     except JournalUnavailable as exc:
         raise config.error("store", f"cannot open the journal store {store.redacted()}: {exc}") from None
 

@@ -213,6 +213,14 @@ class SessionJournal:
                     ))
         self._events.append(SessionEndEvent(self.session_id, now, reason))
 
+    def renew(self, session_id: str) -> None:
+        """After `ended()`: the connection goes on as a new session (MySQL's COM_CHANGE_USER
+        re-authenticates as another identity), numbered from 1 again; `started()` follows.
+        Events not taken yet stay queued, in order."""
+        self.session_id = session_id
+        self.seq = 0
+        self.intent = ""
+
     def _current(self) -> _InFlight | None:
         cycle = self._cycles[0] if self._cycles else self._open
         for entry in cycle:

@@ -52,6 +52,7 @@ import uuid
 from dataclasses import dataclass
 
 from dbguard.model import Action, Decision, Identity, SessionGate, SessionInfo, StatementSource
+from dbguard.session.journal import SessionJournal
 from dbguard.session.mysql_actions import (
     DEFAULT_SERVER_VERSION,
     MysqlIdentityEntry,
@@ -59,6 +60,7 @@ from dbguard.session.mysql_actions import (
     MysqlSessionAction,
     MysqlStartClientTls,
 )
+from dbguard.session.mysql_journal import connect_attributes, error_fields, execute_parameters, ok_affected_rows
 from dbguard.session.mysql_kill import (
     ER_NO_SUCH_THREAD,
     KillDirectory,
@@ -126,6 +128,7 @@ ER_MAX_PREPARED_STMT_COUNT = 1461  # 42000
 ER_SERVER_SHUTDOWN = 1053  # 08S01
 ER_INSECURE_TRANSPORT = 3159  # HY000
 ER_NOT_SUPPORTED = 1235  # 42000
+ER_UNKNOWN_ERROR = 1105  # HY000: the statement's journal event could not be stored
 _S_PROTOCOL = "08S01"
 
 # Hot path constants (plain ints: no enum or flag operation per packet).
@@ -140,6 +143,12 @@ _MORE_RESULTS_EXISTS = 0x0008
 _CURSOR_EXISTS = 0x0040
 _HEADER = struct.Struct("<I")  # a packet header as one int: payload length | sequence id << 24
 _STATUS_FLAGS: dict[int, m.ServerStatus] = {}  # at most 65,536 entries: one per 16-bit value
+
+# The decision journaled for a protocol command that is not SQL but changes the session's state
+# (COM_INIT_DB, journaled as the USE it means): the policy does not decide these.
+_INFILE_REFUSED = ("dbguard: the server asked for a local file, which this statement may not send "
+                   "(rule=dbguard.local_infile action=block)")
+_COMMAND_DECISION = Decision(Action.ALLOW, reason="dbguard: a protocol command, not decided by the policy")
 
 
 def _status_flags(value: int) -> m.ServerStatus:
@@ -213,6 +222,10 @@ class _Response:
     change_user: str = ""
     # dbguard's own STATE_QUERY (session.mysql_state_sync): its answer goes to the gate, not the client.
     state: StateReader | None = None
+    # The journal: the command closed a client cycle (its outcome goes to the journal); rows
+    # counted so far in the current result set.
+    journaled: bool = False
+    rows: int = 0
 
 
 def _lenenc_status(payload: bytes) -> m.ServerStatus:
@@ -262,6 +275,11 @@ class PreparedStatement:
 
     sql: bytes
     decision: Decision
+    params: int = 0  # placeholders, from COM_STMT_PREPARE_OK
+    # For the journal: the parameter types of the last execution (a client need not send them
+    # again), and bytes sent per parameter by COM_STMT_SEND_LONG_DATA since then.
+    types: tuple[tuple[int, bool], ...] | None = None
+    long_data: dict[int, int] | None = None
 
 
 class MysqlSession:
@@ -307,10 +325,14 @@ class MysqlSession:
         self._login: UpstreamLogin | None = None
         self._response: _Response | None = None
         self._change_user_db: bytes | None = None  # set while a COM_CHANGE_USER re-authenticates
+        self._change_user_attrs: tuple[tuple[bytes, bytes], ...] | None = None
         # A decision `client_fast` took before handing the read to the general path, which uses
         # it instead of asking the gate again (the gate keeps session state).
         self._decided: Decision | None = None
         self._deprecate_eof = False  # C.DEPRECATE_EOF in the negotiated capabilities, as a bool
+        # The journal (docs/journal.md); the driver takes its events after every call.
+        self.journal: SessionJournal | None = SessionJournal(
+            self.session_id, redact_parameters=settings.redact_parameters) if settings.journal else None
 
     # ------------------------------------------------------------------ driver events
 
@@ -359,7 +381,19 @@ class MysqlSession:
             decision = prepared.decision
             if decision.action is not Action.ALLOW or decision.barrier:
                 return False
-            self._response = _Response(code, _Mode.FIRST, decision=decision)
+            journal = self.journal
+            if journal is not None:
+                try:
+                    params, types = execute_parameters(data[4:], prepared.params, prepared.types, prepared.long_data)
+                except ProtocolViolation:
+                    return False  # the general path journals it without its parameters
+                prepared.types = types
+                prepared.long_data = None
+                journal.statement(prepared.sql, decision, parameters=params or None)
+                journal.client_cycle_end()
+                self._response = _Response(code, _Mode.FIRST, decision=decision, journaled=True)
+            else:
+                self._response = _Response(code, _Mode.FIRST, decision=decision)
         elif code == _COM_QUERY:
             gate = self.gate
             if gate is None:
@@ -371,6 +405,11 @@ class MysqlSession:
                 return False
             self._response = _Response(code, _Mode.FIRST, sql=sql, decision=decision,
                                        allowed_infile=_names_local_infile(sql))
+            journal = self.journal
+            if journal is not None:
+                journal.statement(sql, decision, absorbs=True)
+                journal.client_cycle_end()
+                self._response.journaled = True
         else:
             return False
         seq = (data[3] + 1) & 0xFF
@@ -413,6 +452,10 @@ class MysqlSession:
         status = -1
         done = False
         pos = 0
+        # The journal: rows of the current result set, and each result's count as it ends
+        # (applied only once the whole read is accepted).
+        row_count = resp.rows
+        results: list[int | None] | None = [] if resp.journaled else None
         while pos < n:
             if done or n - pos < 5:
                 return False  # bytes after the response's end, or a partial packet
@@ -431,6 +474,7 @@ class MysqlSession:
                     first = data[start]
                     if first >= _EOF_HEADER:
                         break
+                    row_count += 1
                 else:
                     break  # the read ends among the rows
                 if first != _EOF_HEADER:
@@ -444,6 +488,9 @@ class MysqlSession:
                     return False
                 if status < 0:
                     return False
+                if results is not None:
+                    results.append(row_count)
+                row_count = 0
                 if status & _MORE_RESULTS_EXISTS:
                     mode = _Mode.FIRST
                 else:
@@ -473,6 +520,8 @@ class MysqlSession:
                     status = _ok_status(data, start, pos)
                     if status < 0:
                         return False
+                    if results is not None:
+                        results.append(ok_affected_rows(data, start, pos))
                     if not status & _MORE_RESULTS_EXISTS:
                         done = True
                 elif first < 0xFB and length == 1:  # the column count (0 is the OK header)
@@ -490,6 +539,14 @@ class MysqlSession:
         else:
             resp.mode = mode
             resp.remaining = remaining
+            resp.rows = row_count
+        if results is not None:
+            journal = self.journal
+            assert journal is not None
+            for count in results:
+                journal.result(count)
+            if done:
+                journal.server_cycle_end()
         reader.expected_sequence = seq
         self._client_seq = seq
         if status >= 0:
@@ -816,6 +873,7 @@ class MysqlSession:
         self.upstream_thread = outcome.greeting.connection_id
         self.server_status = outcome.status
         self._open_gate()
+        self._journal_started()
         ok = m.OkPacket(status_flags=outcome.status)
         self._send_client(ok.encode(self.capabilities), out)
         self.phase = Phase.READY
@@ -828,6 +886,25 @@ class MysqlSession:
             self._upstream.feed(outcome.rest)
             self._drain_upstream(out)
         self._drain_client_safely(out)
+
+    def _journal_started(self, attrs: tuple[tuple[bytes, bytes], ...] | None = None) -> None:
+        """The session is ready: its start goes to the journal, with the client's connect
+        attributes and the intent declared in them (`dbguard.intent` / `dbguard_intent`)."""
+        if self.journal is None:
+            return
+        assert self.info is not None
+        assert self._handshake is not None
+        attributes, intent = connect_attributes(self._handshake.connect_attrs if attrs is None else attrs)
+        self.journal.started(self.info, attributes, intent)
+
+    def journal_refused(self, message: str) -> list[MysqlSessionAction]:
+        """The driver could not make the current statement's journal event durable and the
+        listener refuses unjournaled statements: the client gets an ERR in place of the
+        statement's response (which the server never produced: nothing was sent), and the
+        session closes."""
+        out: list[MysqlSessionAction] = []
+        self._close(out, "journal unavailable", self._err(ER_UNKNOWN_ERROR, "HY000", message))
+        return out
 
     def _open_gate(self) -> None:
         """Fix the session's facts for the (newly) authenticated identity and open its gate."""
@@ -877,22 +954,33 @@ class MysqlSession:
             if not _runs(decision):
                 log.info("session.refused", extra={"session": self.session_id, "rules": decision.rule_ids})
                 self._refuse(out, ER_SPECIFIC_ACCESS_DENIED, "42000", refusal_message(decision))
+                if self.journal is not None:  # answered here: no server cycle, no outcome
+                    self.journal.statement(sql, decision, forwarded=False, absorbs=cmd == m.Command.QUERY)
                 return
             if cmd == m.Command.STMT_PREPARE and len(self.statements) >= MAX_TRACKED_STATEMENTS:
                 self._refuse(out, ER_MAX_PREPARED_STMT_COUNT, "42000",
                              "dbguard: too many prepared statements in this session")
                 return
+            text = sql
             if cmd == m.Command.QUERY and (request := parse_kill(sql)) is not None:
                 target = self._kill_target(request)
                 if target is None:
-                    self._refuse(out, ER_NO_SUCH_THREAD, "HY000", f"Unknown thread id: {request.thread_id}")
+                    message = f"Unknown thread id: {request.thread_id}"
+                    self._refuse(out, ER_NO_SUCH_THREAD, "HY000", message)
+                    self._journal_answered(sql, decision, ER_NO_SUCH_THREAD, message)
                     return
+                self._journal_kill(target)
                 if target != request.thread_id:  # a dbguard connection id: the server's thread instead
                     sql = request.statement(target)
                     packet = Packet(packet.sequence_id, bytes((code,)) + sql, packet.next_sequence_id)
             mode = _Mode.FIRST if cmd == m.Command.QUERY else _Mode.SINGLE
             self._response = _Response(code, mode, sql=sql, decision=decision,
                                        allowed_infile=cmd == m.Command.QUERY and _names_local_infile(sql))
+            if self.journal is not None and cmd == m.Command.QUERY:
+                # The text as the client sent it (a KILL's id as the client knows it).
+                self.journal.statement(text, decision, absorbs=True)
+                self.journal.client_cycle_end()
+                self._response.journaled = True
             self._forward(packet, out)
             return
         if cmd in (m.Command.STMT_EXECUTE, m.Command.STMT_FETCH, m.Command.STMT_RESET,
@@ -907,21 +995,32 @@ class MysqlSession:
                 self._refuse(out, ER_UNKNOWN_STMT_HANDLER, "HY000",
                              f"dbguard: unknown prepared statement handler ({stmt_id}) given to {cmd.name}")
                 return
+            prepared = self.statements[stmt_id]
             if cmd == m.Command.STMT_CLOSE:
                 del self.statements[stmt_id]
-            elif cmd == m.Command.STMT_EXECUTE and not _runs(self.statements[stmt_id].decision):
+            elif cmd == m.Command.STMT_EXECUTE and not _runs(prepared.decision):
                 # Prepared under an earlier policy that the reloaded one refuses (`revalidate`).
-                self._refuse(out, ER_SPECIFIC_ACCESS_DENIED, "42000",
-                             refusal_message(self.statements[stmt_id].decision))
+                self._refuse(out, ER_SPECIFIC_ACCESS_DENIED, "42000", refusal_message(prepared.decision))
+                self._journal_execute(prepared, payload, forwarded=False)
                 return
             self._forward(packet, out)
             if cmd in (m.Command.STMT_CLOSE, m.Command.STMT_SEND_LONG_DATA):
+                if cmd == m.Command.STMT_SEND_LONG_DATA and self.journal is not None and len(payload) >= 7:
+                    index = int.from_bytes(payload[5:7], "little")
+                    sent = prepared.long_data if prepared.long_data is not None else {}
+                    sent[index] = sent.get(index, 0) + len(payload) - 7
+                    prepared.long_data = sent
                 self._client.expect(0)
                 return
             mode = {m.Command.STMT_EXECUTE: _Mode.FIRST, m.Command.STMT_FETCH: _Mode.ROWS}.get(cmd, _Mode.SINGLE)
             # EXECUTE carries its statement's decision: a prepared SET or USE is a barrier too.
-            self._response = _Response(code, mode, decision=self.statements[stmt_id].decision
+            self._response = _Response(code, mode, decision=prepared.decision
                                        if cmd == m.Command.STMT_EXECUTE else None)
+            if cmd == m.Command.STMT_EXECUTE and self.journal is not None:
+                self._journal_execute(prepared, payload, forwarded=True)
+                self._response.journaled = True
+            elif cmd == m.Command.STMT_RESET:
+                prepared.long_data = None
             return
         if cmd == m.Command.PROCESS_KILL:
             self._process_kill(packet, out)
@@ -937,6 +1036,10 @@ class MysqlSession:
                                        remaining=-1)
             if cmd == m.Command.INIT_DB:
                 self._response.init_db = payload[1:]
+                if self.journal is not None:
+                    self.journal.statement(b"USE `" + payload[1:].replace(b"`", b"``") + b"`", _COMMAND_DECISION)
+                    self.journal.client_cycle_end()
+                    self._response.journaled = True
             return
         if cmd == m.Command.CHANGE_USER:
             self._start_change_user(m.ComChangeUser.decode(payload, self.capabilities), out)
@@ -956,16 +1059,65 @@ class MysqlSession:
         if len(packet.payload) != 5:
             raise ProtocolViolation("COM_PROCESS_KILL: the payload is not a 4-byte id")
         request = KillRequest(b"CONNECTION", int.from_bytes(packet.payload[1:5], "little"))
-        decision = self._decide(request.statement(request.thread_id), StatementSource.SIMPLE_QUERY)
+        text = request.statement(request.thread_id)
+        decision = self._decide(text, StatementSource.SIMPLE_QUERY)
         if not _runs(decision):
             self._refuse(out, ER_SPECIFIC_ACCESS_DENIED, "42000", refusal_message(decision))
+            if self.journal is not None:
+                self.journal.statement(text, decision, forwarded=False)
             return
         target = self._kill_target(request)
         if target is None:
-            self._refuse(out, ER_NO_SUCH_THREAD, "HY000", f"Unknown thread id: {request.thread_id}")
+            message = f"Unknown thread id: {request.thread_id}"
+            self._refuse(out, ER_NO_SUCH_THREAD, "HY000", message)
+            self._journal_answered(text, decision, ER_NO_SUCH_THREAD, message)
             return
+        self._journal_kill(target)
         self._forward(Packet(packet.sequence_id, m.ComProcessKill(target).encode(), packet.next_sequence_id), out)
         self._response = _Response(packet.payload[0], _Mode.SINGLE, decision=decision)
+        if self.journal is not None:
+            self.journal.statement(text, decision)
+            self.journal.client_cycle_end()
+            self._response.journaled = True
+
+    def _journal_answered(self, sql: bytes, decision: Decision, errno: int, message: str) -> None:
+        """An allowed statement that dbguard answered with an error itself (KILL of a thread
+        out of reach): journaled with that error as its outcome."""
+        journal = self.journal
+        if journal is None:
+            return
+        journal.statement(sql, decision)
+        journal.client_cycle_end()
+        journal.error(str(errno), message)
+        journal.server_cycle_end()
+
+    def _journal_kill(self, thread_id: int) -> None:
+        """A KILL that goes upstream for a server thread of another dbguard session: a cancel
+        event in that session's journal (the statement it interrupts, if one is running)."""
+        if self._kills is None:
+            return
+        target = self._kills.journal_of(thread_id)
+        if target is not None and target is not self.journal:
+            target.cancelled(self.client_address)
+
+    def _journal_execute(self, prepared: PreparedStatement, payload: bytes, *, forwarded: bool) -> None:
+        """One execution of a prepared statement, with its parameters as text."""
+        journal = self.journal
+        if journal is None:
+            return
+        params: tuple[str | None, ...] | None
+        try:
+            params, types = execute_parameters(payload, prepared.params, prepared.types, prepared.long_data)
+        except ProtocolViolation:
+            params = None  # unreadable: the server will say so; the statement is journaled anyway
+        else:
+            if forwarded:  # the server's view: the types of the last execution it saw
+                prepared.types = types
+        if forwarded:
+            prepared.long_data = None
+        journal.statement(prepared.sql, prepared.decision, parameters=params or None, forwarded=forwarded)
+        if forwarded:
+            journal.client_cycle_end()
 
     def _start_change_user(self, msg: m.ComChangeUser, out: list[MysqlSessionAction]) -> None:
         """COM_CHANGE_USER re-authenticates against dbguard's identities, never switching
@@ -979,6 +1131,7 @@ class MysqlSession:
         self._user = msg.username.decode("utf-8", "replace")
         self._entry = self.settings.identities.get(self._user)
         self._change_user_db = msg.schema
+        self._change_user_attrs = msg.connect_attrs
         self.phase = Phase.CLIENT_AUTH
         self._plugin = self.settings.default_auth_plugin
         self._nonce = auth.generate_nonce()
@@ -1005,7 +1158,15 @@ class MysqlSession:
             self.database = db.decode("utf-8", "replace")
         self._change_user_db = None
         self.server_status = _lenenc_status(payload)
+        if self.journal is not None:
+            # Another identity from here on: the journal session ends and a new one starts.
+            previous = self.session_id
+            self.journal.ended(f"changed user to {self._user}")
+            self.session_id = str(uuid.uuid4())
+            self.journal.renew(self.session_id)
+            log.info("session.journal_renewed", extra={"session": self.session_id, "previous": previous})
         self._open_gate()
+        self._journal_started(self._change_user_attrs)
         self._send_client(m.OkPacket(status_flags=self.server_status).encode(self.capabilities), out)
         log.info("session.changed_user", extra={"session": self.session_id, "user": self._user})
         return True
@@ -1110,10 +1271,12 @@ class MysqlSession:
             done = self._result_ends(resp, payload, m.Command.QUERY)
             if done:
                 self._finish_relay(relay, out)
-                self._send_client(self._err(ER_SPECIFIC_ACCESS_DENIED, "42000",
-                                            "dbguard: the server asked for a local file, which this statement "
-                                            "may not send (rule=dbguard.local_infile action=block)"),
-                                  out, seq=resp.refused_seq)
+                self._send_client(self._err(ER_SPECIFIC_ACCESS_DENIED, "42000", _INFILE_REFUSED), out,
+                                  seq=resp.refused_seq)
+                if resp.journaled:
+                    assert self.journal is not None
+                    self.journal.error(str(ER_SPECIFIC_ACCESS_DENIED), _INFILE_REFUSED)
+                    self.journal.server_cycle_end()
             return done
         if resp.mode is _Mode.FIRST and payload[:1] == bytes((m.LOCAL_INFILE_HEADER,)) and \
                 resp.command == m.Command.QUERY:
@@ -1134,7 +1297,32 @@ class MysqlSession:
         self._client_seq = packet.next_sequence_id  # an error of ours would follow this packet
         if resp.mode is _Mode.INFILE_UPLOAD:
             raise ProtocolViolation("upstream data while the client sends a file")
-        return self._result_ends(resp, payload, m.Command(resp.command))
+        if not resp.journaled:
+            return self._result_ends(resp, payload, m.Command(resp.command))
+        mode = resp.mode
+        done = self._result_ends(resp, payload, m.Command(resp.command))
+        self._journal_response(resp, mode, payload, done)
+        return done
+
+    def _journal_response(self, resp: _Response, mode: _Mode, payload: bytes, done: bool) -> None:
+        """The journal's view of one response packet (`mode`: where the response was before it)."""
+        journal = self.journal
+        assert journal is not None
+        if m.is_err(payload):
+            journal.error(*error_fields(payload))
+        elif mode is _Mode.FIRST or mode is _Mode.SINGLE:
+            if m.is_ok(payload):
+                journal.result(ok_affected_rows(payload, 0))
+        elif mode is _Mode.ROWS:
+            if _is_terminator(payload):
+                journal.result(resp.rows)
+                resp.rows = 0
+            else:
+                resp.rows += 1
+        elif mode is _Mode.COLUMNS_EOF and done:
+            journal.result(None)  # a cursor: its rows come later, by COM_STMT_FETCH
+        if done:
+            journal.server_cycle_end()
 
     def _result_ends(self, resp: _Response, payload: bytes, cmd: m.Command) -> bool:
         """Advance the response tracker over one packet; True when the command's response is over."""
@@ -1150,7 +1338,7 @@ class MysqlSession:
             if cmd == m.Command.STMT_PREPARE and m.is_ok(payload):
                 ok = m.StmtPrepareOk.decode(payload)
                 assert resp.decision is not None
-                self.statements[ok.statement_id] = PreparedStatement(resp.sql, resp.decision)
+                self.statements[ok.statement_id] = PreparedStatement(resp.sql, resp.decision, ok.num_params)
                 resp.remaining = ok.num_params + ok.num_columns
                 resp.eofs = 0 if deprecate_eof else (ok.num_params > 0) + (ok.num_columns > 0)
                 resp.mode = _Mode.PREPARE_DEFS

@@ -24,7 +24,10 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from dbguard.session.journal import SessionJournal
 
 DBGUARD_ID_FLOOR: Final = 1 << 30
 ER_NO_SUCH_THREAD: Final = 1094  # HY000: "Unknown thread id: %lu"
@@ -45,6 +48,10 @@ class KillDirectory(Protocol):
 
     def thread_owner(self, thread_id: int) -> str | None:
         """The identity name of the live dbguard session on this server thread, if any."""
+
+    def journal_of(self, thread_id: int) -> SessionJournal | None:
+        """The journal of the live dbguard session on this server thread, if it has one (a
+        KILL of its statement is recorded there as a cancel)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,8 @@ rules:
 """
 
 
-def write_mysql_config(directory: Path, upstream_dsn: str, port: int, rules: str = RULES) -> Path:
+def write_mysql_config(directory: Path, upstream_dsn: str, port: int, rules: str = RULES,
+                       extra_yaml: str = "") -> Path:
     lines = [
         "listeners:",
         "  - name: app-mysql",
@@ -46,17 +47,19 @@ def write_mysql_config(directory: Path, upstream_dsn: str, port: int, rules: str
     lines.append("rules: rules.yaml")
     (directory / "rules.yaml").write_text(rules, encoding="utf-8")
     path = directory / "dbguard.yaml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n" + extra_yaml, encoding="utf-8")
     return path
 
 
-def serve_in_front_of(mariadb_server: ThrowawayMariaDB, rules: str = RULES) -> Iterator[ProxyProcess]:
+def serve_in_front_of(mariadb_server: ThrowawayMariaDB, rules: str = RULES, *, extra_yaml: str = "",
+                      clean_exit: bool = True) -> Iterator[ProxyProcess]:
     """Yields a running proxy in front of the server's `app` database (as its app user); on
-    exit stops it and checks it exited cleanly without a traceback in its log."""
+    exit stops it and (`clean_exit`) checks it exited cleanly without a traceback in its log.
+    `extra_yaml` is appended to its configuration (store:, journal:...)."""
     with tempfile.TemporaryDirectory(prefix="dbguard-mysql-proxy-") as tmp:
         directory = Path(tmp)
         port = free_port()
-        config = write_mysql_config(directory, mariadb_server.dsn(), port, rules)
+        config = write_mysql_config(directory, mariadb_server.dsn(), port, rules, extra_yaml)
         log_path = directory / "dbguard.log"
         with log_path.open("wb") as log_file:
             proc = subprocess.Popen(
@@ -72,6 +75,8 @@ def serve_in_front_of(mariadb_server: ThrowawayMariaDB, rules: str = RULES) -> I
             yield proxy
         finally:
             status = proxy.stop()
+        if not clean_exit:
+            return
         assert status == 0, proxy.log()[-3000:]
         assert "Traceback" not in proxy.log(), proxy.log()[-5000:]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dbguard.session.journal import SessionJournal
 from dbguard.session.mysql_kill import DBGUARD_ID_FLOOR, KillRequest, new_connection_id, parse_kill, resolve
 
 
@@ -18,6 +19,9 @@ class Directory:
 
     def thread_owner(self, thread_id: int) -> str | None:
         return {11: "copilot", 12: "alice"}.get(thread_id)
+
+    def journal_of(self, thread_id: int) -> SessionJournal | None:
+        return None
 
 
 @pytest.mark.parametrize(("sql", "expected"), [

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import pytest
 
 from dbguard.model import Action, Decision, Gate, Identity, IdentityKind, SessionInfo, StatementSource
+from dbguard.session.journal import SessionJournal
 from dbguard.session.mysql import PROXY_CAPABILITIES, MysqlSession, Phase
 from dbguard.session.mysql_actions import (
     MysqlIdentityEntry,
@@ -902,6 +903,9 @@ class TwoSessions:
 
     def thread_owner(self, thread_id: int) -> str | None:
         return {11: CLIENT_USER, 12: "alice"}.get(thread_id)
+
+    def journal_of(self, thread_id: int) -> SessionJournal | None:
+        return None
 
 
 def ready_with_kills() -> Driver:
