@@ -91,16 +91,29 @@ class PostgresJournalStore(JournalStore):
     def _write_transaction(self) -> Iterator[None]:
         if self._in_transaction:
             raise RuntimeError("nested journal write transaction")
-        conn = self._ready()
-        try:
-            with conn.transaction():
-                self._in_transaction = True
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self._ready().transaction())
+            except psycopg.OperationalError:
+                # The connection died while idle (the store's server restarted): nothing of
+                # this transaction reached the server, so it is safe to reconnect once.
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.close()
+                try:
+                    stack.enter_context(self._ready().transaction())
+                except psycopg.Error as e:
+                    raise StoreError(f"{self.url_for_messages}: {_first_line(e)}") from e
+            except psycopg.Error as e:
+                raise StoreError(f"{self.url_for_messages}: {_first_line(e)}") from e
+            self._in_transaction = True
+            try:
                 yield
-        except psycopg.Error as e:
-            # Raised by COMMIT itself: the transaction is not durable.
-            raise StoreError(f"{self.url_for_messages}: {_first_line(e)}") from e
-        finally:
-            self._in_transaction = False
+                stack.close()  # COMMIT
+            except psycopg.Error as e:
+                # Raised by COMMIT itself: the transaction is not durable.
+                raise StoreError(f"{self.url_for_messages}: {_first_line(e)}") from e
+            finally:
+                self._in_transaction = False
 
     def _lock_migrations(self) -> None:
         self._exec("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK_KEY,))

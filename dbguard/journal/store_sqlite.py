@@ -107,6 +107,16 @@ class SqliteJournalStore(JournalStore):
         finally:
             self._in_transaction = False
 
+    def disable_auto_checkpoint(self) -> None:
+        """Leave WAL checkpoints to `checkpoint()` (called from elsewhere, e.g. a thread that
+        may wait for an fsync when the appending one must not)."""
+        self._exec("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self, mode: str = "PASSIVE") -> None:
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ValueError(f"unknown checkpoint mode {mode!r}")
+        self._rows(f"PRAGMA wal_checkpoint({mode})")
+
     def _lock_migrations(self) -> None:
         return None  # BEGIN IMMEDIATE already excludes every other writer
 

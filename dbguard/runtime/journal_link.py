@@ -32,7 +32,8 @@ log = logging.getLogger("dbguard.journal")
 _runtime_log = logging.getLogger("dbguard.runtime")
 
 __all__ = [
-    "JOURNAL_REFUSAL", "MAX_HELD_FOR_JOURNAL", "DurableCallback", "GatedConnection", "JournalLink", "WriteAheadGate",
+    "JOURNAL_REFUSAL", "MAX_HELD_FOR_JOURNAL", "DurableCallback", "EventSink", "GatedConnection", "JournalLink",
+    "WriteAheadGate",
 ]
 
 # Upstream bytes held while the journal makes a statement durable; beyond this the client's
@@ -44,6 +45,15 @@ JOURNAL_REFUSAL: Final = ("dbguard: the statement was not run: the journal canno
 
 # Called on the event loop: None once the events are durable, else why they are not.
 DurableCallback = Callable[[str | None], None]
+
+
+class EventSink(Protocol):
+    """Where the sessions' events go: `JournalLink` (the writer thread) or
+    `loop_journal.LoopJournal` (commits on the event loop)."""
+
+    def record(self, events: Sequence[JournalEvent], on_durable: DurableCallback | None) -> None: ...
+
+    def close(self) -> None: ...
 # Failed ticket ranges remembered for waiters not yet released; older ones are forgotten.
 _MAX_FAILURES: Final = 1000
 
@@ -159,7 +169,7 @@ class WriteAheadGate:
 
     __slots__ = ("_conn", "_held", "_held_bytes", "_link", "_paused", "waits")
 
-    def __init__(self, conn: GatedConnection, link: JournalLink | None) -> None:
+    def __init__(self, conn: GatedConnection, link: EventSink | None) -> None:
         self._conn = conn
         self._link = link
         self.waits = 0

@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
-from dbguard.runtime.journal_link import JOURNAL_REFUSAL, JournalLink, WriteAheadGate
+from dbguard.runtime.journal_link import JOURNAL_REFUSAL, EventSink, WriteAheadGate
 from dbguard.runtime.pg_listener import (
     IDLE_CHECKS,
     STARTUP_TIMEOUT,
@@ -497,7 +497,7 @@ class MysqlListener:
         client_tls: ClientTls | None = None,
         max_connections: int = 10_000,
         idle_timeout: float = 0.0,
-        journal_link: JournalLink | None = None,
+        journal_link: EventSink | None = None,
     ) -> None:
         self.settings = settings
         self.journal_link = journal_link

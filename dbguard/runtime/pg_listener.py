@@ -17,7 +17,7 @@ import ssl
 from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
-from dbguard.runtime.journal_link import JOURNAL_REFUSAL, JournalLink, WriteAheadGate
+from dbguard.runtime.journal_link import JOURNAL_REFUSAL, EventSink, WriteAheadGate
 from dbguard.runtime.tls import ClientTls, upstream_tls_context
 from dbguard.session.pg import PgSession, Phase
 from dbguard.session.pg_actions import (
@@ -444,7 +444,7 @@ class PgListener:
         throttle: LoginThrottle,
         max_connections: int = 10_000,
         idle_timeout: float = 0.0,
-        journal_link: JournalLink | None = None,
+        journal_link: EventSink | None = None,
     ) -> None:
         self.settings = settings
         self.journal_link = journal_link

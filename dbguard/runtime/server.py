@@ -30,11 +30,12 @@ from dbguard.config import (
     OnStoreFailure,
     load_config,
 )
-from dbguard.journal import JournalUnavailable, JournalWriter, start_writer
+from dbguard.journal import ChainHasher, JournalUnavailable, JournalWriter, StoreError, start_writer
 from dbguard.model import Action, Gate, Identity, IdentityKind
 from dbguard.policy.gate import MysqlPolicyGate, PolicyGate
 from dbguard.policy.rules import Policy, load_policy
-from dbguard.runtime.journal_link import JournalLink
+from dbguard.runtime.journal_link import EventSink, JournalLink
+from dbguard.runtime.loop_journal import LoopJournal
 from dbguard.runtime.mysql_listener import MysqlListener
 from dbguard.runtime.pg_listener import PgListener
 from dbguard.runtime.tls import ClientTls, server_tls_context
@@ -234,12 +235,11 @@ class Server:
         self._rsa_key: RsaKeyPair | None = None
         self._stop = asyncio.Event()
         self.journal_writer: JournalWriter | None = None
-        self.journal_link: JournalLink | None = None
+        self.journal_link: EventSink | None = None
 
     async def start(self) -> None:
         if self.config.journal.enabled:
-            self.journal_writer = await asyncio.to_thread(open_journal, self.config)
-            self.journal_link = JournalLink(self.journal_writer, asyncio.get_running_loop())
+            self.journal_link = await self._open_journal()
         journal = self.config.journal
         identities = build_identities(self.config.identities)
         gate = self.gate
@@ -416,10 +416,26 @@ class Server:
         await self.close_journal()
         log.info("server.stopped")
 
+    async def _open_journal(self) -> EventSink:
+        """Commits on the event loop for a local sqlite store with `sync: normal` (a commit
+        there costs no fsync and no round trip); through the writer thread otherwise."""
+        config = self.config
+        store = config.store
+        journal = config.journal
+        loop = asyncio.get_running_loop()
+        if store.kind == "sqlite" and store.path is not None and journal.sync is JournalSync.NORMAL:
+            hasher = ChainHasher(journal.hmac_key.reveal().encode() if journal.hmac_key else None)
+            try:
+                return await asyncio.to_thread(LoopJournal, store.path, hasher, loop)
+            except StoreError as exc:
+                raise config.error("store", f"cannot open the journal store {store.redacted()}: {exc}") from None
+        self.journal_writer = await asyncio.to_thread(open_journal, config)
+        return JournalLink(self.journal_writer, loop)
+
     async def close_journal(self) -> None:
         """Commit what the sessions journaled, then stop the writer."""
         if self.journal_link is not None:
-            self.journal_link.close()
+            self.journal_link.close()  # on the loop: the loop's own journal commits what is pending
         if self.journal_writer is not None:
             await asyncio.to_thread(self.journal_writer.close)
 
