@@ -47,7 +47,14 @@ from dbguard.session.pg_actions import (
     Sleep,
     StartClientTls,
 )
-from dbguard.session.pg_journal import bind_parameters, error_fields, rows_from_tag
+from dbguard.session.pg_journal import (
+    BoundValues,
+    bind_parameters,
+    error_fields,
+    parameter_types,
+    render_parameters,
+    rows_from_tag,
+)
 from dbguard.session.pg_startup import refused_startup_setting, startup_settings
 from dbguard.session.pg_upstream_login import (
     LoginOutcome,
@@ -224,8 +231,9 @@ class PgSession:
         self._barrier_at_sync = False
         # Prepared statement name -> its SQL text and the decision taken at Parse; the unnamed
         # statement's likewise (for the journal's statement event at each Bind).
-        self._named: dict[bytes, tuple[bytes, Decision]] = {}
-        self._unnamed: tuple[bytes, Decision] | None = None
+        # The parameter type OIDs the Parse gave (journal only) render binary parameters.
+        self._named: dict[bytes, tuple[bytes, Decision, tuple[int, ...]]] = {}
+        self._unnamed: tuple[bytes, Decision, tuple[int, ...]] | None = None
         # The journal of this session (None when the listener journals nothing); the driver
         # takes its events after every call and holds upstream writes until they are durable.
         self.journal: SessionJournal | None = (
@@ -298,7 +306,7 @@ class PgSession:
         gate = self._gate
         assert gate is not None
         decided: list[Decision] | None = None
-        binds: list[tuple[bytes, tuple[str | None, ...]]] | None = None
+        binds: list[BoundValues] | None = None
         for msg_type, start, stop in cycle:
             if msg_type == b"S":
                 continue
@@ -320,7 +328,8 @@ class PgSession:
                 sql = data[name_end + 1 : sql_end]
                 decision = gate.decide(sql, StatementSource.PARSE, name)
                 if name_end > start + 5 and decision.action is Action.ALLOW and not decision.barrier:
-                    self._remember_statement(data[start + 5 : name_end], sql, decision)
+                    types = () if journal is None else parameter_types(data, sql_end + 1, stop)
+                    self._remember_statement(data[start + 5 : name_end], sql, decision, types)
             if decision.action is not Action.ALLOW or decision.barrier:
                 # Anything but a plain allow is the general path's; it takes these decisions
                 # in order rather than asking the gate again.
@@ -350,9 +359,9 @@ class PgSession:
                 decision = next(decisions)
                 if data[start + 5] == 0:  # the unnamed statement
                     sql_end = data.index(b"\x00", start + 6, stop)
-                    self._unnamed = (data[start + 6 : sql_end], decision)
+                    self._unnamed = (data[start + 6 : sql_end], decision, parameter_types(data, sql_end + 1, stop))
             else:
-                self._journal_bind(*next(bound_values))
+                self._journal_bind(next(bound_values))
         return data
 
     def upstream_fast(self, data: bytes) -> bool:
@@ -790,10 +799,12 @@ class PgSession:
                         b"P", segment.payload[: name_end + 1] + REFUSAL_TOKEN + b"\x00\x00\x00"))
                 else:
                     forward.append(segment.raw)
+                    payload = segment.payload
+                    types = () if self.journal is None else parameter_types(payload, sql_end + 1, len(payload))
                     if name_end:
-                        self._remember_statement(segment.payload[:name_end], sql, decision)
+                        self._remember_statement(payload[:name_end], sql, decision, types)
                     else:
-                        self._unnamed = (sql, decision)
+                        self._unnamed = (sql, decision, types)
                     if decision.barrier:
                         self._barrier_at_sync = True
             elif t == b"B":
@@ -805,7 +816,7 @@ class PgSession:
                 if revoked is None:
                     forward.append(segment.raw)
                     if self.journal is not None and not self._batch_refused:
-                        self._journal_bind(*bind_parameters(segment.payload))
+                        self._journal_bind(bind_parameters(segment.payload))
                 else:
                     # Bind to a statement that does not exist: the server errors (26000) and
                     # discards up to Sync; its error is swapped for the refusal.
@@ -845,26 +856,27 @@ class PgSession:
                 raise ProtocolViolation(f"unknown message type {t!r}")
         self._flush(forward, out)
 
-    def _remember_statement(self, name: bytes, sql: bytes, decision: Decision) -> None:
+    def _remember_statement(self, name: bytes, sql: bytes, decision: Decision, types: tuple[int, ...]) -> None:
         named = self._named
         if len(named) >= MAX_TRACKED_STATEMENTS and name not in named:
             del named[next(iter(named))]
-        named[name] = (sql, decision)
+        named[name] = (sql, decision, types)
         if self._revoked and self._revoked.pop(name, None) is not None and not self._revoked:
             self._client_scanner.inspect = self._client_inspect
 
-    def _journal_bind(self, statement: bytes, parameters: tuple[str | None, ...]) -> None:
+    def _journal_bind(self, bound: BoundValues) -> None:
         """Journal one execution of a prepared statement, with its parameters."""
         assert self.journal is not None
+        statement = bound.statement
         known = self._named.get(statement) if statement else self._unnamed
         if known is None:
             # Prepared with SQL PREPARE (the gate decided that), or forgotten beyond
             # MAX_TRACKED_STATEMENTS: the name is all there is.
             name = statement.decode("utf-8", "replace")
             self.journal.statement(f"/* dbguard: prepared statement {name!r}, its text is not tracked */",
-                                   _UNTRACKED_STATEMENT, parameters=parameters)
+                                   _UNTRACKED_STATEMENT, parameters=render_parameters(bound, ()))
         else:
-            self.journal.statement(known[0], known[1], parameters=parameters)
+            self.journal.statement(known[0], known[1], parameters=render_parameters(bound, known[2]))
 
     def revalidate(self) -> None:
         """The policy was reloaded: re-decide the session's named prepared statements, so
@@ -872,12 +884,12 @@ class PgSession:
         if self._gate is None or self.phase is not Phase.READY:
             return
         self._revoked.clear()
-        for name, (sql, _) in list(self._named.items()):
+        for name, (sql, _, types) in list(self._named.items()):
             decision = self._gate.decide(sql, StatementSource.PARSE, name.decode("utf-8", "surrogateescape"))
             if self._refused(decision):
                 self._revoked[name] = decision
             else:
-                self._named[name] = (sql, decision)
+                self._named[name] = (sql, decision, types)
         self._client_scanner.inspect = _CLIENT_INSPECT_JOURNALED if self._revoked else self._client_inspect
 
     @staticmethod

@@ -260,3 +260,52 @@ def _split(data: bytes) -> list[bytes]:
         out.append(data[pos : pos + 1 + length])
         pos += 1 + length
     return out
+
+
+def _journaled() -> Driver:
+    d = Driver(dataclasses.replace(make_settings(), journal=True))
+    client_login(d)
+    upstream_login(d)
+    return d
+
+
+def _events_without_times(d: Driver) -> list[dict[str, object]]:
+    assert d.session.journal is not None
+    events, _ = d.session.journal.take()
+    out = []
+    for event in events:
+        fields = {name: getattr(event, name) for name in event.__dataclass_fields__}
+        for varying in ("time_us", "duration_us", "session_id"):
+            fields.pop(varying, None)
+        out.append(fields)
+    return out
+
+
+@pytest.mark.parametrize("burst", [
+    Q1,
+    Q1 + Q1,
+    EXTENDED,
+    EXTENDED + EXTENDED,
+    m.Query(b"BEGIN; SELECT 1").encode(),
+])
+def test_journaled_fast_path_records_what_the_general_path_records(burst: bytes) -> None:
+    """With the journal on, both paths journal the same statements (text, decision, bound
+    parameters rendered from the Parse's types) and the same outcomes."""
+    fast, general = _journaled(), _journaled()
+    _events_without_times(fast)
+    _events_without_times(general)  # the session_start events
+    assert fast.session.client_fast(burst) is burst
+    general.client(burst)
+    cycles = len(general.session._owed)
+    response = (RESULT + READY_T) * cycles
+    assert fast.session.upstream_fast(response) is True
+    general.upstream(response)
+    recorded = _events_without_times(fast)
+    assert recorded == _events_without_times(general)
+    statements = [e for e in recorded if "text" in e]
+    assert statements, "nothing was journaled"
+    if burst.startswith(b"P"):
+        assert statements[0]["text"] == "SELECT $1::int"
+        assert statements[0]["parameters"] == ("7",)
+    outcomes = [e for e in recorded if "statement_seq" in e and "rows" in e]
+    assert [o["rows"] for o in outcomes] == [1] * len(outcomes)
