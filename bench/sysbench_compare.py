@@ -53,6 +53,8 @@ from tests.integration.harness import REPO_ROOT, ProxyProcess, free_port, wait_f
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 DIRECT, PIPE, RELAY, DBGUARD = "direct", "pipe", "relay", "dbguard"
+# dbguard with the same policy and `journal: {enabled: false}`: the baseline of the journal's cost.
+NO_JOURNAL = "dbguard-nojournal"
 DEFAULT_RULES: Final = REPO_ROOT / "rules"
 # sysbench plays an application's service account, as pgbench does in bench.pgbench_compare (the
 # agent rules would hold oltp's writes); the pre-flight check proves the policy allows every
@@ -250,7 +252,7 @@ def run_sysbench(sysbench: str, target: Target, workload: Workload, settings: Se
 
 
 def write_mysql_config(directory: Path, upstream_dsn: str, port: int, rules: Path,
-                       identity: BenchIdentity) -> Path:
+                       identity: BenchIdentity, journal: bool = True) -> Path:
     name, kind, secret, roles = identity
     text = "\n".join([
         "listeners:",
@@ -264,6 +266,7 @@ def write_mysql_config(directory: Path, upstream_dsn: str, port: int, rules: Pat
         f"    secret: {secret}",
         f"    roles: [{', '.join(roles)}]",
         f"rules: {json.dumps(str(rules.resolve()))}",
+        *([] if journal else ["journal: {enabled: false}"]),
     ]) + "\n"
     path = directory / "dbguard.yaml"
     path.write_text(text, encoding="utf-8")
@@ -290,11 +293,12 @@ def running_process(directory: Path, command: list[str], port: int, secrets: dic
 
 @contextlib.contextmanager
 def running_proxy(module: str, server: ThrowawayMariaDB, directory: Path, rules: Path,
-                  identity: BenchIdentity) -> Iterator[ProxyProcess]:
-    """`python -m dbguard serve` or `python -m bench.relay_only` with a mysql listener."""
+                  identity: BenchIdentity, journal: bool = True) -> Iterator[ProxyProcess]:
+    """`python -m dbguard serve` or `python -m bench.relay_only` with a mysql listener (the
+    journal in the default sqlite store next to the configuration, or off)."""
     directory.mkdir()
     port = free_port()
-    config = write_mysql_config(directory, server.dsn(), port, rules, identity)
+    config = write_mysql_config(directory, server.dsn(), port, rules, identity, journal)
     command = [sys.executable, "-m", *module.split(), "-c", str(config), "--log-level", PROXY_LOG_LEVEL]
     with running_process(directory, command, port, {identity[0]: identity[2]}, module, config) as proc:
         yield proc
@@ -477,6 +481,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="run only this workload (repeatable): " + ", ".join(w.name for w in WORKLOADS))
     parser.add_argument("--no-pipe", action="store_true", help="skip the bare byte pipe")
     parser.add_argument("--no-relay", action="store_true", help="skip dbguard's bare relay")
+    parser.add_argument("--no-journal-baseline", action="store_true",
+                        help="skip dbguard with the journal off (no journal cost is reported then)")
     parser.add_argument("--rules", type=Path, default=DEFAULT_RULES, metavar="PATH",
                         help="the policy dbguard enforces (default: the repository's rules/)")
     parser.add_argument("--identity", type=parse_identity, default=BENCH_IDENTITY, metavar="KIND:ROLES",
@@ -533,6 +539,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         proxy = stack.enter_context(running_proxy("dbguard serve", server, workdir / "dbguard", rules, identity))
         guarded = Target(DBGUARD, proxy.host, proxy.port, name, secret, server.app_database, proxy.proc.pid)
         targets.append(guarded)
+        if not args.no_journal_baseline:
+            unjournaled = stack.enter_context(running_proxy("dbguard serve", server, workdir / "nojournal",
+                                                            rules, identity, journal=False))
+            targets.append(Target(NO_JOURNAL, unjournaled.host, unjournaled.port, name, secret,
+                                  server.app_database, unjournaled.proc.pid))
         console.print("[bold]" + escape(f"dbguard enforces {rules}; sysbench logs in as "
                                         f"{settings.identity}; checking that the policy allows every "
                                         "workload's statements") + "[/]")
@@ -560,6 +571,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 break
         summaries = summarise(runs, plan, [target.name for target in targets])
         render(summaries, plan, settings)
+        by_key = {(row.workload, row.target): row for row in summaries}
+        for workload in plan:
+            on, off = by_key.get((workload.name, DBGUARD)), by_key.get((workload.name, NO_JOURNAL))
+            if on is not None and off is not None and on.tps is not None and off.tps:
+                console.print(f"the journal's cost, {workload.name}: journal on / off = {on.tps / off.tps:.2f} "
+                              f"({on.tps:,.0f} / {off.tps:,.0f} tps; goal ≥ 0.90)")
         failed_runs = sum(not run.ok for run in runs)
         colour = "red" if failed_runs else "green"
         console.print(f"[{colour}]failed runs: {failed_runs}[/]")
