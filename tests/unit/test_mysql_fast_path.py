@@ -19,6 +19,7 @@ commands, refusals) with the server's answers split across reads at random.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
 
@@ -85,8 +86,8 @@ class Side(Driver):
     `runtime.mysql_listener` does. Dbguard's own state query is answered here (with or without
     DEPRECATE_EOF, as negotiated) and filtered out of the actions."""
 
-    def __init__(self, gate: Gate, *, fast: bool, deprecate_eof: bool = True) -> None:
-        super().__init__(make_settings(gate))
+    def __init__(self, gate: Gate, *, fast: bool, deprecate_eof: bool = True, journal: bool = False) -> None:
+        super().__init__(dataclasses.replace(make_settings(gate), journal=journal))
         self.gate = gate
         self.fast = fast
         self.deprecate_eof = deprecate_eof
@@ -146,15 +147,29 @@ def state(side: Side) -> dict[str, object]:
         "decided": s._decided,
         "gate": (list(side.gate.seen), list(side.gate.params)),
         "state_queries": side.state_queries,
+        "journal": None if s.journal is None else _journal_events(s),
     }
+
+
+def _journal_events(s: MysqlSession) -> list[dict[str, object]]:
+    """The events the session has journaled so far, without what differs between two sessions
+    (their ids and times)."""
+    assert s.journal is not None
+    out = []
+    for event in s.journal._events:
+        fields = {name: getattr(event, name) for name in event.__dataclass_fields__}
+        for varying in ("session_id", "time_us", "duration_us"):
+            fields.pop(varying, None)
+        out.append({"kind": type(event).__name__, **fields})
+    return out
 
 
 class Pair:
     """A hot-path session and a general-path one, fed the same reads."""
 
-    def __init__(self, *, deprecate_eof: bool = True) -> None:
-        self.fast = Side(Gate(), fast=True, deprecate_eof=deprecate_eof)
-        self.general = Side(Gate(), fast=False, deprecate_eof=deprecate_eof)
+    def __init__(self, *, deprecate_eof: bool = True, journal: bool = False) -> None:
+        self.fast = Side(Gate(), fast=True, deprecate_eof=deprecate_eof, journal=journal)
+        self.general = Side(Gate(), fast=False, deprecate_eof=deprecate_eof, journal=journal)
         for side in (self.fast, self.general):
             login(side)
         self.check()
@@ -603,13 +618,15 @@ def split(data: bytes, cuts: Sequence[int]) -> list[bytes]:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(deprecate_eof=st.booleans(),
+@given(deprecate_eof=st.booleans(), journal=st.booleans(),
        script=st.lists(st.tuples(st.lists(st.sampled_from(CLIENT_COMMANDS), min_size=1, max_size=3),
                                  st.lists(st.integers(min_value=0, max_value=10_000), max_size=6)),
                        min_size=1, max_size=8))
-def test_conversations_match_the_general_path(deprecate_eof: bool,
+def test_conversations_match_the_general_path(deprecate_eof: bool, journal: bool,
                                               script: list[tuple[list[bytes], list[int]]]) -> None:
-    pair = Pair(deprecate_eof=deprecate_eof)
+    """...and, with the journal on, both journal the same events (statements, parameters,
+    outcomes with their row counts and errors) after every read."""
+    pair = Pair(deprecate_eof=deprecate_eof, journal=journal)
     for commands, cuts in script:
         if len(commands) > 1 and INFILE in commands:  # commands behind it would be read as the file
             commands = [c for c in commands if c != INFILE] or [INFILE]
@@ -641,11 +658,11 @@ def test_conversations_match_the_general_path(deprecate_eof: bool,
        results=st.integers(min_value=1, max_value=3), deprecate_eof=st.booleans(),
        err_at=st.one_of(st.none(), st.integers(min_value=1, max_value=60)),
        in_trans=st.booleans(), cuts=st.lists(st.integers(min_value=0, max_value=100_000), max_size=10),
-       prepared=st.booleans())
+       prepared=st.booleans(), journal=st.booleans())
 def test_result_streams_split_anywhere_match_the_general_path(
         columns: int, rows: int, results: int, deprecate_eof: bool, err_at: int | None, in_trans: bool,
-        cuts: list[int], prepared: bool) -> None:
-    pair = Pair(deprecate_eof=deprecate_eof)
+        cuts: list[int], prepared: bool, journal: bool) -> None:
+    pair = Pair(deprecate_eof=deprecate_eof, journal=journal)
     if prepared:
         prepare(pair, b"SELECT c FROM sbtest1 WHERE id=?", 5)
         pair.client(execute(5))
@@ -682,3 +699,26 @@ def test_arbitrary_bytes_match_the_general_path(data: bytes, after_query: bool) 
         pair.upstream(data)
     else:
         pair.client(data)
+
+
+def test_journaled_hot_path_records_statements_and_outcomes_like_the_general_path() -> None:
+    pair = Pair(journal=True)
+    assert pair.fast.session.journal is not None
+    assert pair.general.session.journal is not None
+    pair.fast.session.journal.take()  # the session_start events
+    pair.general.session.journal.take()
+    pair.client(query(b"SELECT c FROM sbtest1 WHERE id=5"))
+    pair.upstream(frame(result_payloads(1, text_rows(1, 3), S.AUTOCOMMIT, True)))
+    prepare(pair, b"SELECT c FROM sbtest1 WHERE id=?", 7)
+    parameter = m.QueryAttribute(m.ColumnType.LONG, False, b"", (42).to_bytes(4, "little"))
+    pair.client(pkt(m.ComStmtExecute(7, 0, 1, (parameter,)).encode(), 0))
+    pair.upstream(frame(result_payloads(1, binary_rows(2), S.AUTOCOMMIT, True)))
+    assert pair.fast.fast_client >= 1
+    assert pair.fast.fast_upstream >= 1  # the hot path was really taken
+    events = _journal_events(pair.fast.session)
+    assert events == _journal_events(pair.general.session)
+    statements = [e for e in events if e["kind"] == "StatementEvent"]
+    outcomes = [e for e in events if e["kind"] == "OutcomeEvent"]
+    assert [s["text"] for s in statements] == ["SELECT c FROM sbtest1 WHERE id=5", "SELECT c FROM sbtest1 WHERE id=?"]
+    assert statements[1]["parameters"] == ("42",)
+    assert [o["rows"] for o in outcomes] == [3, 2]
