@@ -15,11 +15,13 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from dbguard.devdb.postgres import ThrowawayPostgres
 from dbguard.devdb.processes import DevDbError
@@ -143,7 +145,7 @@ def run_demo(*, port: int = 15432, walkthrough: bool = False, log_level: str = "
             try:
                 _print_welcome(proxy_port, secrets_by_name, config)
                 if walkthrough:
-                    return _walkthrough(proxy_port, secrets_by_name)
+                    return _walkthrough(proxy_port, secrets_by_name, config)
                 _console.print("\n[dim]Press Ctrl-C to stop the demo (the database is thrown away).[/]")
                 with contextlib.suppress(KeyboardInterrupt):
                     threading.Event().wait()
@@ -179,6 +181,7 @@ def _print_welcome(port: int, secrets_by_name: dict[str, str], config: Path) -> 
         title="try it", border_style="green",
     ))
     _console.print(f"[dim]config: {config}  (the agent's DSN never contains the database password)[/]")
+    _console.print(f"[dim]journal: dbguard journal tail -f -c {config}  (every statement, recorded before it runs)[/]")
 
 
 WALKTHROUGH = (
@@ -196,7 +199,7 @@ WALKTHROUGH = (
 )
 
 
-def _walkthrough(port: int, secrets_by_name: dict[str, str]) -> int:
+def _walkthrough(port: int, secrets_by_name: dict[str, str], config: Path) -> int:
     import psycopg
 
     _console.rule("walkthrough: a scripted agent session through dbguard")
@@ -225,6 +228,31 @@ def _walkthrough(port: int, secrets_by_name: dict[str, str]) -> int:
         _console.print(f"[red]walkthrough failed: {exc}[/]")
         return 1
     _console.print("\n[green]The agent authenticated as a dbguard identity; the proxy used its own "
-                   "service credentials upstream; every statement passed the rules in rules/.[/] "
-                   "Holds for approval, masking and the journal arrive as those features land.")
+                   "service credentials upstream; every statement passed the rules in rules/ and was "
+                   "journaled before it ran.[/] Holds for approval and masking arrive as those features land.")
+    _show_journal(config)
     return 0
+
+
+def _show_journal(config: Path) -> None:
+    """The walkthrough's session as the journal recorded it (`dbguard journal replay`)."""
+    from dbguard.config import load_config
+    from dbguard.journal import SessionStartEvent, open_store
+    from dbguard.journal.replay import replay_lines
+
+    store_url = load_config(config).store.url
+    _console.rule("the journal: the same session, as recorded (dbguard journal replay SESSION)")
+    deadline = time.monotonic() + 5
+    while True:  # the session's end is journaled as the proxy notices the client left
+        with open_store(store_url, create=False) as store:
+            events = list(store.iter_events())
+        starts = [e.event() for e in events if e.kind == "session_start"]
+        session_ids = [e.session_id for e in starts if isinstance(e, SessionStartEvent)
+                       and e.application_name == "demo-walkthrough"]
+        mine = [e for e in events if session_ids and e.session_id == session_ids[-1]]
+        if (mine and mine[-1].kind == "session_end") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for line in replay_lines(mine):
+        _console.print(Text(line.text, style=line.style or ""))
+

@@ -3,7 +3,7 @@
 Covers: the demo starts its own throwaway PostgreSQL and proxy with the sample rules/, the
 scripted agent session reads data, and the refusals it shows come from the rules (a DROP,
 a DELETE hidden in a CTE, a server file read, a write that needs approval) while a scratch
-write runs; it exits 0 and leaves nothing running.
+write runs; the session is then replayed from the journal; it exits 0 and leaves nothing running.
 """
 
 from __future__ import annotations
@@ -33,3 +33,7 @@ def test_walkthrough_shows_allow_and_block() -> None:
     assert "blocked by rule agents-no-server-access" in out
     assert "blocked by rule agents-hold-writes" in out
     assert "DELETE 1" in out  # the scratch table is the agent's to change
+    # The same session, replayed from the journal the proxy wrote before each statement ran.
+    assert "the journal: the same session, as recorded" in out
+    assert "[BLOCK no-drop-truncate] DROP TABLE orders" in out
+    assert "session end" in out
