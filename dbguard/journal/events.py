@@ -336,6 +336,17 @@ def _cut(text: str, limit: int) -> tuple[str, bool]:
     return (text, False) if len(text) <= limit else (text[:limit], True)
 
 
+def _clean(text: str) -> str:
+    """Text from the wire as valid Unicode: bytes that were not UTF-8 (kept as lone surrogates
+    by the protocol decoders) become U+FFFD, so a client's odd name cannot make its own events
+    unencodable."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text
+
+
 def session_start_from(
     info: SessionInfo,
     *,
@@ -344,7 +355,7 @@ def session_start_from(
     time_us: int | None = None,
 ) -> SessionStartEvent:
     """The session_start event of an authenticated session."""
-    attrs = tuple(sorted((str(k), str(v)) for k, v in (client_attributes or {}).items()))
+    attrs = tuple(sorted((_clean(str(k)), _clean(str(v))) for k, v in (client_attributes or {}).items()))
     return SessionStartEvent(
         session_id=info.session_id,
         time_us=now_us() if time_us is None else time_us,
@@ -355,10 +366,10 @@ def session_start_from(
         tls=info.tls,
         listener=info.listener,
         protocol=info.protocol,
-        database=info.database,
-        application_name=info.application_name,
+        database=_clean(info.database),
+        application_name=_clean(info.application_name),
         client_attributes=attrs,
-        intent=intent,
+        intent=_clean(intent),
     )
 
 
@@ -387,11 +398,11 @@ def statement_from(
         reads.update(info.reads)
         writes.update(info.writes)
         features.update(f.value for f in info.features)
-    shown, truncated = _cut(text, MAX_TEXT_CHARS)
+    shown, truncated = _cut(_clean(text), MAX_TEXT_CHARS)
     params: tuple[str | None, ...] | None = None
     count = len(parameters) if parameters is not None else 0
     if parameters is not None and not redact_parameters:
-        params = tuple(None if p is None else _cut(p, MAX_PARAMETER_CHARS)[0] for p in parameters)
+        params = tuple(None if p is None else _cut(_clean(p), MAX_PARAMETER_CHARS)[0] for p in parameters)
     return StatementEvent(
         session_id=session_id,
         time_us=now_us() if time_us is None else time_us,
@@ -409,6 +420,6 @@ def statement_from(
         writes=tuple(sorted(writes)),
         features=tuple(sorted(features)),
         approval_id=approval_id,
-        intent=intent,
+        intent=None if intent is None else _clean(intent),
         text_truncated=truncated,
     )

@@ -128,3 +128,19 @@ def test_times() -> None:
     assert iso_from_us(parse_time("2026-11-21T14:38:29.123456Z")) == "2026-11-21T14:38:29.123456Z"
     with pytest.raises(ValueError, match="ISO 8601"):
         parse_time("yesterday")
+
+
+def test_text_that_was_not_utf8_on_the_wire_is_journaled_with_replacement_characters() -> None:
+    """Protocol decoders keep undecodable bytes as lone surrogates; a client sending a latin-1
+    application name or statement must not make its own events unencodable."""
+    from dbguard.journal.events import canonical_bytes, session_start_from, statement_from
+    from dbguard.model import ALLOW, Identity, IdentityKind, SessionInfo
+
+    odd = b"caf\xe9".decode("utf-8", "surrogateescape")
+    info = SessionInfo(session_id="s-odd", listener="l", protocol="postgres",
+                       identity=Identity("copilot", IdentityKind.AGENT, ()), client_address="127.0.0.1:1",
+                       database=odd, application_name=odd)
+    start = session_start_from(info, client_attributes={odd: odd}, intent=odd)
+    statement = statement_from("s-odd", 1, f"SELECT '{odd}'", ALLOW, parameters=[odd])
+    for event in (start, statement):
+        assert "caf\ufffd" in canonical_bytes(event).decode("utf-8")
