@@ -6,7 +6,8 @@ multi-statement text as one event; COM_STMT_EXECUTE executions with their bound 
 (mysql-connector's prepared cursor), each execution on its own; refused statements journaled
 as blocked with no outcome; COM_INIT_DB as USE; KILL QUERY of another session as a cancel in
 that session; redacted parameters; write-ahead (the event is durable while the statement
-runs); a store that fails refuses the statement and closes the session; `kill -9` of the proxy
+runs); a store that fails refuses the statement and closes the session, or with
+`on_store_failure: allow` lets it run and says so in the log; `kill -9` of the proxy
 under load loses no statement whose result a client received; `dbguard journal verify`.
 """
 
@@ -302,6 +303,28 @@ def test_store_failure_refuses_the_statement(mariadb_server: ThrowawayMariaDB,
         finally:
             again.close()
     mariadb_server.run_sql("DROP TABLE journal_refusal", mariadb_server.app_database, as_root=False)
+
+
+def test_store_failure_with_allow_runs_the_statement_loudly(mariadb_server: ThrowawayMariaDB,
+                                                            fresh_pg_server: ThrowawayPostgres) -> None:
+    store = fresh_pg_server.superuser_dsn()
+    for proxy in serve_in_front_of(mariadb_server,
+                                   extra_yaml=f"store: {store}\njournal: {{on_store_failure: allow}}\n"):
+        conn = connect(proxy)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            fresh_pg_server.stop()
+            with conn.cursor() as cur:
+                cur.execute("SELECT 41 + 1")
+                assert cur.fetchone() == (42,)
+        finally:
+            with contextlib.suppress(pymysql.err.Error):
+                conn.close()
+            fresh_pg_server.start()
+        log = proxy.log()
+        assert "journal.statement_unjournaled" in log
+        assert "journal.allow_unjournaled" in log
 
 
 def test_kill_9_under_load_loses_no_statement_a_client_saw(mariadb_server: ThrowawayMariaDB) -> None:
