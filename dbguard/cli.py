@@ -2,7 +2,8 @@
 
 Owns: parsing arguments, exit statuses (0 ok, 1 failed check, 2 bad usage or configuration),
 and rendering. Everything it runs lives in runtime/, devdb/ and the feature packages; the policy
-commands (`check`, `rules test|lint`) live in cli_policy.py.
+commands (`check`, `rules test|lint`) live in cli_policy.py, the journal's in cli_journal.py,
+the approval queue's in cli_approvals.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from dbguard import __version__
+from dbguard.cli_approvals import add_approvals_commands, run_approvals
 from dbguard.cli_journal import add_journal_commands, run_journal
 from dbguard.cli_policy import add_policy_commands, run_check, run_rules_lint, run_rules_test
 from dbguard.config import ConfigError, load_config, resolve_config_path
@@ -60,12 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_policy_commands(sub, _add_config_option)
     add_journal_commands(sub, _add_config_option)
+    add_approvals_commands(sub, _add_config_option)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a missing or unknown command exits 2 here
-    commands = {"serve": _serve, "demo": _demo, "check": run_check, "rules": _rules, "journal": run_journal}
+    commands = {"serve": _serve, "demo": _demo, "check": run_check, "rules": _rules, "journal": run_journal,
+                "approvals": run_approvals}
     try:
         return commands[args.command](args)
     except ConfigError as exc:

@@ -16,7 +16,7 @@ from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Final, Generic, Literal, NamedTuple, TypeVar, final
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from yaml.nodes import Node
 
@@ -322,6 +322,9 @@ class IdentityConfig:
 class ApprovalsConfig:
     timeout: float = DEFAULT_APPROVAL_TIMEOUT  # seconds
     mode: ApprovalMode = ApprovalMode.WAIT
+    # http(s) URLs POSTed a JSON summary when a request is created and resolved. Secrets:
+    # a webhook URL usually carries its token (Slack's do).
+    webhooks: tuple[Secret, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -405,6 +408,7 @@ class Config:
             found.append(self.admin.token)
         if self.journal.hmac_key is not None:
             found.append(self.journal.hmac_key)
+        found += self.approvals.webhooks
         store_dsn = self.store.dsn
         if store_dsn is not None and store_dsn.password is not None:
             found.append(store_dsn.password)
@@ -732,13 +736,29 @@ _LISTENER_KEYS: Final = (
 )
 _TLS_KEYS: Final = ("cert", "key", "require")
 _IDENTITY_KEYS: Final = ("name", "kind", "secret", "roles")
-_APPROVALS_KEYS: Final = ("timeout", "mode")
+_APPROVALS_KEYS: Final = ("timeout", "mode", "webhooks")
 _ADMIN_KEYS: Final = ("listen", "token")
 _LOG_KEYS: Final = ("level", "format")
 _JOURNAL_KEYS: Final = ("enabled", "sync", "hmac_key", "redact_parameters", "on_store_failure", "queue_size",
                         "max_batch")
 # An HMAC key shorter than this is guessable offline from a journal's hashes.
 MIN_JOURNAL_KEY_BYTES: Final = 16
+
+
+def _webhook_problem(url: str) -> str:
+    """Why `url` cannot be a webhook (empty when it can); never echoes the URL (it is a secret)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        return "expected an http:// or https:// URL (this one does not parse)"
+    if parts.scheme not in ("http", "https"):
+        return "expected an http:// or https:// URL"
+    if not parts.hostname:
+        return "expected an http:// or https:// URL with a host"
+    if any(c.isspace() for c in url):
+        return "a URL may not contain spaces"
+    return ""
 
 
 class _Reader(YamlReader):
@@ -890,7 +910,18 @@ class _Reader(YamlReader):
         m = self.mapping(node, "approvals", _APPROVALS_KEYS)
         timeout = self.present(m, "timeout")
         mode = self.present(m, "mode")
+        webhooks: list[Secret] = []
+        hooks_node = self.present(m, "webhooks")
+        if hooks_node is not None:
+            for i, h in enumerate(self.sequence(hooks_node, "approvals.webhooks")):
+                key = f"approvals.webhooks[{i}]"
+                url = self.string(h, key, secret=True)
+                why = _webhook_problem(url)
+                if why:
+                    raise self.err(h, key, why)
+                webhooks.append(Secret(url))
         return ApprovalsConfig(
+            webhooks=tuple(webhooks),
             timeout=(
                 self.duration(timeout, "approvals.timeout", positive=True)
                 if timeout is not None

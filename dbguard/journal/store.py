@@ -4,7 +4,10 @@
 # read queries (sessions, one session, tail, export ranges with filters), the chain head and
 # prune anchor, and prune itself. The SQL is written once with `?` placeholders; a backend
 # (store_sqlite.py, store_postgres.py) supplies the connection, transactions, the head lock
-# and its placeholder style. It must not know about sessions, sockets or the CLI.
+# and its placeholder style. It also lends its connection to dbguard.approvals (query,
+# execute, write_transaction, append_in_transaction, notify, listen), whose tables live in the
+# same database so a decision and its journal event commit together. It must not know about
+# sessions, sockets, approvals' tables or the CLI.
 from __future__ import annotations
 
 import abc
@@ -41,6 +44,7 @@ __all__ = [
     "CURRENT_SCHEMA_VERSION",
     "EncodedEvent",
     "JournalStore",
+    "Listener",
     "PruneResult",
     "SessionSummary",
     "StoreError",
@@ -234,6 +238,17 @@ def _stored(row: Sequence[Any]) -> StoredEvent:
 # The store
 
 
+class Listener(abc.ABC):
+    """Notifications on one channel, on a connection of their own (store.listen())."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True when at least one notification arrived."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
 class JournalStore(abc.ABC):
     """A journal store. Not thread-safe: one thread uses one store object (the writer thread
     owns its own; readers open theirs). `commit_hook(n)` runs after each committed append
@@ -333,6 +348,56 @@ class JournalStore(abc.ABC):
                 )
             applied.append(migration.version)
         return applied
+
+    # -- other tables in the same store --------------------------------------------------------
+    # dbguard.approvals keeps its own tables (and their own migrations) in the journal's
+    # database, on this connection, so a decision and its journal event commit together. These
+    # are the backend primitives it needs; the SQL it passes uses `?` placeholders.
+
+    dialect: str = ""  # "sqlite" | "postgresql"
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._rows(sql, params)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._exec(sql, params)
+
+    def ddl(self, statement: str) -> str:
+        """A schema statement in this backend's dialect ({BLOB} becomes BLOB or BYTEA)."""
+        return self._ddl(statement)
+
+    def table_exists(self, name: str) -> bool:
+        return self._table_exists(name)
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[None]:
+        """One write transaction (commits on success, rolls back on error); on PostgreSQL
+        rows read in it with `SELECT … FOR UPDATE` stay locked until it ends."""
+        try:
+            with self._write_transaction():
+                yield
+        except BaseException:
+            self._chain_checked = None  # chain parameters bound in it may have been rolled back
+            raise
+
+    def lock_migrations(self) -> None:
+        """Inside write_transaction: exclude other processes migrating the same store."""
+        self._lock_migrations()
+
+    def append_in_transaction(self, events: Sequence[JournalEvent], hasher: ChainHasher) -> list[int]:
+        """Inside write_transaction: append events to the chain (under the chain-head lock),
+        committed with whatever else the transaction writes."""
+        return self._append_locked([encode_event(e) for e in events], hasher)
+
+    def notify(self, channel: str, payload: str = "") -> None:
+        """Inside a transaction: wake listeners of `channel` once it commits (PostgreSQL
+        NOTIFY); a no-op where the backend has no notifications (sqlite: readers poll)."""
+        del channel, payload
+
+    def listen(self, channel: str) -> Listener | None:
+        """A connection of its own waiting for notifications on `channel`, or None where the
+        backend has none (the caller then polls)."""
+        return None
 
     # -- chain parameters ---------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 # after a broken connection), the chain-head lock (`SELECT … FOR UPDATE` on the single
 # journal_head row inside the append transaction, so proxies sharing the store append one
 # after another and keep one chain), the migration lock (a transaction-scoped advisory lock),
-# and PostgreSQL's dialect of the schema. Everything else is shared with sqlite in store.py.
+# PostgreSQL's dialect of the schema, and notifications (NOTIFY in a transaction; LISTEN on a
+# connection of its own, for approvals' wake-ups). Everything else is shared with sqlite in store.py.
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +12,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 import psycopg
+import psycopg.sql
 
-from dbguard.journal.store import JournalStore, StoreError
+from dbguard.journal.store import JournalStore, Listener, StoreError
 
 __all__ = ["PostgresJournalStore"]
 
@@ -27,6 +29,7 @@ def _pg(sql: str) -> str:
 
 
 class PostgresJournalStore(JournalStore):
+    dialect = "postgresql"
     _LOCK_HEAD_SQL = "SELECT last_seq, last_hash FROM journal_head WHERE id = 1 FOR UPDATE"
 
     def __init__(
@@ -127,9 +130,56 @@ class PostgresJournalStore(JournalStore):
             (name,),
         ))
 
+    def notify(self, channel: str, payload: str = "") -> None:
+        self._exec("SELECT pg_notify(?, ?)", (channel, payload))
+
+    def listen(self, channel: str) -> Listener:
+        return _PostgresListener(self._conninfo, channel, self.url_for_messages, self._connect_timeout)
+
     def close(self) -> None:
         with contextlib.suppress(psycopg.Error):
             self._conn.close()
+
+
+class _PostgresListener(Listener):
+    """LISTEN on a connection of its own; reconnects (and reports a wake-up, since
+    notifications may have been missed) when the connection breaks."""
+
+    def __init__(self, conninfo: str, channel: str, label: str, connect_timeout: int) -> None:
+        self._conninfo = conninfo
+        self._channel = channel
+        self._label = label
+        self._connect_timeout = connect_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+        self._connect()
+
+    def _connect(self) -> None:
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=self._connect_timeout,
+                                   application_name="dbguard listener")
+            conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(self._channel)))
+        except psycopg.Error as e:
+            raise StoreError(f"{self._label}: cannot listen: {_first_line(e)}") from None
+        self._conn = conn
+
+    def wait(self, timeout: float) -> bool:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            self._connect()
+            return True
+        try:
+            for _ in self._conn.notifies(timeout=max(timeout, 0.0), stop_after=1):
+                return True
+        except psycopg.Error:
+            self.close()  # reconnected at the next wait
+            return True
+        return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
 
 
 def _first_line(exc: BaseException) -> str:

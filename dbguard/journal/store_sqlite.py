@@ -22,6 +22,8 @@ DEFAULT_BUSY_TIMEOUT: Final = 30.0
 
 
 class SqliteJournalStore(JournalStore):
+    dialect = "sqlite"
+
     def __init__(
         self,
         path: str | Path,
