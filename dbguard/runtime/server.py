@@ -58,7 +58,7 @@ RULES_POLL_INTERVAL = 2.0  # seconds between checks of the rules files for chang
 
 # Configuration sections this version accepts (they are validated) but does not act on yet.
 NOT_YET_ACTIVE = {
-    "approvals": "holds for approval are not available yet",
+    "approvals": "sessions do not hold statements for approval yet (dbguard approvals … reads the queue)",
     "admin": "the admin HTTP endpoint is not served yet",
 }
 
