@@ -749,9 +749,11 @@ def _webhook_problem(url: str) -> str:
     """Why `url` cannot be a webhook (empty when it can); never echoes the URL (it is a secret)."""
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises ValueError on a bad port)
+        port = parts.port  # raises ValueError on a bad port
     except ValueError:
         return "expected an http:// or https:// URL (this one does not parse)"
+    if port == 0:
+        return "port 0 cannot be reached"
     if parts.scheme not in ("http", "https"):
         return "expected an http:// or https:// URL"
     if not parts.hostname:

@@ -65,10 +65,9 @@ HASHER = ChainHasher(KEY)
 def open_queue(backend: QueueBackend) -> Iterator[Callable[..., ApprovalStore]]:
     opened: list[ApprovalStore] = []
 
-    def make(**options: object) -> ApprovalStore:
-        options.setdefault("hasher", HASHER)
-        options.setdefault("timeout", TIMEOUT)
-        queue = ApprovalStore(backend.open(), owns_store=True, **options)  # type: ignore[arg-type]
+    def make(*, hasher: ChainHasher | None = HASHER, poll_interval: float = 0.25) -> ApprovalStore:
+        queue = ApprovalStore(backend.open(), owns_store=True, hasher=hasher, timeout=TIMEOUT,
+                              poll_interval=poll_interval)
         opened.append(queue)
         return queue
 

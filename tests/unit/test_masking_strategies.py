@@ -143,7 +143,9 @@ def pg_strict_check(column: PgColumn, fmt: WireFormat, value: bytes) -> None:
             precision, scale = (column.type_modifier - 4) >> 16, (column.type_modifier - 4) & 0xFFFF
             d = Decimal(text)
             assert len(d.as_tuple().digits) <= precision
-            assert -d.as_tuple().exponent <= scale  # type: ignore[operator]
+            exponent = d.as_tuple().exponent
+            assert isinstance(exponent, int)
+            assert -exponent <= scale
     else:
         if oid == PgOid.JSONB:
             assert value[:1] == b"\x01"
