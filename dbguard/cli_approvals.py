@@ -20,8 +20,6 @@ import select
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 from rich.console import Console, Group, RenderableType
@@ -40,15 +38,13 @@ from dbguard.approvals import (
     Verdict,
     request_to_dict,
 )
+from dbguard.cli_store import KEY_ENV_VAR, StoreTarget, UsageError, store_target
 from dbguard.config import (
     DEFAULT_APPROVAL_TIMEOUT,
     Config,
     ConfigError,
     IdentityConfig,
     Secret,
-    load_config,
-    parse_store_url,
-    resolve_config_path,
 )
 from dbguard.journal import StoreError, now_us
 from dbguard.journal.events import iso_from_us
@@ -56,7 +52,6 @@ from dbguard.journal.events import iso_from_us
 EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 1
 EXIT_USAGE: Final = 2
-KEY_ENV_VAR: Final = "DBGUARD_JOURNAL_KEY"
 SECRET_ENV_VAR: Final = "DBGUARD_SECRET"  # noqa: S105 (the variable's name, not a secret)
 _STATUS_STYLE: Final = {"pending": "yellow", "approved": "green", "used": "green", "denied": "red",
                         "expired": "dim"}
@@ -66,10 +61,6 @@ _NO_SECRET: Final = Secret("dbguard: no such identity " + "x" * 32)
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class UsageError(Exception):
-    """Bad arguments, configuration or store: printed on stderr, exit status 2."""
 
 
 class Refused(Exception):
@@ -147,39 +138,13 @@ def run_approvals(args: argparse.Namespace) -> int:
 # Store, configuration, identity
 
 
-@dataclass(frozen=True)
-class _Target:
-    url: str  # with its password, for the driver
-    label: str  # redacted, for people
-    key: bytes | None
-    config: Config | None
-
-
-def _target(args: argparse.Namespace, *, need_config: bool) -> _Target:
-    env_key = os.environ.get(KEY_ENV_VAR)
-    config: Config | None = None
-    if need_config or args.store is None:
-        config = load_config(resolve_config_path(args.config))
-    if args.store is not None:
-        try:
-            store = parse_store_url(args.store, Path.cwd())
-        except ValueError as e:
-            raise UsageError(f"--store: {e}") from None
-    else:
-        assert config is not None
-        store = config.store
-    key: bytes | None = None
-    if config is not None and config.journal.hmac_key is not None:
-        key = config.journal.hmac_key.reveal().encode()
-    elif env_key:
-        key = env_key.encode()
-    url = store.dsn.url() if store.dsn is not None else store.url
-    return _Target(url, store.redacted(), key, config)
+def _target(args: argparse.Namespace, *, need_config: bool) -> StoreTarget:
+    return store_target(args.config, args.store, need_config=need_config)
 
 
 @contextmanager
 def _queue(args: argparse.Namespace, *, need_config: bool = False, create: bool = False
-           ) -> Iterator[tuple[ApprovalStore, _Target]]:
+           ) -> Iterator[tuple[ApprovalStore, StoreTarget]]:
     """The queue on the store, journaling with the configured key. Readers never create the
     store nor the queue's tables (an empty queue has none yet); an older layout is upgraded."""
     target = _target(args, need_config=need_config)

@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -26,13 +25,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from dbguard.cli_store import KEY_ENV_VAR, StoreTarget, UsageError, store_target
 from dbguard.config import (
-    Config,
     ConfigError,
-    load_config,
-    parse_store_url,
     parse_upstream_dsn,
-    resolve_config_path,
 )
 from dbguard.journal import ChainHasher, JournalStore, StoreError, open_store
 from dbguard.journal.chain import ChainProblem, StoredEvent
@@ -58,16 +54,11 @@ from dbguard.journal.store import SessionSummary
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
-KEY_ENV_VAR: Final = "DBGUARD_JOURNAL_KEY"
 _DECISIONS: Final = ("allow", "hold", "block")
 _STYLE: Final = {"allow": "green", "hold": "yellow", "block": "red"}
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class UsageError(Exception):
-    """Bad arguments, configuration or store: printed on stderr, exit status 2."""
 
 
 def add_journal_commands(
@@ -165,34 +156,12 @@ def run_journal(args: argparse.Namespace) -> int:
 # Shared: store, key, times, JSON
 
 
-@dataclass(frozen=True)
-class _Target:
-    url: str  # with its password, for the driver
-    label: str  # redacted, for people
-    key: bytes | None
-    config: Config | None
-
-
-def _target(args: argparse.Namespace) -> _Target:
-    env_key = os.environ.get(KEY_ENV_VAR)
-    if args.store is not None:
-        try:
-            store = parse_store_url(args.store, Path.cwd())
-        except ValueError as e:
-            raise UsageError(f"--store: {e}") from None
-        url = store.dsn.url() if store.dsn is not None else store.url
-        return _Target(url, store.redacted(), env_key.encode() if env_key else None, None)
-    config = load_config(resolve_config_path(args.config))
-    store = config.store
-    url = store.dsn.url() if store.dsn is not None else store.url
-    key = config.journal.hmac_key.reveal().encode() if config.journal.hmac_key is not None else None
-    if key is None and env_key:
-        key = env_key.encode()
-    return _Target(url, store.redacted(), key, config)
+def _target(args: argparse.Namespace) -> StoreTarget:
+    return store_target(args.config, args.store)
 
 
 @contextmanager
-def _store(args: argparse.Namespace, *, create: bool = False) -> Iterator[tuple[JournalStore, _Target]]:
+def _store(args: argparse.Namespace, *, create: bool = False) -> Iterator[tuple[JournalStore, StoreTarget]]:
     target = _target(args)
     try:
         store = open_store(target.url, create=create, redacted_url=target.label)
@@ -512,7 +481,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _do_export(store: JournalStore, out: TextIO, args: argparse.Namespace, hasher: ChainHasher, since: int | None,
-               until: int | None, target: _Target) -> Any:
+               until: int | None, target: StoreTarget) -> Any:
     try:
         return export_range(store, out, fmt=args.format, hasher=hasher, since_us=since, until_us=until,
                             identity=args.identity, decision=args.decision, store_label=target.label)
@@ -520,7 +489,7 @@ def _do_export(store: JournalStore, out: TextIO, args: argparse.Namespace, hashe
         raise UsageError(f"{e} (${KEY_ENV_VAR} or journal.hmac_key)") from None
 
 
-def _hasher(target: _Target) -> ChainHasher:
+def _hasher(target: StoreTarget) -> ChainHasher:
     try:
         return ChainHasher(target.key)
     except ValueError as e:
