@@ -17,8 +17,6 @@ import contextlib
 import datetime
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,52 +31,14 @@ from dbguard.devdb import ThrowawayMariaDB, ThrowawayPostgres
 from dbguard.journal import (
     CancelEvent,
     ChainHasher,
-    JournalEvent,
-    OutcomeEvent,
     SessionEndEvent,
     SessionStartEvent,
     StatementEvent,
     open_store,
 )
-from tests.integration.harness import REPO_ROOT, ProxyProcess
+from tests.integration import journal_sessions as js
+from tests.integration.harness import ProxyProcess
 from tests.integration.mysql_harness import WRITE_GUARD_RULES, connect, serve_in_front_of
-
-
-def _store_url(proxy: ProxyProcess) -> str:
-    return "sqlite:///" + str(proxy.config_path.parent / "dbguard.db")
-
-
-def _session_events(proxy: ProxyProcess, program: str) -> list[JournalEvent]:
-    """The events of the one session whose client named itself `program`, once it has ended."""
-    deadline = time.monotonic() + 10
-    while True:
-        with open_store(_store_url(proxy), create=False) as store:
-            events = [stored.event() for stored in store.iter_events()]
-        starts = [e for e in events if isinstance(e, SessionStartEvent) and e.application_name == program]
-        if len(starts) == 1:
-            mine = [e for e in events if getattr(e, "session_id", None) == starts[0].session_id]
-            if isinstance(mine[-1], SessionEndEvent):
-                return mine
-        assert len(starts) <= 1, f"several sessions named {program}"
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no complete session {program!r} in the journal: {starts}")
-        time.sleep(0.05)
-
-
-def _statements(events: list[JournalEvent]) -> list[StatementEvent]:
-    return [e for e in events if isinstance(e, StatementEvent)]
-
-
-def _outcome(events: list[JournalEvent], seq: int) -> OutcomeEvent | None:
-    found = [e for e in events if isinstance(e, OutcomeEvent) and e.statement_seq == seq]
-    assert len(found) <= 1
-    return found[0] if found else None
-
-
-def _journal_cli(proxy: ProxyProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dbguard", "journal", *args, "-c", str(proxy.config_path)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, "COLUMNS": "250"})
 
 
 def _connector(proxy: ProxyProcess, program: str, user: str = "copilot", **attrs: str) -> Any:
@@ -114,7 +74,7 @@ def test_pymysql_session_is_journaled_statement_by_statement(journaled: ProxyPro
             cur.execute("UPDATE jt SET note = 'z' WHERE id <= 2")
     finally:
         conn.close()
-    events = _session_events(journaled, "journal-pymysql")
+    events = js.session_events(journaled, "journal-pymysql")
     start = events[0]
     assert isinstance(start, SessionStartEvent)
     assert (start.identity, start.identity_kind, start.protocol) == ("copilot", "agent", "mysql")
@@ -126,7 +86,7 @@ def test_pymysql_session_is_journaled_statement_by_statement(journaled: ProxyPro
     assert isinstance(events[-1], SessionEndEvent)
     assert events[-1].reason in ("client quit", "client closed")
 
-    statements = _statements(events)
+    statements = js.statements(events)
     assert [s.seq for s in statements] == list(range(1, len(statements) + 1))
     # dbguard's own state queries are not the client's statements.
     assert not [s for s in statements if "@@SESSION" in s.text.upper()]
@@ -135,15 +95,15 @@ def test_pymysql_session_is_journaled_statement_by_statement(journaled: ProxyPro
     insert = by_text["INSERT INTO jt VALUES (1, 'a'), (2, 'b'), (3, NULL)"]
     assert insert.action == "allow"
     assert "insert" in insert.kinds
-    outcome = _outcome(events, insert.seq)
+    outcome = js.outcome(events, insert.seq)
     assert outcome is not None
     assert (outcome.rows, outcome.error_code) == (3, "")
 
-    outcome = _outcome(events, by_text["SELECT id FROM jt WHERE id >= 2"].seq)
+    outcome = js.outcome(events, by_text["SELECT id FROM jt WHERE id >= 2"].seq)
     assert outcome is not None
     assert outcome.rows == 2
 
-    outcome = _outcome(events, by_text["SELECT * FROM no_such_table"].seq)
+    outcome = js.outcome(events, by_text["SELECT * FROM no_such_table"].seq)
     assert outcome is not None
     assert outcome.error_code == "1146"
     assert "no_such_table" in outcome.error_message
@@ -151,24 +111,24 @@ def test_pymysql_session_is_journaled_statement_by_statement(journaled: ProxyPro
     drop = by_text["DROP TABLE jt"]
     assert drop.action == "block"
     assert drop.rule_ids == ("no-drop",)
-    assert _outcome(events, drop.seq) is None  # it never ran
+    assert js.outcome(events, drop.seq) is None  # it never ran
 
-    outcome = _outcome(events, by_text["SELECT 1; SELECT 2 FROM jt"].seq)
+    outcome = js.outcome(events, by_text["SELECT 1; SELECT 2 FROM jt"].seq)
     assert outcome is not None
     assert outcome.rows == 1 + 3
 
-    outcome = _outcome(events, by_text["USE `app`"].seq)
+    outcome = js.outcome(events, by_text["USE `app`"].seq)
     assert outcome is not None
     assert outcome.error_code == ""
 
-    outcome = _outcome(events, by_text["UPDATE jt SET note = 'z' WHERE id <= 2"].seq)
+    outcome = js.outcome(events, by_text["UPDATE jt SET note = 'z' WHERE id <= 2"].seq)
     assert outcome is not None
     assert outcome.rows == 2
 
-    shown = _journal_cli(journaled, "show", start.session_id)
+    shown = js.journal_cli(journaled, "show", start.session_id)
     assert shown.returncode == 0, shown.stderr
     assert "DROP TABLE jt" in shown.stdout
-    verified = _journal_cli(journaled, "verify")
+    verified = js.journal_cli(journaled, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
@@ -188,15 +148,15 @@ def test_prepared_executions_are_journaled_with_their_parameters(journaled: Prox
         cur.close()
     finally:
         conn.close()
-    events = _session_events(journaled, "journal-connector")
+    events = js.session_events(journaled, "journal-connector")
     start = events[0]
     assert isinstance(start, SessionStartEvent)
     assert start.intent == "weekly-cleanup"
-    statements = _statements(events)
+    statements = js.statements(events)
     assert all(s.intent == "weekly-cleanup" for s in statements)
     executions = [s for s in statements if s.text == "SELECT ? + 1"]
     assert [s.parameters for s in executions] == [("10",), ("20",), ("30",)]
-    assert all((o := _outcome(events, s.seq)) is not None and o.rows == 1 for s in executions)
+    assert all((o := js.outcome(events, s.seq)) is not None and o.rows == 1 for s in executions)
     typed = next(s for s in statements if s.text == "SELECT ?, ?, ?, ?, ?, ?")
     assert typed.parameters is not None
     assert typed.parameters[:3] == ("caf\u00e9", None, "2.5")
@@ -205,7 +165,7 @@ def test_prepared_executions_are_journaled_with_their_parameters(journaled: Prox
     assert typed.parameters[5] in ("\\x00ff", "\x00\ufffd")
     refused = next(s for s in statements if s.text == "DELETE FROM nowhere")
     assert refused.action == "block"
-    assert _outcome(events, refused.seq) is None
+    assert js.outcome(events, refused.seq) is None
 
 
 def test_kill_query_is_a_cancel_in_the_killed_session(journaled: ProxyProcess) -> None:
@@ -221,13 +181,13 @@ def test_kill_query_is_a_cancel_in_the_killed_session(journaled: ProxyProcess) -
     finally:
         victim.close()
         killer.close()
-    events = _session_events(journaled, "journal-victim")
-    sleep = next(s for s in _statements(events) if s.text == "SELECT SLEEP(10)")
+    events = js.session_events(journaled, "journal-victim")
+    sleep = next(s for s in js.statements(events) if s.text == "SELECT SLEEP(10)")
     cancels = [e for e in events if isinstance(e, CancelEvent)]
     assert len(cancels) == 1
     assert cancels[0].statement_seq == sleep.seq
-    assert _outcome(events, sleep.seq) is not None
-    killer_statements = _statements(_session_events(journaled, "journal-killer"))
+    assert js.outcome(events, sleep.seq) is not None
+    killer_statements = js.statements(js.session_events(journaled, "journal-killer"))
     assert any(s.text.startswith("KILL QUERY ") for s in killer_statements)
 
 
@@ -241,7 +201,7 @@ def test_redacted_parameters_keep_only_their_count(mariadb_server: ThrowawayMari
             cur.close()
         finally:
             conn.close()
-        event = next(s for s in _statements(_session_events(proxy, "journal-redacted")) if s.text == "SELECT ?, ?")
+        event = next(s for s in js.statements(js.session_events(proxy, "journal-redacted")) if s.text == "SELECT ?, ?")
         assert event.parameters is None
         assert event.parameters_redacted
         assert event.parameter_count == 2
@@ -254,7 +214,7 @@ def test_statement_event_is_durable_before_the_statement_runs(journaled: ProxyPr
 
     def look_while_running() -> None:
         time.sleep(0.5)  # the statement is sleeping on the server by now
-        with open_store(_store_url(journaled), create=False) as store:
+        with open_store(js.store_url(journaled), create=False) as store:
             found.append(any(marker.encode() in stored.payload for stored in store.iter_events()))
 
     conn = connect(journaled, program_name="journal-ahead")
@@ -269,7 +229,7 @@ def test_statement_event_is_durable_before_the_statement_runs(journaled: ProxyPr
         conn.close()
     assert found == [True], "the statement's event was not in the store while it ran"
     assert started_us is not None
-    statement = next(s for s in _statements(_session_events(journaled, "journal-ahead")) if marker in s.text)
+    statement = next(s for s in js.statements(js.session_events(journaled, "journal-ahead")) if marker in s.text)
     assert statement.time_us <= started_us[0]  # recorded before the server started it
 
 
@@ -385,7 +345,7 @@ def test_kill_9_under_load_loses_no_statement_a_client_saw(mariadb_server: Throw
             thread.join(10)
         assert len(received) > 200, "too little load to prove anything"
 
-        with open_store(_store_url(proxy), create=False) as store:
+        with open_store(js.store_url(proxy), create=False) as store:
             journaled_text = b"".join(stored.payload for stored in store.iter_events())
             report = store.verify(ChainHasher(None))
         missing = [marker for marker in received if f"'{marker}'".encode() not in journaled_text
@@ -410,7 +370,7 @@ def test_change_user_starts_a_new_journal_session(journaled: ProxyProcess) -> No
         conn.close()
     deadline = time.monotonic() + 10
     while True:
-        with open_store(_store_url(journaled), create=False) as store:
+        with open_store(js.store_url(journaled), create=False) as store:
             events = [stored.event() for stored in store.iter_events()]
         starts = [e for e in events if isinstance(e, SessionStartEvent) and e.application_name == "journal-change-user"]
         ends = {e.session_id: e for e in events if isinstance(e, SessionEndEvent)}

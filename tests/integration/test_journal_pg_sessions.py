@@ -15,8 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,14 +28,12 @@ from dbguard.devdb.postgres import ThrowawayPostgres
 from dbguard.journal import (
     CancelEvent,
     ChainHasher,
-    JournalEvent,
-    OutcomeEvent,
     SessionEndEvent,
     SessionStartEvent,
-    StatementEvent,
     open_store,
 )
-from tests.integration.harness import REPO_ROOT, ProxyFactory, ProxyProcess
+from tests.integration import journal_sessions as js
+from tests.integration.harness import ProxyFactory, ProxyProcess
 
 RULES = """\
 rules:
@@ -45,43 +41,6 @@ rules:
     when: {statement: [drop, truncate]}
     action: block
 """
-
-
-def _store_url(proxy: ProxyProcess) -> str:
-    return "sqlite:///" + str(proxy.config_path.parent / "dbguard.db")
-
-
-def _session_events(proxy: ProxyProcess, application_name: str, *, wait_end: bool = True) -> list[JournalEvent]:
-    """The events of the one session that connected with `application_name`, waiting for its end."""
-    deadline = time.monotonic() + 10
-    while True:
-        with open_store(_store_url(proxy), create=False) as store:
-            events = [stored.event() for stored in store.iter_events()]
-        starts = [e for e in events if isinstance(e, SessionStartEvent) and e.application_name == application_name]
-        if len(starts) == 1:
-            mine = [e for e in events if getattr(e, "session_id", None) == starts[0].session_id]
-            if not wait_end or isinstance(mine[-1], SessionEndEvent):
-                return mine
-        assert len(starts) <= 1, f"several sessions named {application_name}"
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no complete session {application_name!r} in the journal: {starts}")
-        time.sleep(0.05)
-
-
-def _statements(events: list[JournalEvent]) -> list[StatementEvent]:
-    return [e for e in events if isinstance(e, StatementEvent)]
-
-
-def _outcome(events: list[JournalEvent], seq: int) -> OutcomeEvent | None:
-    found = [e for e in events if isinstance(e, OutcomeEvent) and e.statement_seq == seq]
-    assert len(found) <= 1
-    return found[0] if found else None
-
-
-def _journal_cli(proxy: ProxyProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dbguard", "journal", *args, "-c", str(proxy.config_path)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, "COLUMNS": "250"})
 
 
 @pytest.fixture
@@ -105,7 +64,7 @@ def test_psycopg_session_is_journaled_statement_by_statement(journaled: ProxyPro
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("DROP TABLE jt")
         conn.execute("SELECT 1; SELECT 2 FROM jt")  # one message, two statements
-    events = _session_events(journaled, "journal-psycopg")
+    events = js.session_events(journaled, "journal-psycopg")
     start = events[0]
     assert isinstance(start, SessionStartEvent)
     assert (start.identity, start.identity_kind, start.roles) == ("copilot", "agent", ("readers",))
@@ -117,14 +76,14 @@ def test_psycopg_session_is_journaled_statement_by_statement(journaled: ProxyPro
     assert isinstance(events[-1], SessionEndEvent)
     assert events[-1].reason == "client closed"
 
-    statements = _statements(events)
+    statements = js.statements(events)
     assert [s.seq for s in statements] == list(range(1, len(statements) + 1))
     texts = [s.text for s in statements]
     assert "CREATE TEMP TABLE jt (id int, note text)" in texts
     insert = statements[texts.index("INSERT INTO jt VALUES (1, 'a'), (2, 'b'), (3, NULL)")]
     assert insert.action == "allow"
     assert "insert" in insert.kinds
-    outcome = _outcome(events, insert.seq)
+    outcome = js.outcome(events, insert.seq)
     assert outcome is not None
     assert outcome.rows == 3
     assert outcome.error_code == ""
@@ -133,16 +92,16 @@ def test_psycopg_session_is_journaled_statement_by_statement(journaled: ProxyPro
     # psycopg sends small ints in binary (int2, named in its Parse): journaled as the number.
     assert select.parameters == ("2",)
     assert select.parameter_count == 1
-    outcome = _outcome(events, select.seq)
+    outcome = js.outcome(events, select.seq)
     assert outcome is not None
     assert outcome.rows == 2
 
     executions = [s for s in statements if s.text == "SELECT $1::int + id FROM jt WHERE id = 1"]
     assert [s.parameters for s in executions] == [("10",), ("20",), ("30",)]
-    assert all((o := _outcome(events, s.seq)) is not None and o.rows == 1 for s in executions)
+    assert all((o := js.outcome(events, s.seq)) is not None and o.rows == 1 for s in executions)
 
     missing = next(s for s in statements if s.text == "SELECT * FROM no_such_table")
-    outcome = _outcome(events, missing.seq)
+    outcome = js.outcome(events, missing.seq)
     assert outcome is not None
     assert outcome.error_code == "42P01"
     assert "no_such_table" in outcome.error_message
@@ -151,18 +110,18 @@ def test_psycopg_session_is_journaled_statement_by_statement(journaled: ProxyPro
     assert drop.action == "block"
     assert drop.rule_ids == ("no-drop",)
     assert drop.enforced
-    assert _outcome(events, drop.seq) is None  # it never ran
+    assert js.outcome(events, drop.seq) is None  # it never ran
 
     multi = next(s for s in statements if s.text == "SELECT 1; SELECT 2 FROM jt")
-    outcome = _outcome(events, multi.seq)
+    outcome = js.outcome(events, multi.seq)
     assert outcome is not None
     assert outcome.rows == 1 + 3
 
     # What an auditor runs: the session reads back through the CLI, and the chain verifies.
-    shown = _journal_cli(journaled, "show", start.session_id)
+    shown = js.journal_cli(journaled, "show", start.session_id)
     assert shown.returncode == 0, shown.stderr
     assert "DROP TABLE jt" in shown.stdout
-    verified = _journal_cli(journaled, "verify")
+    verified = js.journal_cli(journaled, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
@@ -171,11 +130,11 @@ def test_intent_from_startup_option_and_sqlcommenter_comment(journaled: ProxyPro
     with psycopg.connect(dsn, autocommit=True, options="-c dbguard.intent=weekly-cleanup") as conn:
         conn.execute("SELECT 1")
         conn.execute("SELECT 2 /*dbguard_intent='count%20the%20rows',framework='x'*/")
-    events = _session_events(journaled, "journal-intent")
+    events = js.session_events(journaled, "journal-intent")
     start = events[0]
     assert isinstance(start, SessionStartEvent)
     assert start.intent == "weekly-cleanup"
-    by_text = {s.text: s for s in _statements(events)}
+    by_text = {s.text: s for s in js.statements(events)}
     assert by_text["SELECT 1"].intent == "weekly-cleanup"
     assert by_text["SELECT 2 /*dbguard_intent='count%20the%20rows',framework='x'*/"].intent == "count the rows"
 
@@ -191,7 +150,7 @@ def test_asyncpg_binary_parameters_are_journaled_as_hex(journaled: ProxyProcess)
             await conn.close()
 
     asyncio.run(run())
-    statements = _statements(_session_events(journaled, "journal-asyncpg"))
+    statements = js.statements(js.session_events(journaled, "journal-asyncpg"))
     by_text = {s.text: s for s in statements}
     # asyncpg sends int8 in binary without naming the type in its Parse (it learns it from the
     # server's ParameterDescription): 21 as eight big-endian bytes, in hex.
@@ -205,7 +164,7 @@ def test_redacted_parameters_keep_only_their_count(pg_server: ThrowawayPostgres,
     with psycopg.connect(proxy.dsn("copilot", application_name="journal-redacted"), autocommit=True) as conn:
         assert conn.execute("SELECT %s::text, %s::int", ("4111 1111 1111 1111", 7)).fetchone() == (
             "4111 1111 1111 1111", 7)
-    statements = _statements(_session_events(proxy, "journal-redacted"))
+    statements = js.statements(js.session_events(proxy, "journal-redacted"))
     event = next(s for s in statements if s.text == "SELECT $1::text, $2::int")
     assert event.parameters is None
     assert event.parameters_redacted
@@ -219,7 +178,7 @@ def test_statement_event_is_durable_before_the_statement_runs(journaled: ProxyPr
 
     def look_while_running() -> None:
         time.sleep(0.5)  # the statement is sleeping on the server by now
-        with open_store(_store_url(journaled), create=False) as store:
+        with open_store(js.store_url(journaled), create=False) as store:
             found.append(any(marker.encode() in stored.payload for stored in store.iter_events()))
 
     with psycopg.connect(journaled.dsn("copilot", application_name="journal-ahead"), autocommit=True) as conn:
@@ -231,7 +190,7 @@ def test_statement_event_is_durable_before_the_statement_runs(journaled: ProxyPr
         watcher.join()
     assert found == [True], "the statement's event was not in the store while it ran"
     assert started_us is not None
-    statement = next(s for s in _statements(_session_events(journaled, "journal-ahead")) if marker in s.text)
+    statement = next(s for s in js.statements(js.session_events(journaled, "journal-ahead")) if marker in s.text)
     # Recorded before the server started it (same machine clock).
     assert statement.time_us <= started_us[0]
 
@@ -243,13 +202,13 @@ def test_cancel_is_journaled_in_the_cancelled_session(journaled: ProxyProcess) -
         with pytest.raises(errors.QueryCanceled):
             conn.execute("SELECT pg_sleep(10)")
         timer.join()
-    events = _session_events(journaled, "journal-cancel")
-    sleep = next(s for s in _statements(events) if s.text == "SELECT pg_sleep(10)")
+    events = js.session_events(journaled, "journal-cancel")
+    sleep = next(s for s in js.statements(events) if s.text == "SELECT pg_sleep(10)")
     cancels = [e for e in events if isinstance(e, CancelEvent)]
     assert len(cancels) == 1
     assert cancels[0].statement_seq == sleep.seq
     assert cancels[0].client_address.startswith("127.0.0.1:")
-    outcome = _outcome(events, sleep.seq)
+    outcome = js.outcome(events, sleep.seq)
     assert outcome is not None
     assert outcome.error_code == "57014"
 
@@ -335,7 +294,7 @@ def test_kill_9_under_load_loses_no_statement_a_client_saw(pg_server: ThrowawayP
         thread.join(10)
     assert len(received) > 200, "too little load to prove anything"
 
-    with open_store(_store_url(proxy), create=False) as store:
+    with open_store(js.store_url(proxy), create=False) as store:
         journaled_text = b"".join(stored.payload for stored in store.iter_events())
         report = store.verify(ChainHasher(None))
     missing = [marker for marker in received if f"'{marker}'".encode() not in journaled_text
@@ -356,10 +315,10 @@ def test_journal_disabled_writes_nothing_and_says_so(pg_server: ThrowawayPostgre
 def test_journal_show_json_is_the_session(journaled: ProxyProcess) -> None:
     with psycopg.connect(journaled.dsn("migrator", application_name="journal-cli"), autocommit=True) as conn:
         conn.execute("SELECT 40 + 2")
-    events = _session_events(journaled, "journal-cli")
+    events = js.session_events(journaled, "journal-cli")
     start = events[0]
     assert isinstance(start, SessionStartEvent)
-    out = _journal_cli(journaled, "show", start.session_id, "--json")
+    out = js.journal_cli(journaled, "show", start.session_id, "--json")
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)
     assert shown["session_id"] == start.session_id
