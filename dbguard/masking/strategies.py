@@ -13,6 +13,7 @@ content (`masking.detectors`).
 
 from __future__ import annotations
 
+import abc
 import datetime
 import decimal
 import functools
@@ -399,7 +400,7 @@ def _json_masker(strategy: MaskStrategy, shape: ColumnShape, fmt: WireFormat, ke
 # derives a hashed value from an HMAC digest.
 
 
-class _Codec:
+class _Codec(abc.ABC):
     zero: object = 0
 
     def __init__(self, shape: ColumnShape, fmt: WireFormat) -> None:
@@ -407,14 +408,16 @@ class _Codec:
         self.binary = fmt is WireFormat.BINARY
         self.pg = shape.dialect is Dialect.POSTGRES
 
+    @abc.abstractmethod
     def render(self, value: object) -> bytes:
-        raise NotImplementedError
+        """`value` in the column's wire format."""
 
     def canonical(self, raw: bytes) -> bytes:
         return raw
 
+    @abc.abstractmethod
     def derive(self, digest: bytes) -> object:
-        raise NotImplementedError
+        """A value of the column's type derived from an HMAC digest (the hash strategy)."""
 
 
 def _hashing(codec: _Codec, digest: Callable[[bytes], bytes]) -> Masker:

@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -83,7 +83,7 @@ def queue(open_queue: Callable[..., ApprovalStore]) -> ApprovalStore:
     return open_queue()
 
 
-def held(**changes: object) -> ApprovalRequest:
+def held(**changes: Any) -> ApprovalRequest:
     base = ApprovalRequest(
         identity="copilot", identity_kind="agent", roles=("readers",), sql="DELETE FROM orders WHERE id = $1",
         session_id="s-0001", statement_seq=7, client_address="10.0.0.5:51234", listener="app-pg", database="app",
@@ -92,7 +92,7 @@ def held(**changes: object) -> ApprovalRequest:
     )
     from dataclasses import replace
 
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)
 
 
 def approval_events(queue: ApprovalStore) -> list[ApprovalEvent]:
