@@ -75,7 +75,7 @@ DEFAULT_CONFIG_NAME: Final = "dbguard.yaml"
 CONFIG_ENV_VAR: Final = "DBGUARD_CONFIG"
 # Relative to the directory of the config file.
 DEFAULT_STORE_URL: Final = "sqlite:///./dbguard.db"
-DEFAULT_APPROVAL_TIMEOUT: Final = 300.0
+DEFAULT_APPROVAL_TIMEOUT: Final = 60.0
 DEFAULT_MAX_CONNECTIONS: Final = 1000
 # A config file is a few kilobytes; refuse anything absurd before YAML parses it.
 MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024

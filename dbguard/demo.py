@@ -204,8 +204,13 @@ def _walkthrough(port: int, secrets_by_name: dict[str, str], config: Path) -> in
 
     _console.rule("walkthrough: a scripted agent session through dbguard")
     dsn = _dsn("copilot", secrets_by_name["copilot"], port)
+    dba = threading.Thread(target=_play_the_dba, args=(config,), name="demo-dba", daemon=True)
+    dba.start()
     try:
         with psycopg.connect(dsn, application_name="demo-walkthrough", autocommit=True) as conn:
+            conn.add_notice_handler(lambda notice: _console.print(
+                f"[yellow]NOTICE: {notice.message_primary}[/]\n[dim]DETAIL: {notice.message_detail}\n"
+                f"HINT: {notice.message_hint}[/]"))
             for title, sql in WALKTHROUGH:
                 _console.print(f"\n[bold]{title}[/]\n[cyan]{sql}[/]")
                 with conn.cursor() as cur:
@@ -229,9 +234,35 @@ def _walkthrough(port: int, secrets_by_name: dict[str, str], config: Path) -> in
         return 1
     _console.print("\n[green]The agent authenticated as a dbguard identity; the proxy used its own "
                    "service credentials upstream; every statement passed the rules in rules/ and was "
-                   "journaled before it ran.[/] Holds for approval and masking arrive as those features land.")
+                   "journaled before it ran; the delete a hold rule matched ran once a DBA approved it.[/] "
+                   "Masking arrives as that feature lands.")
     _show_journal(config)
     return 0
+
+
+def _play_the_dba(config: Path) -> None:
+    """The walkthrough's DBA: approves the one statement the agent's session gets held, as
+    `dbguard approvals approve ID --as alice` would (from another terminal, in real life)."""
+    from dbguard.approvals import ApprovalStatus, ApprovalStore
+    from dbguard.config import load_config
+
+    loaded = load_config(config)
+    key = loaded.journal.hmac_key
+    deadline = time.monotonic() + 60
+    with ApprovalStore.open(loaded.store.url, key=key.reveal().encode() if key else None) as queue:
+        while time.monotonic() < deadline:
+            waiting = queue.list_requests(ApprovalStatus.PENDING)
+            if waiting:
+                request = waiting[0]
+                blast = request.blast_radius
+                rows = blast.exact_rows if blast.exact_rows is not None else blast.estimated_rows
+                _console.print(f"[magenta]the DBA sees it: dbguard approvals show {request.id} → {request.identity} "
+                               f"wants to run it (rules {', '.join(request.rule_ids)}, "
+                               f"{'?' if rows is None else rows} row(s)); "
+                               f"dbguard approvals approve {request.id} --as alice[/]")
+                queue.approve(request.id, "alice", ("dba",), "demo: looks right")
+                return
+            queue.wait_for_update(0.5)
 
 
 def _show_journal(config: Path) -> None:

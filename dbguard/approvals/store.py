@@ -41,7 +41,7 @@ __all__ = [
 
 CHANNEL: Final = "dbguard_approvals"  # PostgreSQL NOTIFY channel; the payload is the approval id
 DEFAULT_POLL_INTERVAL: Final = 0.25  # seconds between sqlite polls in wait_for_update
-DEFAULT_TIMEOUT: Final = 300.0  # config.DEFAULT_APPROVAL_TIMEOUT
+DEFAULT_TIMEOUT: Final = 60.0  # config.DEFAULT_APPROVAL_TIMEOUT
 _MAX_LIST: Final = 10_000
 
 # ---------------------------------------------------------------------------------------------

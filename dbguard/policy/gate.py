@@ -3,7 +3,8 @@
 Owns: turning a statement's bytes into text the way the server will read them (the session's
 client encoding, strictly), the analysis and decision caches, per-session analysis state
 (parse settings reported by the server, the search_path, SQL-level PREPARE names) and the
-rendering of decisions the runtime cannot carry out yet (holds, while approvals are not built).
+rendering of decisions the runtime cannot carry out (a hold, when no approval queue is open, is
+a block).
 On a miss it calls `dbguard.sql.analyse` and `dbguard.policy.engine.evaluate`.
 
 Must not: do I/O, know wire formats, or block.
@@ -171,18 +172,20 @@ def _ends_transaction(info: StatementInfo) -> bool:
     return info.kinds == _TRANSACTION_ONLY and info.features <= _MULTI
 
 
-def _render(decision: Decision, infos: tuple[StatementInfo, ...]) -> Decision:
-    """Adjust an engine decision for what this version of the runtime can carry out."""
+def _render(decision: Decision, infos: tuple[StatementInfo, ...], holds: bool) -> Decision:
+    """Adjust an engine decision for what the runtime can carry out: without an approval
+    queue (`holds` False), a hold fails closed."""
     barrier = any((info.changes_parsing and not _ends_transaction(info)) or info.features & _OPAQUE_FEATURES
                   for info in infos)
-    if decision.action is Action.HOLD and decision.enforced:
-        # Approvals are not built yet: a hold fails closed, saying so.
+    if decision.action is Action.HOLD and decision.enforced and not holds:
+        # No approval queue to hold it in: a hold fails closed, saying so.
         details = dict(decision.details)
         details["approval"] = "unavailable"
         rule = decision.rule_ids[0] if decision.rule_ids else "?"
         reason = decision.reason.replace(f"dbguard: held by rule {rule}", f"dbguard: blocked by rule {rule}", 1)
         return dataclasses.replace(
-            decision, reason=f"{reason} (this statement needs approval, and approvals are not enabled)",
+            decision, action=Action.BLOCK,
+            reason=f"{reason} (this statement needs approval, and approvals are not enabled)",
             details=details, barrier=barrier, analysis=infos,
             hint=decision.hint or "Ask a DBA to run it, or rephrase it so no hold rule matches.")
     return dataclasses.replace(decision, barrier=barrier, analysis=infos)
@@ -211,6 +214,9 @@ class PolicyGate:
         self._contexts: dict[tuple[object, ...], _Caches] = {}
         # Texts that end a transaction (COMMIT, END, ROLLBACK...), bounded like the caches.
         self.transaction_ends: set[bytes] = set()
+        # The runtime holds statements for approval (an approval queue is open); otherwise a
+        # hold decision is rendered as a refusal.
+        self.holds_enabled = False
 
     def replace_policy(self, policy: Policy) -> None:
         """Put a new policy in force for new and open sessions (analyses stay valid)."""
@@ -323,7 +329,7 @@ class PgSessionGate:
         )
         if stateful:
             infos = tuple(self._resolve_prepared(info) for info in infos)
-        decision = _render(evaluate(self._policy, infos, self._session), infos)
+        decision = _render(evaluate(self._policy, infos, self._session), infos, self._gate.holds_enabled)
         if decision.action is not Action.ALLOW and decision.enforced:
             return decision  # refused: no state changes, nothing worth caching per text
         if stateful:
@@ -505,7 +511,7 @@ class MysqlSessionGate:
                         self._digit_keys.put(digit_key, decision)
                     return decision
         infos = self._gate.analysis(sql, self._settings, self._encoding)
-        decision = _render(evaluate(self._policy, infos, self._session), infos)
+        decision = _render(evaluate(self._policy, infos, self._session), infos, self._gate.holds_enabled)
         if decision.action is not Action.ALLOW and decision.enforced:
             return decision
         if any(info.changes_parsing for info in infos):

@@ -24,6 +24,7 @@ import ssl
 from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
+from dbguard.runtime.approval_link import ApprovalLink
 from dbguard.runtime.journal_link import JOURNAL_REFUSAL, EventSink, WriteAheadGate
 from dbguard.runtime.pg_listener import (
     IDLE_CHECKS,
@@ -498,9 +499,11 @@ class MysqlListener:
         max_connections: int = 10_000,
         idle_timeout: float = 0.0,
         journal_link: EventSink | None = None,
+        approvals: ApprovalLink | None = None,
     ) -> None:
         self.settings = settings
         self.journal_link = journal_link
+        self.approvals = approvals  # the approval queue: statements held for approval wait in it
         self.client_tls = client_tls  # TLS towards clients (the listener's `tls:`), fixed at start
         self.host = host
         self.port = port

@@ -17,8 +17,11 @@ import ssl
 from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
+from dbguard.runtime.approval_link import ApprovalLink
+from dbguard.runtime.holding import HoldRunner
 from dbguard.runtime.journal_link import JOURNAL_REFUSAL, EventSink, WriteAheadGate
 from dbguard.runtime.tls import ClientTls, upstream_tls_context
+from dbguard.session.holds import HoldResolved, HoldStatement
 from dbguard.session.pg import PgSession, Phase
 from dbguard.session.pg_actions import (
     CancelTargets,
@@ -106,6 +109,8 @@ class PgConnection(asyncio.Protocol):
         # Write-ahead: upstream bytes wait in the gate while journal events they depend on are
         # made durable.
         self.write_ahead = WriteAheadGate(self, listener.journal_link)
+        # Statements held for approval wait here, off the loop's hot path.
+        self.holds = HoldRunner(self, listener.approvals)
 
     # ---------------------------------------------------------------- client transport events
 
@@ -259,6 +264,9 @@ class PgConnection(asyncio.Protocol):
                 return
             elif isinstance(action, ForwardCancel):
                 self.listener.forward_cancel(action)
+            elif isinstance(action, HoldStatement):
+                assert self.session.info is not None
+                self.holds.start(self.session.info, action.held, self.listener.settings.upstream)
 
     # ---------------------------------------------------------------- the journal (write-ahead)
 
@@ -281,6 +289,12 @@ class PgConnection(asyncio.Protocol):
     def resume_client_after_journal(self) -> None:
         if not self._client_paused and self.client is not None:
             self.client.resume_reading()
+
+    def hold_requested(self, approval_id: str) -> None:
+        self.execute(self.session.hold_requested(approval_id))
+
+    def hold_resolved(self, resolution: HoldResolved) -> None:
+        self.execute(self.session.hold_resolved(resolution))
 
     def refuse_unjournaled(self) -> None:
         self._close_with_fatal("58030", JOURNAL_REFUSAL, "journal unavailable")
@@ -367,7 +381,7 @@ class PgConnection(asyncio.Protocol):
         if action.upstream_key is not None:
             self.listener.cancel_targets.register(
                 action.proxy_key, self.listener.settings.upstream.target, action.upstream_key,
-                self.session.journal,
+                self.session.journal, on_cancel=self.holds.interrupt,
             )
 
     def _startup_timed_out(self) -> None:
@@ -403,6 +417,8 @@ class PgConnection(asyncio.Protocol):
             if self.session.info is not None:
                 reason = self.session.close_reason or "closed"
                 log.info("session.end", extra={"session": self.session.session_id, "reason": reason})
+                self.holds.stop()
+                self.session.hold_abandoned(reason)
                 if self.session.journal is not None:
                     self.session.journal.ended(reason)
                     self.write_ahead.submit()
@@ -445,9 +461,11 @@ class PgListener:
         max_connections: int = 10_000,
         idle_timeout: float = 0.0,
         journal_link: EventSink | None = None,
+        approvals: ApprovalLink | None = None,
     ) -> None:
         self.settings = settings
         self.journal_link = journal_link
+        self.approvals = approvals
         self.host = host
         self.port = port
         self.client_tls = client_tls

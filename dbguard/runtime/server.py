@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dbguard.config import (
+    ApprovalMode,
     Config,
     ConfigError,
     IdentityConfig,
@@ -34,6 +35,7 @@ from dbguard.journal import ChainHasher, JournalUnavailable, JournalWriter, Stor
 from dbguard.model import Action, Gate, Identity, IdentityKind
 from dbguard.policy.gate import MysqlPolicyGate, PolicyGate
 from dbguard.policy.rules import Policy, load_policy
+from dbguard.runtime.approval_link import ApprovalLink
 from dbguard.runtime.journal_link import EventSink, JournalLink
 from dbguard.runtime.loop_journal import LoopJournal
 from dbguard.runtime.mysql_listener import MysqlListener
@@ -58,7 +60,6 @@ RULES_POLL_INTERVAL = 2.0  # seconds between checks of the rules files for chang
 
 # Configuration sections this version accepts (they are validated) but does not act on yet.
 NOT_YET_ACTIVE = {
-    "approvals": "sessions do not hold statements for approval yet (dbguard approvals … reads the queue)",
     "admin": "the admin HTTP endpoint is not served yet",
 }
 
@@ -67,8 +68,7 @@ def check_supported(config: Config) -> None:
     """Say loudly what this version accepts in the configuration but does not act on yet,
     and what the configuration turns off.
 
-    None of these sections weakens enforcement when ignored: without approvals, a statement
-    that a `hold` rule matches is refused (fail closed); see `report_policy`.
+    None of these sections weakens enforcement when ignored.
     """
     for key, what in NOT_YET_ACTIVE.items():
         if key in config.locations:
@@ -107,12 +107,13 @@ def load_rules(config: Config) -> Policy:
     return load_policy(config.rules_path)
 
 
-def report_policy(policy: Policy) -> None:
+def report_policy(policy: Policy, holds_enabled: bool = True) -> None:
     holds = [rule.id for rule in policy.rules if rule.action is Action.HOLD]
-    if holds:
+    if holds and not holds_enabled:
         log.warning("policy.holds_refused", extra={
             "rules": ",".join(holds),
-            "effect": "approvals are not available yet: statements these rules hold are refused"})
+            "effect": "no approval queue is open (the journal is off and the rules had no hold rule at start; "
+                      "restart to open it): statements these rules hold are blocked"})
     log.info("policy.loaded", extra={"rules": len(policy.rules), "sources": ",".join(map(str, policy.files))})
 
 
@@ -236,10 +237,17 @@ class Server:
         self._stop = asyncio.Event()
         self.journal_writer: JournalWriter | None = None
         self.journal_link: EventSink | None = None
+        self.approvals: ApprovalLink | None = None
 
     async def start(self) -> None:
         if self.config.journal.enabled:
             self.journal_link = await self._open_journal()
+        if self.config.journal.enabled or self._policy_holds():
+            # The queue lives in the store; with the journal off and no hold rule there is
+            # no store to create.
+            self.approvals = await self._open_approvals()
+            if self.policy_gate is not None:
+                self.policy_gate.holds_enabled = True
         journal = self.config.journal
         identities = build_identities(self.config.identities)
         gate = self.gate
@@ -256,6 +264,7 @@ class Server:
                     max_connections=listener.max_connections,
                     idle_timeout=listener.idle_timeout,
                     journal_link=self.journal_link,
+                    approvals=self.approvals,
                 )
                 await pg.start()
                 self.pg_listeners.append(pg)
@@ -270,6 +279,7 @@ class Server:
                     max_connections=listener.max_connections,
                     idle_timeout=listener.idle_timeout,
                     journal_link=self.journal_link,
+                    approvals=self.approvals,
                 )
                 await my.start()
                 self.mysql_listeners.append(my)
@@ -304,7 +314,7 @@ class Server:
         if self.policy_gate is not None and policy is not None:
             self._put_in_force(policy)
             self._rules_signature = rules_signature(new.rules_path)
-            report_policy(policy)
+            report_policy(policy, self.approvals is not None)
         identities = build_identities(new.identities)
         gate = self.gate
         by_name = {lst.name: lst for lst in new.listeners}
@@ -378,7 +388,7 @@ class Server:
             log.error("rules.reload_failed", extra={"error": str(exc), "effect": "the previous policy stays in force"})
             return
         self._put_in_force(policy)
-        report_policy(policy)
+        report_policy(policy, self.approvals is not None)
         log.info("rules.reloaded", extra={"rules": len(policy.rules)})
 
     def _put_in_force(self, policy: Policy) -> None:
@@ -413,6 +423,8 @@ class Server:
                                            + sum(len(p.connections) for p in self.mysql_listeners)})
         await asyncio.gather(*(p.drain(DRAIN_TIMEOUT) for p in self.pg_listeners),
                              *(p.drain(DRAIN_TIMEOUT) for p in self.mysql_listeners))
+        if self.approvals is not None:
+            await self.approvals.close()
         await self.close_journal()
         log.info("server.stopped")
 
@@ -431,6 +443,29 @@ class Server:
                 raise config.error("store", f"cannot open the journal store {store.redacted()}: {exc}") from None
         self.journal_writer = await asyncio.to_thread(open_journal, config)
         return JournalLink(self.journal_writer, loop)
+
+    def _policy_holds(self) -> bool:
+        gate = self.policy_gate
+        return gate is not None and any(rule.action is Action.HOLD for rule in gate.policy.rules)
+
+    async def _open_approvals(self) -> ApprovalLink:
+        """The approval queue in the store (statements a `hold` rule matches wait in it); a
+        store that cannot hold it is a startup error naming the store."""
+        config = self.config
+        store = config.store
+        approvals = config.approvals
+        key = config.journal.hmac_key
+        link = ApprovalLink(
+            store.url, key=key.reveal().encode() if key else None, timeout=approvals.timeout,
+            retry_mode=approvals.mode is ApprovalMode.RETRY,
+            webhooks=[hook.reveal() for hook in approvals.webhooks],
+            redacted_url=store.redacted(), measure=None,
+        )
+        try:
+            await link.start()
+        except (StoreError, OSError) as exc:
+            raise config.error("store", f"cannot open the approval queue in {store.redacted()}: {exc}") from None
+        return link
 
     async def close_journal(self) -> None:
         """Commit what the sessions journaled, then stop the writer."""

@@ -32,7 +32,7 @@ from dbguard.journal.events import (
 from dbguard.journal.intent import intent_from_comment
 from dbguard.model import Decision, SessionInfo
 
-__all__ = ["NOT_RUN", "NO_RESULT", "SessionJournal"]
+__all__ = ["NOT_RUN", "NO_RESULT", "SessionJournal", "statement_text"]
 
 # The outcome's error_code for a statement that was forwarded but never ran, because an
 # earlier statement of the same batch failed (the server skipped it).
@@ -60,7 +60,7 @@ class _InFlight:
         self.done = False
 
 
-def _text(sql: bytes | str) -> str:
+def statement_text(sql: bytes | str) -> str:
     if isinstance(sql, str):
         return sql
     try:
@@ -125,6 +125,7 @@ class SessionJournal:
         parameters: Sequence[str | None] | None = None,
         forwarded: bool = True,
         absorbs: bool = False,
+        approval_id: str | None = None,
     ) -> int:
         """Record one statement (or one message of several) as decided; returns its number.
 
@@ -132,18 +133,24 @@ class SessionJournal:
         never runs). `absorbs`: several statements in one message, so every result and the
         first error until the cycle's end are this one's."""
         self.seq += 1
-        text = _text(sql)
+        text = statement_text(sql)
         intent = intent_from_comment(text) if text.rstrip(" \t\r\n;").endswith("*/") else None
         event = statement_from(
             self.session_id, self.seq, text, decision, decision.analysis,
             parameters=parameters, redact_parameters=self.redact_parameters,
-            intent=intent or self.intent or None,
+            intent=intent or self.intent or None, approval_id=approval_id or None,
         )
         self._events.append(event)
         self._write_ahead = True
         if forwarded:
             self._open.append(_InFlight(self.seq, event.time_us, absorbs))
         return self.seq
+
+    def statement_intent(self, sql: bytes | str) -> str:
+        """The intent a statement would be journaled with (its comment's, else the session's)."""
+        text = statement_text(sql)
+        found = intent_from_comment(text) if text.rstrip(" \t\r\n;").endswith("*/") else None
+        return found or self.intent
 
     def client_cycle_end(self) -> None:
         """The client closed a response cycle (a Query; a Sync; a MySQL command): the next

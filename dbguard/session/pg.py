@@ -18,6 +18,7 @@ Phases (legal transitions only; anything else is a protocol error answered with 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import secrets
@@ -33,7 +34,8 @@ from dbguard.model import (
     SessionInfo,
     StatementSource,
 )
-from dbguard.session.journal import SessionJournal
+from dbguard.session.holds import MAX_HELD_BEHIND_HOLD, HeldStatement, HoldResolved, HoldStatement
+from dbguard.session.journal import SessionJournal, statement_text
 from dbguard.session.pg_actions import (
     CancelTargets,
     Close,
@@ -150,6 +152,17 @@ class _Refusal:
 
 
 @dataclass(slots=True)
+class _Hold:
+    """A statement held for approval: `raw` is the message (a Query, or the Bind of a
+    prepared statement's execution) that goes upstream once approved; nothing the client sent
+    after it is decided before then."""
+
+    raw: bytes
+    held: HeldStatement
+    bind_prefix: bytes = b""  # a Bind's portal name (with its NUL): its refusal reuses it
+
+
+@dataclass(slots=True)
 class _Synthetic:
     """A response the proxy produces itself, released once every upstream response queued
     before it has arrived, so that pipelined clients see answers in order."""
@@ -243,6 +256,12 @@ class PgSession:
         # Named statements the current policy refuses (found when the policy was reloaded):
         # a Bind to one of them is refused in place.
         self._revoked: dict[bytes, Decision] = {}
+        # Approvals (session/holds.py): the statement held now, if any; the prepared
+        # statements (b"" = the unnamed one) whose every execution is held at its Bind; the
+        # "held for approval" notice waiting for the client stream to reach a message boundary.
+        self._hold: _Hold | None = None
+        self._held_names: set[bytes] = set()
+        self._hold_notice: bytes | None = None
 
     # ------------------------------------------------------------------ driver entry points
 
@@ -258,7 +277,7 @@ class PgSession:
         """
         if (self.phase is not Phase.READY or not self._client_scanner.at_boundary
                 or self._barrier_ahead is not None or self._barrier_at_sync or self._batch_refused
-                or self._revoked):
+                or self._revoked or self._held_names or self._hold is not None):
             return None
         end = len(data)
         pos = 0
@@ -370,7 +389,7 @@ class PgSession:
         ReadyForQuery (tracked here). False, with nothing changed, for anything else: a partial
         message, ParameterStatus, an error, COPY, or a synthetic answer falling due."""
         if (self.phase is not Phase.READY or not self._upstream_scanner.at_boundary
-                or self._refusals or self._barrier_ahead is not None):
+                or self._refusals or self._barrier_ahead is not None or self._hold_notice is not None):
             return False
         end = len(data)
         pos = 0
@@ -514,7 +533,8 @@ class PgSession:
     @property
     def busy(self) -> bool:
         """A statement is running: a response is still owed, or a COPY is in progress."""
-        return self.phase is Phase.READY and (bool(self._owed) or self.in_copy is not None)
+        return self.phase is Phase.READY and (bool(self._owed) or self.in_copy is not None
+                                              or self._hold is not None)
 
     @property
     def proxy_key(self) -> tuple[int, bytes] | None:
@@ -579,6 +599,9 @@ class PgSession:
             if journal is not None:
                 # Recorded in the cancelled session's journal, in order with its statements.
                 journal.cancelled(self.client_address)
+            hook = self._cancel_targets.on_cancel_of((request.process_id, request.secret_key))
+            if hook is not None:
+                hook()
             log.info("session.cancel_forwarded", extra={"client": self.client_address})
         else:
             log.info("session.cancel_unknown_key", extra={"client": self.client_address})
@@ -753,6 +776,10 @@ class PgSession:
     # ------------------------------------------------------------------ query cycle
 
     def _on_client_ready(self, out: list[SessionAction]) -> None:
+        if self._hold is not None:
+            if self._client_scanner.buffered > MAX_HELD_BEHIND_HOLD:
+                raise ProtocolViolation("too much data pipelined behind a statement held for approval")
+            return  # decided once the held statement is resolved
         if self._barrier_ahead is not None:
             if self._client_scanner.buffered > MAX_HELD_BEHIND_BARRIER:
                 raise ProtocolViolation("too much data pipelined behind a statement that changes parsing settings")
@@ -767,6 +794,10 @@ class PgSession:
                 query = m.decode_frontend(t, segment.payload)  # validates: one C string
                 assert isinstance(query, m.Query)
                 decision = self._decide(query.sql, StatementSource.SIMPLE_QUERY, "")
+                if self._held(decision):
+                    self._flush(forward, out)
+                    self._start_hold(_Hold(segment.raw, self._held_statement(query.sql, None, decision)), out)
+                    break
                 refused = self._refused(decision)
                 if refused:
                     self._refuse(decision, forward, _REFUSED_QUERY)
@@ -805,6 +836,7 @@ class PgSession:
                         self._remember_statement(payload[:name_end], sql, decision, types)
                     else:
                         self._unnamed = (sql, decision, types)
+                    self._note_held_name(payload[:name_end], decision)
                     if decision.barrier:
                         self._barrier_at_sync = True
             elif t == b"B":
@@ -813,6 +845,14 @@ class PgSession:
                 portal_end = segment.payload.index(b"\x00")
                 statement = segment.payload[portal_end + 1 : segment.payload.index(b"\x00", portal_end + 1)]
                 revoked = self._revoked.get(statement)
+                if statement in self._held_names and not self._batch_refused:
+                    known = self._named.get(statement) if statement else self._unnamed
+                    if known is not None:
+                        bound = bind_parameters(segment.payload)
+                        held = self._held_statement(known[0], render_parameters(bound, known[2]), known[1])
+                        self._flush(forward, out)
+                        self._start_hold(_Hold(segment.raw, held, segment.payload[: portal_end + 1]), out)
+                        break
                 if revoked is None:
                     forward.append(segment.raw)
                     if self.journal is not None and not self._batch_refused:
@@ -890,18 +930,123 @@ class PgSession:
                 self._revoked[name] = decision
             else:
                 self._named[name] = (sql, decision, types)
-        self._client_scanner.inspect = _CLIENT_INSPECT_JOURNALED if self._revoked else self._client_inspect
+            self._note_held_name(name, decision)
+        self._client_scanner.inspect = (_CLIENT_INSPECT_JOURNALED if self._revoked or self._held_names
+                                        else self._client_inspect)
 
     @staticmethod
     def _refused(decision: Decision) -> bool:
-        return decision.action is not Action.ALLOW and decision.enforced
+        """Refused in place (a hold is not: it waits for a person, see _start_hold)."""
+        return decision.action is Action.BLOCK and decision.enforced
 
-    def _refuse(self, decision: Decision, forward: list[bytes], replacement: bytes) -> None:
+    @staticmethod
+    def _held(decision: Decision) -> bool:
+        return decision.action is Action.HOLD and decision.enforced
+
+    # ------------------------------------------------------------------ holds (approvals)
+
+    def _held_statement(self, sql: bytes, parameters: tuple[str | None, ...] | None,
+                        decision: Decision) -> HeldStatement:
+        journal = self.journal
+        return HeldStatement(
+            sql=statement_text(sql), parameters=parameters, decision=decision,
+            statement_seq=journal.seq + 1 if journal is not None else None,
+            intent=journal.statement_intent(sql) if journal is not None else "",
+        )
+
+    def _start_hold(self, hold: _Hold, out: list[SessionAction]) -> None:
+        """Park `hold` until the driver calls hold_resolved(); nothing after it is decided."""
+        assert self.info is not None
+        self._hold = hold
+        out.append(HoldStatement(hold.held))
+        log.info("statement.held", extra={
+            "session": self.session_id, "identity": self.info.identity.name,
+            "rules": ",".join(hold.held.rule_ids),
+        })
+
+    def _note_held_name(self, name: bytes, decision: Decision) -> None:
+        """A prepared statement whose executions are held (each Bind is inspected)."""
+        if self._held(decision):
+            self._held_names.add(name)
+            self._client_scanner.inspect = _CLIENT_INSPECT_JOURNALED
+        else:
+            self._held_names.discard(name)
+
+    def hold_requested(self, approval_id: str) -> list[SessionAction]:
+        """Wait mode: the request exists; tell the client (NoticeResponse) as soon as the
+        stream to it is at a message boundary."""
+        out: list[SessionAction] = []
+        if self._hold is None or self.phase is not Phase.READY:
+            return out
+        rule = self._hold.held.rule_ids[0] if self._hold.held.rule_ids else ""
+        self._hold_notice = m.error_response(
+            "00000", f"dbguard: held for approval {approval_id}", severity="NOTICE",
+            detail=f"approval={approval_id} rule={rule}",
+            hint=f"A DBA decides with: dbguard approvals show {approval_id}", notice=True,
+        ).encode()
+        self._send_hold_notice(out)
+        return out
+
+    def _send_hold_notice(self, out: list[SessionAction]) -> None:
+        if self._hold_notice is not None and self._upstream_scanner.at_boundary:
+            out.append(SendClient(self._hold_notice))
+            self._hold_notice = None
+
+    def hold_resolved(self, resolution: HoldResolved) -> list[SessionAction]:
+        """The queue answered for the held statement: send it upstream once, or refuse it
+        (as a block is refused: the server's own state machine follows); then go on with
+        what the client sent behind it."""
+        out: list[SessionAction] = []
+        hold, self._hold = self._hold, None
+        self._hold_notice = None
+        if hold is None or self.phase is not Phase.READY:
+            return out
+        held = hold.held
+        journal = self.journal
+        simple = hold.raw[:1] == b"Q"
+        forward: list[bytes] = []
+        refusal = resolution.refusal
+        if resolution.run or refusal is None:
+            if journal is not None:
+                journal.statement(held.sql, held.decision, parameters=held.parameters, absorbs=simple,
+                                  approval_id=resolution.approval_id)
+            forward.append(hold.raw)
+        else:
+            if journal is not None:
+                journal.statement(held.sql, refusal, parameters=held.parameters, forwarded=False,
+                                  approval_id=resolution.approval_id or None)
+            replacement = _REFUSED_QUERY if simple else frame(
+                b"B", hold.bind_prefix + REFUSAL_TOKEN + b"\x00\x00\x00\x00\x00\x00\x00")
+            self._refuse(refusal, forward, replacement, resolution.sqlstate)
+        if simple:
+            self._owed.append(None)
+            if journal is not None:
+                journal.client_cycle_end()
+            if resolution.run and held.decision.barrier:
+                self._barrier_ahead = self._upstream_cycles_owed()
+        self._flush(forward, out)
+        try:
+            self._on_client_ready(out)
+        except ProtocolViolation as exc:
+            self._protocol_violation(str(exc), out)
+        return out
+
+    def hold_abandoned(self, reason: str) -> None:
+        """The session ends while a statement is held: journal it as never run."""
+        hold, self._hold = self._hold, None
+        if hold is None or self.journal is None:
+            return
+        held = hold.held
+        decision = dataclasses.replace(held.decision, reason=f"dbguard: the session ended while held ({reason})")
+        self.journal.statement(held.sql, decision, parameters=held.parameters, forwarded=False)
+
+    def _refuse(self, decision: Decision, forward: list[bytes], replacement: bytes,
+                sqlstate: str = _SQLSTATE_INSUFFICIENT_PRIVILEGE) -> None:
         """Send `replacement` (a statement that fails) in place of the refused one and
         remember to show the client dbguard's error instead of the server's."""
         assert self.info is not None
         error = m.error(
-            _SQLSTATE_INSUFFICIENT_PRIVILEGE,
+            sqlstate,
             decision.reason or "dbguard: statement refused",
             detail=" ".join(f"{key}={value}" for key, value in decision.details.items()) or None,
             hint=decision.hint or None,
@@ -1012,6 +1157,8 @@ class PgSession:
                     self._upstream_fatal_seen = True
         if chunks:
             out.append(SendClient(chunks[0] if len(chunks) == 1 else b"".join(chunks)))
+        if self._hold_notice is not None:
+            self._send_hold_notice(out)
 
     def _cycle_completed(self) -> None:
         refusals = self._refusals

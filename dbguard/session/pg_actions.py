@@ -8,10 +8,11 @@ driver executes them in that order.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from dbguard.model import Gate, Identity
+from dbguard.session.holds import HoldStatement
 from dbguard.session.journal import SessionJournal
 from dbguard.wire.pg.auth import ScramVerifier
 
@@ -91,7 +92,7 @@ class SessionStarted:
 
 SessionAction = (
     SendClient | SendUpstream | StartClientTls | ConnectUpstream | StartUpstreamTls
-    | ForwardCancel | Sleep | Close | SessionStarted
+    | ForwardCancel | Sleep | Close | SessionStarted | HoldStatement
 )
 
 
@@ -149,20 +150,29 @@ class CancelTargets:
     def __init__(self) -> None:
         self._targets: dict[tuple[int, bytes], tuple[ConnectUpstream, int, bytes]] = {}
         self._journals: dict[tuple[int, bytes], SessionJournal] = {}
+        self._hooks: dict[tuple[int, bytes], Callable[[], None]] = {}
 
     def register(self, proxy_key: tuple[int, bytes], target: ConnectUpstream, upstream_key: tuple[int, bytes],
-                 journal: SessionJournal | None = None) -> None:
+                 journal: SessionJournal | None = None, on_cancel: Callable[[], None] | None = None) -> None:
+        """`on_cancel`: called when a cancel for this session arrives (a statement held for
+        approval is not running upstream: the driver stops waiting for it)."""
         self._targets[proxy_key] = (target, upstream_key[0], upstream_key[1])
         if journal is not None:
             self._journals[proxy_key] = journal
+        if on_cancel is not None:
+            self._hooks[proxy_key] = on_cancel
 
     def unregister(self, proxy_key: tuple[int, bytes]) -> None:
         self._targets.pop(proxy_key, None)
         self._journals.pop(proxy_key, None)
+        self._hooks.pop(proxy_key, None)
 
     def journal_of(self, proxy_key: tuple[int, bytes]) -> SessionJournal | None:
         """The journal of the session a cancel key belongs to (its cancel is recorded there)."""
         return self._journals.get(proxy_key)
+
+    def on_cancel_of(self, proxy_key: tuple[int, bytes]) -> Callable[[], None] | None:
+        return self._hooks.get(proxy_key)
 
     def lookup(self, proxy_key: tuple[int, bytes]) -> tuple[ConnectUpstream, int, bytes] | None:
         return self._targets.get(proxy_key)

@@ -19,7 +19,7 @@ from tests.integration.harness import REPO_ROOT
 pytestmark = pytest.mark.integration
 
 
-def test_walkthrough_shows_allow_and_block() -> None:
+def test_walkthrough_shows_allow_hold_and_block() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "dbguard", "demo", "--walkthrough", "--port", "0"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, check=False,
@@ -31,8 +31,9 @@ def test_walkthrough_shows_allow_and_block() -> None:
     assert "blocked by rule no-drop-truncate" in out
     assert "blocked by rule no-unbounded-writes" in out
     assert "blocked by rule agents-no-server-access" in out
-    assert "blocked by rule agents-hold-writes" in out
-    assert "DELETE 1" in out  # the scratch table is the agent's to change
+    assert "NOTICE: dbguard: held for approval ap_" in out  # the agent's delete waits for a DBA…
+    assert "dbguard approvals approve ap_" in out  # …who approves it, and it runs
+    assert out.count("DELETE 1") == 2  # that one, and the scratch table, which is the agent's to change
     # The same session, replayed from the journal the proxy wrote before each statement ran.
     assert "the journal: the same session, as recorded" in out
     assert "[BLOCK no-drop-truncate] DROP TABLE orders" in out

@@ -170,11 +170,22 @@ def test_reload_applies_to_open_sessions(policy: Policy, tmp_path: Path) -> None
 def test_hold_is_refused_while_approvals_are_unavailable(policy: Policy) -> None:
     _, gate = open_gate(policy)
     decision = gate.decide(b"UPDATE t SET a = 1 WHERE id = 2", P, "")
-    assert decision.action is Action.HOLD
+    assert decision.action is Action.BLOCK
+    assert decision.details["action"] == "hold"
     assert decision.enforced
     assert decision.reason.startswith("dbguard: blocked by rule hold-updates: ")
     assert "approvals are not enabled" in decision.reason
     assert decision.details["approval"] == "unavailable"
+
+
+def test_hold_is_a_hold_when_the_runtime_has_an_approval_queue(policy: Policy) -> None:
+    policy_gate, gate = open_gate(policy)
+    policy_gate.holds_enabled = True
+    decision = gate.decide(b"UPDATE t SET a = 1 WHERE id = 2", P, "")
+    assert decision.action is Action.HOLD
+    assert decision.enforced
+    assert decision.reason.startswith("dbguard: held by rule hold-updates")
+    assert decision.details["action"] == "hold"
 
 
 @pytest.mark.parametrize("sql", [
