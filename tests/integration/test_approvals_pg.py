@@ -398,3 +398,22 @@ def test_cancelling_a_held_statement_fails_it_as_cancelled_and_expires_the_reque
     assert (shown["status"], shown["reason"]) == ("expired", "the client cancelled it")
     assert approve(proxy, request["id"]).returncode == 1
     assert 23 in rows(pg_server)
+
+
+def test_two_proxies_share_one_queue_in_a_postgresql_store(
+        pg_server: ThrowawayPostgres, fresh_pg_server: ThrowawayPostgres, proxy_factory: ProxyFactory,
+        tmp_path: Path, orders: None) -> None:
+    """The session waits on one proxy; the DBA decides through the other's configuration; the
+    waiting proxy is woken by NOTIFY from the shared store."""
+    store = f"store: {fresh_pg_server.superuser_dsn()}\n"
+    first = holding_proxy(pg_server, proxy_factory, tmp_path, extra_yaml=store)
+    second = holding_proxy(pg_server, proxy_factory, tmp_path, extra_yaml=store)
+    with psycopg.connect(first.dsn("copilot"), autocommit=True) as conn:
+        held = Background(lambda: conn.execute(f"DELETE FROM {TABLE} WHERE id = 25").rowcount)
+        [request] = pending(second)  # the other proxy's view of the queue
+        assert request["listener"] == "app-pg"
+        started = time.monotonic()
+        assert approve(second, request["id"]).returncode == 0
+        assert held.wait() == 1
+        assert time.monotonic() - started < 10
+    assert 25 not in rows(pg_server)
