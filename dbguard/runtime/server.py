@@ -35,6 +35,7 @@ from dbguard.journal import ChainHasher, JournalUnavailable, JournalWriter, Stor
 from dbguard.model import Action, Gate, Identity, IdentityKind
 from dbguard.policy.gate import MysqlPolicyGate, PolicyGate
 from dbguard.policy.rules import Policy, load_policy
+from dbguard.runtime import blast_radius
 from dbguard.runtime.approval_link import ApprovalLink
 from dbguard.runtime.journal_link import EventSink, JournalLink
 from dbguard.runtime.loop_journal import LoopJournal
@@ -459,7 +460,7 @@ class Server:
             store.url, key=key.reveal().encode() if key else None, timeout=approvals.timeout,
             retry_mode=approvals.mode is ApprovalMode.RETRY,
             webhooks=[hook.reveal() for hook in approvals.webhooks],
-            redacted_url=store.redacted(), measure=None,
+            redacted_url=store.redacted(), measure=blast_radius.measure,
         )
         try:
             await link.start()

@@ -150,6 +150,10 @@ def test_psql_is_held_told_the_id_and_gets_its_result_once_a_dba_approves(
         assert request["identity"] == "copilot"
         assert request["sql"] == f"DELETE FROM {TABLE} WHERE id <= 3"
         assert request["rule_ids"] == ["hold-agent-deletes"]
+        assert request["tables"] == [f"public.{TABLE}"]
+        # The preview ran the DELETE in a rolled-back transaction of its own: 3 rows, none gone.
+        assert request["blast_radius"]["exact_rows"] == 3
+        assert request["blast_radius"]["estimated_rows"] is not None
         assert psql.poll() is None, "psql waits while a person decides"
         assert rows(pg_server)[:3] == [1, 2, 3], "nothing ran before the approval"
         decided = approve(proxy, request["id"])
