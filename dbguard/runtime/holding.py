@@ -73,17 +73,19 @@ class HoldRunner:
         if not self.connection.closed:
             self.connection.hold_resolved(resolution)
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> bool:
         """The client cancelled the held statement (PostgreSQL CancelRequest): stop waiting,
-        expire the request, and fail the statement as a cancelled one."""
+        expire the request, and fail the statement as a cancelled one. False when nothing
+        was held."""
         task, self._task = self._task, None
         if task is None or task.done():
-            return
+            return False
         task.cancel(CANCELLED)
         refusal = Decision(Action.HOLD, reason="canceling statement due to user request",
                            details={"status": "cancelled"})
         asyncio.get_running_loop().call_soon(
             self._resolve, HoldResolved("", run=False, refusal=refusal, sqlstate="57014"))
+        return True
 
     def stop(self) -> bool:
         """The connection ends: stop waiting (the queue expires the request). True when a

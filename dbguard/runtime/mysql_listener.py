@@ -1,7 +1,8 @@
 """asyncio driver for MySQL/MariaDB listeners: sockets, client and upstream TLS, backpressure, timeouts.
 
 Owns: accepting client connections, opening upstream connections, executing the actions a
-`session.mysql.MysqlSession` returns, and the bookkeeping of live connections for draining.
+`session.mysql.MysqlSession` returns (a statement held for approval waits in the connection's
+`runtime.holding.HoldRunner`), and the bookkeeping of live connections for draining.
 Must not contain protocol logic: every decision about bytes is the session's.
 
 TLS towards clients (listener `tls:`): the session announces CLIENT_SSL and, on an SSLRequest,
@@ -25,6 +26,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
 from dbguard.runtime.approval_link import ApprovalLink
+from dbguard.runtime.holding import HoldRunner
 from dbguard.runtime.journal_link import JOURNAL_REFUSAL, EventSink, WriteAheadGate
 from dbguard.runtime.pg_listener import (
     IDLE_CHECKS,
@@ -36,6 +38,7 @@ from dbguard.runtime.pg_listener import (
 )
 from dbguard.runtime.tls import ClientTls, upstream_tls_context
 from dbguard.runtime.tls_memory import MemoryTls, TlsFailure
+from dbguard.session.holds import HoldResolved, HoldStatement
 from dbguard.session.journal import SessionJournal
 from dbguard.session.mysql import MysqlSession, Phase
 from dbguard.session.mysql_actions import MysqlListenerSettings, MysqlSessionAction, MysqlStartClientTls
@@ -118,6 +121,8 @@ class MysqlConnection(asyncio.Protocol):
         # Write-ahead (docs/journal.md): upstream bytes wait in the gate while the journal
         # events they depend on are made durable.
         self.write_ahead = WriteAheadGate(self, listener.journal_link)
+        # Statements held for approval wait here, off the loop's hot path (runtime.holding).
+        self.holds = HoldRunner(self, listener.approvals)
 
     # ---------------------------------------------------------------- client transport events
 
@@ -298,6 +303,14 @@ class MysqlConnection(asyncio.Protocol):
     def refuse_unjournaled(self) -> None:
         self.execute(self.session.journal_refused(JOURNAL_REFUSAL))
 
+    # ---------------------------------------------------------------- approvals (runtime.holding)
+
+    def hold_requested(self, approval_id: str) -> None:
+        self.execute(self.session.hold_requested(approval_id))  # MySQL has no notice: nothing to send
+
+    def hold_resolved(self, resolution: HoldResolved) -> None:
+        self.execute(self.session.hold_resolved(resolution))
+
     # ---------------------------------------------------------------- timers
 
     def _arm_idle_clock(self) -> None:
@@ -363,6 +376,9 @@ class MysqlConnection(asyncio.Protocol):
                     self.upstream.pause_reading()
                 self._spawn(self._start_upstream_tls(action), list(actions[index + 1 :]))
                 return
+            elif isinstance(action, HoldStatement):
+                assert self.session.info is not None
+                self.holds.start(self.session.info, action.held, self.listener.settings.upstream)
         if self._startup_timer is not None and self.session.phase is Phase.READY:
             self._startup_timer.cancel()
             self._startup_timer = None
@@ -462,6 +478,8 @@ class MysqlConnection(asyncio.Protocol):
             if self.session.info is not None:
                 reason = self.session.close_reason or "closed"
                 log.info("session.end", extra={"session": self.session.session_id, "reason": reason})
+                self.holds.stop()
+                self.session.hold_abandoned(reason)
                 if self.session.journal is not None:
                     self.session.journal.ended(reason)
                     self.write_ahead.submit()

@@ -20,12 +20,14 @@ import dataclasses
 from dataclasses import dataclass
 
 from dbguard.model import Action, Decision
+from dbguard.session.journal import SessionJournal
 
 __all__ = [
     "MAX_HELD_BEHIND_HOLD",
     "HeldStatement",
     "HoldResolved",
     "HoldStatement",
+    "journal_abandoned",
     "refusal_for",
 ]
 
@@ -95,3 +97,11 @@ def refusal_for(held: HeldStatement, approval_id: str, status: str, message: str
     details["status"] = status
     return dataclasses.replace(held.decision, action=Action.HOLD, reason=message, details=details,
                                hint=hint, enforced=True)
+
+
+def journal_abandoned(journal: SessionJournal | None, held: HeldStatement, reason: str) -> None:
+    """The session ends while `held` waits: journal it as a statement that never ran."""
+    if journal is None:
+        return
+    decision = dataclasses.replace(held.decision, reason=f"dbguard: the session ended while held ({reason})")
+    journal.statement(held.sql, decision, parameters=held.parameters, forwarded=False)

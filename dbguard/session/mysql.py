@@ -28,6 +28,12 @@ Phases (legal transitions only; anything else closes the connection with an ERR 
     READY --COM_CHANGE_USER--> CLIENT_AUTH (against dbguard identities) -> READY (upstream
       session reset with COM_RESET_CONNECTION [+ COM_INIT_DB], gate reopened) | CLOSED (1045)
 
+Held for approval (docs/approvals.md, `session.holds`): a COM_QUERY (a multi-statement one as a
+whole), a COM_PROCESS_KILL, or a COM_STMT_EXECUTE of a statement prepared under a `hold`
+decision (its COM_STMT_PREPARE goes through: preparing runs nothing) is parked: nothing goes
+upstream, the driver is asked to hold it (`HoldStatement`), and no further command is taken
+until `hold_resolved()`; then the very same packet goes upstream, or the client gets ERR 1227.
+
 Refused in the command phase (ERR, the session continues): statements the gate refuses
 (1227 / 42000), a KILL (statement or COM_PROCESS_KILL) of another identity's session (1094,
 `session.mysql_kill`, which also maps the connection ids clients know to the server's),
@@ -44,6 +50,7 @@ change how later ones are read.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import re
@@ -52,7 +59,14 @@ import uuid
 from dataclasses import dataclass
 
 from dbguard.model import Action, Decision, Identity, SessionGate, SessionInfo, StatementSource
-from dbguard.session.journal import SessionJournal
+from dbguard.session.holds import (
+    MAX_HELD_BEHIND_HOLD,
+    HeldStatement,
+    HoldResolved,
+    HoldStatement,
+    journal_abandoned,
+)
+from dbguard.session.journal import SessionJournal, statement_text
 from dbguard.session.mysql_actions import (
     DEFAULT_SERVER_VERSION,
     MysqlIdentityEntry,
@@ -129,6 +143,7 @@ ER_SERVER_SHUTDOWN = 1053  # 08S01
 ER_INSECURE_TRANSPORT = 3159  # HY000
 ER_NOT_SUPPORTED = 1235  # 42000
 ER_UNKNOWN_ERROR = 1105  # HY000: the statement's journal event could not be stored
+ER_QUERY_INTERRUPTED = 1317  # 70100: a held statement cancelled (PostgreSQL's 57014)
 _S_PROTOCOL = "08S01"
 
 # Hot path constants (plain ints: no enum or flag operation per packet).
@@ -263,9 +278,14 @@ def refusal_message(decision: Decision) -> str:
 
 
 def _runs(decision: Decision) -> bool:
-    """The statement goes upstream: allowed, or refused by an observe-only rule. A hold the
-    session cannot wait for here is refused (fail closed)."""
+    """The statement goes upstream now: allowed, or refused by an observe-only rule (a hold
+    waits for a person first: `_held`)."""
     return decision.action is Action.ALLOW or not decision.enforced
+
+
+def _held(decision: Decision) -> bool:
+    """A `hold` rule parks the statement until a person decides (session.holds)."""
+    return decision.action is Action.HOLD and decision.enforced
 
 
 @dataclass(slots=True)
@@ -280,6 +300,16 @@ class PreparedStatement:
     # again), and bytes sent per parameter by COM_STMT_SEND_LONG_DATA since then.
     types: tuple[tuple[int, bool], ...] | None = None
     long_data: dict[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    """A command parked until the approval queue answers: the client's very packet (sent
+    upstream as it came once approved) and what the queue is asked about."""
+
+    packet: Packet
+    held: HeldStatement
+    prepared: PreparedStatement | None = None  # COM_STMT_EXECUTE: the statement it executes
 
 
 class MysqlSession:
@@ -333,6 +363,9 @@ class MysqlSession:
         # The journal (docs/journal.md); the driver takes its events after every call.
         self.journal: SessionJournal | None = SessionJournal(
             self.session_id, redact_parameters=settings.redact_parameters) if settings.journal else None
+        # Approvals (session/holds.py): the command held now, if any; nothing after it is taken
+        # from the client until `hold_resolved()`.
+        self._hold: _Hold | None = None
 
     # ------------------------------------------------------------------ driver events
 
@@ -358,9 +391,10 @@ class MysqlSession:
         a COM_STMT_EXECUTE of a statement prepared through this session whose decision is a plain
         allow, or a COM_QUERY the gate plainly allows (no barrier). False for anything else (a
         partial packet, a second command pipelined behind the first, another command, a refusal,
-        a barrier, an unknown statement id, a response still coming), with nothing changed but,
-        for a COM_QUERY, the decision taken, which `client_data()` then uses."""
-        if self.phase is not Phase.READY or self._response is not None:
+        a barrier, an unknown statement id, a response still coming, a command held for approval,
+        a statement to hold), with nothing changed but, for a COM_QUERY, the decision taken,
+        which `client_data()` then uses."""
+        if self.phase is not Phase.READY or self._response is not None or self._hold is not None:
             return False
         n = len(data)
         length = n - 4
@@ -631,7 +665,7 @@ class MysqlSession:
         if self.phase is Phase.CLOSED:
             return out
         quitting = self._response is not None and self._response.command == m.Command.QUIT
-        busy = self._response is not None or self.phase is not Phase.READY
+        busy = self._response is not None or self._hold is not None or self.phase is not Phase.READY
         error = None if quitting or not busy else self._err(
             ER_SERVER_SHUTDOWN, _S_PROTOCOL, "dbguard: the upstream server closed the connection")
         self._close(out, "upstream closed", error)
@@ -647,8 +681,9 @@ class MysqlSession:
 
     @property
     def busy(self) -> bool:
-        """A command's response is still being relayed."""
-        return self._response is not None
+        """A command's response is still being relayed, or a command is held for approval
+        (the idle timeout must not fire while a person decides; a drain waits for it)."""
+        return self._response is not None or self._hold is not None
 
     # ------------------------------------------------------------------ helpers
 
@@ -689,6 +724,11 @@ class MysqlSession:
 
     def _drain_client(self, out: list[MysqlSessionAction]) -> None:
         while self.phase is not Phase.CLOSED:
+            if self._hold is not None:
+                # What the client pipelined waits, bounded, until the held command is resolved.
+                if self._client.buffered > MAX_HELD_BEHIND_HOLD:
+                    raise ProtocolViolation("too much data pipelined behind a statement held for approval")
+                return
             if self.phase is Phase.READY and self._response is not None and \
                     self._response.mode is not _Mode.INFILE_UPLOAD:
                 return  # held until the current response is complete
@@ -951,7 +991,11 @@ class MysqlSession:
             source = StatementSource.SIMPLE_QUERY if cmd == m.Command.QUERY else StatementSource.PARSE
             decided, self._decided = self._decided, None
             decision = decided if decided is not None and cmd == m.Command.QUERY else self._decide(sql, source)
-            if not _runs(decision):
+            if cmd == m.Command.QUERY and _held(decision):
+                self._start_hold(_Hold(packet, self._held_statement(sql, None, decision)), out)
+                return
+            # A statement whose executions are held is prepared: preparing runs nothing.
+            if not _runs(decision) and not _held(decision):
                 log.info("session.refused", extra={"session": self.session_id, "rules": decision.rule_ids})
                 self._refuse(out, ER_SPECIFIC_ACCESS_DENIED, "42000", refusal_message(decision))
                 if self.journal is not None:  # answered here: no server cycle, no outcome
@@ -961,27 +1005,7 @@ class MysqlSession:
                 self._refuse(out, ER_MAX_PREPARED_STMT_COUNT, "42000",
                              "dbguard: too many prepared statements in this session")
                 return
-            text = sql
-            if cmd == m.Command.QUERY and (request := parse_kill(sql)) is not None:
-                target = self._kill_target(request)
-                if target is None:
-                    message = f"Unknown thread id: {request.thread_id}"
-                    self._refuse(out, ER_NO_SUCH_THREAD, "HY000", message)
-                    self._journal_answered(sql, decision, ER_NO_SUCH_THREAD, message)
-                    return
-                self._journal_kill(target)
-                if target != request.thread_id:  # a dbguard connection id: the server's thread instead
-                    sql = request.statement(target)
-                    packet = Packet(packet.sequence_id, bytes((code,)) + sql, packet.next_sequence_id)
-            mode = _Mode.FIRST if cmd == m.Command.QUERY else _Mode.SINGLE
-            self._response = _Response(code, mode, sql=sql, decision=decision,
-                                       allowed_infile=cmd == m.Command.QUERY and _names_local_infile(sql))
-            if self.journal is not None and cmd == m.Command.QUERY:
-                # The text as the client sent it (a KILL's id as the client knows it).
-                self.journal.statement(text, decision, absorbs=True)
-                self.journal.client_cycle_end()
-                self._response.journaled = True
-            self._forward(packet, out)
+            self._send_text(packet, decision, out)
             return
         if cmd in (m.Command.STMT_EXECUTE, m.Command.STMT_FETCH, m.Command.STMT_RESET,
                    m.Command.STMT_CLOSE, m.Command.STMT_SEND_LONG_DATA):
@@ -998,28 +1022,33 @@ class MysqlSession:
             prepared = self.statements[stmt_id]
             if cmd == m.Command.STMT_CLOSE:
                 del self.statements[stmt_id]
+            elif cmd == m.Command.STMT_EXECUTE and _held(prepared.decision):
+                # Each execution is held, with its parameters; the statement stays prepared.
+                held = self._held_statement(prepared.sql, self._held_parameters(prepared, payload),
+                                            prepared.decision)
+                self._start_hold(_Hold(packet, held, prepared), out)
+                return
             elif cmd == m.Command.STMT_EXECUTE and not _runs(prepared.decision):
                 # Prepared under an earlier policy that the reloaded one refuses (`revalidate`).
                 self._refuse(out, ER_SPECIFIC_ACCESS_DENIED, "42000", refusal_message(prepared.decision))
                 self._journal_execute(prepared, payload, forwarded=False)
                 return
+            elif cmd == m.Command.STMT_EXECUTE:
+                self._send_execute(packet, prepared, prepared.decision, out)
+                return
             self._forward(packet, out)
             if cmd in (m.Command.STMT_CLOSE, m.Command.STMT_SEND_LONG_DATA):
-                if cmd == m.Command.STMT_SEND_LONG_DATA and self.journal is not None and len(payload) >= 7:
+                # Bytes per parameter, for the journal and for held executions' parameters.
+                if cmd == m.Command.STMT_SEND_LONG_DATA and len(payload) >= 7 and (
+                        self.journal is not None or _held(prepared.decision)):
                     index = int.from_bytes(payload[5:7], "little")
                     sent = prepared.long_data if prepared.long_data is not None else {}
                     sent[index] = sent.get(index, 0) + len(payload) - 7
                     prepared.long_data = sent
                 self._client.expect(0)
                 return
-            mode = {m.Command.STMT_EXECUTE: _Mode.FIRST, m.Command.STMT_FETCH: _Mode.ROWS}.get(cmd, _Mode.SINGLE)
-            # EXECUTE carries its statement's decision: a prepared SET or USE is a barrier too.
-            self._response = _Response(code, mode, decision=prepared.decision
-                                       if cmd == m.Command.STMT_EXECUTE else None)
-            if cmd == m.Command.STMT_EXECUTE and self.journal is not None:
-                self._journal_execute(prepared, payload, forwarded=True)
-                self._response.journaled = True
-            elif cmd == m.Command.STMT_RESET:
+            self._response = _Response(code, _Mode.ROWS if cmd == m.Command.STMT_FETCH else _Mode.SINGLE)
+            if cmd == m.Command.STMT_RESET:
                 prepared.long_data = None
             return
         if cmd == m.Command.PROCESS_KILL:
@@ -1046,6 +1075,125 @@ class MysqlSession:
             return
         self._refuse(out, ER_NOT_SUPPORTED, "42000", f"dbguard: {cmd.name} is not allowed through the proxy")
 
+    def _send_text(self, packet: Packet, decision: Decision, out: list[MysqlSessionAction],
+                   approval_id: str | None = None) -> None:
+        """Send an allowed (or approved: `approval_id`) COM_QUERY or COM_STMT_PREPARE upstream
+        and track its response (a KILL's thread id mapped, session.mysql_kill)."""
+        code = packet.payload[0]
+        query = code == m.Command.QUERY
+        sql = text = packet.payload[1:]
+        if query and (request := parse_kill(sql)) is not None:
+            target = self._kill_target(request)
+            if target is None:
+                message = f"Unknown thread id: {request.thread_id}"
+                self._refuse(out, ER_NO_SUCH_THREAD, "HY000", message)
+                self._journal_answered(sql, decision, ER_NO_SUCH_THREAD, message, approval_id)
+                return
+            self._journal_kill(target)
+            if target != request.thread_id:  # a dbguard connection id: the server's thread instead
+                sql = request.statement(target)
+                packet = Packet(packet.sequence_id, bytes((code,)) + sql, packet.next_sequence_id)
+        self._response = _Response(code, _Mode.FIRST if query else _Mode.SINGLE, sql=sql, decision=decision,
+                                   allowed_infile=query and _names_local_infile(sql))
+        if self.journal is not None and query:
+            # The text as the client sent it (a KILL's id as the client knows it).
+            self.journal.statement(text, decision, absorbs=True, approval_id=approval_id)
+            self.journal.client_cycle_end()
+            self._response.journaled = True
+        self._forward(packet, out)
+
+    def _send_execute(self, packet: Packet, prepared: PreparedStatement, decision: Decision,
+                      out: list[MysqlSessionAction], approval_id: str | None = None) -> None:
+        """Send an allowed (or approved: `approval_id`) COM_STMT_EXECUTE upstream; its response
+        carries the statement's decision (a prepared SET or USE is a barrier too)."""
+        self._forward(packet, out)
+        self._response = _Response(packet.payload[0], _Mode.FIRST, decision=decision)
+        if self.journal is not None:
+            self._journal_execute(prepared, packet.payload, forwarded=True, decision=decision,
+                                  approval_id=approval_id)
+            self._response.journaled = True
+        elif _held(decision):  # the server's view, for reading the next held execution's parameters
+            with contextlib.suppress(ProtocolViolation):  # unreadable: the server will say so
+                _, prepared.types = execute_parameters(packet.payload, prepared.params, prepared.types,
+                                                       prepared.long_data)
+            prepared.long_data = None
+
+    # ------------------------------------------------------------------ holds (approvals)
+
+    def _held_statement(self, sql: bytes, parameters: tuple[str | None, ...] | None,
+                        decision: Decision) -> HeldStatement:
+        journal = self.journal
+        return HeldStatement(
+            sql=statement_text(sql), parameters=parameters, decision=decision,
+            statement_seq=journal.seq + 1 if journal is not None else None,
+            intent=journal.statement_intent(sql) if journal is not None else "",
+        )
+
+    @staticmethod
+    def _held_parameters(prepared: PreparedStatement, payload: bytes) -> tuple[str | None, ...] | None:
+        """A held execution's parameters as text (as the journal renders them); None when the
+        packet cannot be read (the server will say so if it is approved)."""
+        try:
+            params, _ = execute_parameters(payload, prepared.params, prepared.types, prepared.long_data)
+        except ProtocolViolation:
+            return None
+        return params or None
+
+    def _start_hold(self, hold: _Hold, out: list[MysqlSessionAction]) -> None:
+        """Park `hold` until the driver calls hold_resolved(); no command is taken meanwhile."""
+        assert self.info is not None
+        self._hold = hold
+        out.append(HoldStatement(hold.held))
+        log.info("statement.held", extra={
+            "session": self.session_id, "identity": self.info.identity.name,
+            "rules": ",".join(hold.held.rule_ids),
+        })
+
+    def hold_requested(self, approval_id: str) -> list[MysqlSessionAction]:
+        """Wait mode: the request exists. MySQL has no notices: the client just waits."""
+        return []
+
+    def hold_resolved(self, resolution: HoldResolved) -> list[MysqlSessionAction]:
+        """The queue answered for the held command: send the very same packet upstream once,
+        or answer it with ERR 1227 (as a block is answered); then go on with what the client
+        sent behind it."""
+        out: list[MysqlSessionAction] = []
+        hold, self._hold = self._hold, None
+        if hold is None or self.phase is not Phase.READY:
+            return out
+        held, packet = hold.held, hold.packet
+        self._client_seq = packet.next_sequence_id  # our answer follows the client's command
+        refusal = resolution.refusal
+        try:
+            if resolution.run or refusal is None:
+                approval_id = resolution.approval_id or None
+                if hold.prepared is not None:
+                    self._send_execute(packet, hold.prepared, held.decision, out, approval_id)
+                elif packet.payload[0] == m.Command.PROCESS_KILL:
+                    self._send_process_kill(packet, held.decision, out, approval_id)
+                else:
+                    self._send_text(packet, held.decision, out, approval_id)
+            else:
+                log.info("session.hold_refused", extra={"session": self.session_id,
+                                                        "approval": resolution.approval_id})
+                if resolution.sqlstate == "57014":  # cancelled
+                    self._refuse(out, ER_QUERY_INTERRUPTED, "70100", refusal_message(refusal))
+                else:
+                    self._refuse(out, ER_SPECIFIC_ACCESS_DENIED, "42000", refusal_message(refusal))
+                if self.journal is not None:  # answered here: no server cycle, no outcome
+                    self.journal.statement(held.sql, refusal, parameters=held.parameters, forwarded=False,
+                                           approval_id=resolution.approval_id or None)
+            self._drain_client(out)
+        except ProtocolViolation as exc:
+            self._protocol_error(out, str(exc))
+        return out
+
+    def hold_abandoned(self, reason: str) -> None:
+        """The session ends while a command is held: journal it as never run."""
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            journal_abandoned(self.journal, hold.held, reason)
+
     def _kill_target(self, request: KillRequest) -> int | None:
         """The server thread a KILL of this session's identity may end (session.mysql_kill)."""
         if self._kills is None:
@@ -1056,37 +1204,46 @@ class MysqlSession:
     def _process_kill(self, packet: Packet, out: list[MysqlSessionAction]) -> None:
         """COM_PROCESS_KILL: decided by policy as the `KILL CONNECTION <id>` it means, the id
         mapped as for the statement, then sent upstream with the server's thread id."""
-        if len(packet.payload) != 5:
-            raise ProtocolViolation("COM_PROCESS_KILL: the payload is not a 4-byte id")
-        request = KillRequest(b"CONNECTION", int.from_bytes(packet.payload[1:5], "little"))
+        request = _process_kill_request(packet)
         text = request.statement(request.thread_id)
         decision = self._decide(text, StatementSource.SIMPLE_QUERY)
+        if _held(decision):
+            self._start_hold(_Hold(packet, self._held_statement(text, None, decision)), out)
+            return
         if not _runs(decision):
             self._refuse(out, ER_SPECIFIC_ACCESS_DENIED, "42000", refusal_message(decision))
             if self.journal is not None:
                 self.journal.statement(text, decision, forwarded=False)
             return
+        self._send_process_kill(packet, decision, out)
+
+    def _send_process_kill(self, packet: Packet, decision: Decision, out: list[MysqlSessionAction],
+                           approval_id: str | None = None) -> None:
+        """An allowed (or approved: `approval_id`) COM_PROCESS_KILL, sent with the server's id."""
+        request = _process_kill_request(packet)
+        text = request.statement(request.thread_id)
         target = self._kill_target(request)
         if target is None:
             message = f"Unknown thread id: {request.thread_id}"
             self._refuse(out, ER_NO_SUCH_THREAD, "HY000", message)
-            self._journal_answered(text, decision, ER_NO_SUCH_THREAD, message)
+            self._journal_answered(text, decision, ER_NO_SUCH_THREAD, message, approval_id)
             return
         self._journal_kill(target)
         self._forward(Packet(packet.sequence_id, m.ComProcessKill(target).encode(), packet.next_sequence_id), out)
         self._response = _Response(packet.payload[0], _Mode.SINGLE, decision=decision)
         if self.journal is not None:
-            self.journal.statement(text, decision)
+            self.journal.statement(text, decision, approval_id=approval_id)
             self.journal.client_cycle_end()
             self._response.journaled = True
 
-    def _journal_answered(self, sql: bytes, decision: Decision, errno: int, message: str) -> None:
+    def _journal_answered(self, sql: bytes, decision: Decision, errno: int, message: str,
+                          approval_id: str | None = None) -> None:
         """An allowed statement that dbguard answered with an error itself (KILL of a thread
         out of reach): journaled with that error as its outcome."""
         journal = self.journal
         if journal is None:
             return
-        journal.statement(sql, decision)
+        journal.statement(sql, decision, approval_id=approval_id)
         journal.client_cycle_end()
         journal.error(str(errno), message)
         journal.server_cycle_end()
@@ -1100,8 +1257,10 @@ class MysqlSession:
         if target is not None and target is not self.journal:
             target.cancelled(self.client_address)
 
-    def _journal_execute(self, prepared: PreparedStatement, payload: bytes, *, forwarded: bool) -> None:
-        """One execution of a prepared statement, with its parameters as text."""
+    def _journal_execute(self, prepared: PreparedStatement, payload: bytes, *, forwarded: bool,
+                         decision: Decision | None = None, approval_id: str | None = None) -> None:
+        """One execution of a prepared statement, with its parameters as text (`decision`:
+        the one it runs under, if not the statement's own; `approval_id`: it was held)."""
         journal = self.journal
         if journal is None:
             return
@@ -1115,7 +1274,8 @@ class MysqlSession:
                 prepared.types = types
         if forwarded:
             prepared.long_data = None
-        journal.statement(prepared.sql, prepared.decision, parameters=params or None, forwarded=forwarded)
+        journal.statement(prepared.sql, prepared.decision if decision is None else decision,
+                          parameters=params or None, forwarded=forwarded, approval_id=approval_id)
         if forwarded:
             journal.client_cycle_end()
 
@@ -1391,6 +1551,13 @@ class MysqlSession:
     def _more_results(self, status: m.ServerStatus) -> bool:
         self.server_status = status
         return bool(status & m.ServerStatus.MORE_RESULTS_EXISTS)
+
+
+def _process_kill_request(packet: Packet) -> KillRequest:
+    """COM_PROCESS_KILL as the `KILL CONNECTION <id>` it means."""
+    if len(packet.payload) != 5:
+        raise ProtocolViolation("COM_PROCESS_KILL: the payload is not a 4-byte id")
+    return KillRequest(b"CONNECTION", int.from_bytes(packet.payload[1:5], "little"))
 
 
 def _frame(payload: bytes, seq: int) -> bytes:

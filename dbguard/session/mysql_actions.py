@@ -4,8 +4,8 @@ Owns: the listener settings of a `protocol: mysql` listener as the sans-IO sessi
 (`session.mysql`) needs them (identities with their MySQL verifiers, the upstream DSN, the
 gate, the RSA key for caching_sha2_password full authentication, TLS availability), and
 `MysqlStartClientTls`. Every other action is the shared vocabulary of `session.pg_actions`
-(SendClient, SendUpstream, ConnectUpstream, StartUpstreamTls, Sleep, Close), which the
-driver executes in order exactly as for PostgreSQL.
+(SendClient, SendUpstream, ConnectUpstream, StartUpstreamTls, Sleep, Close) and of
+`session.holds` (HoldStatement), which the driver executes in order exactly as for PostgreSQL.
 
 Must not touch: I/O, the PostgreSQL settings (it only re-uses their action types).
 """
@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dbguard.model import Gate, Identity
+from dbguard.session.holds import HoldStatement
 from dbguard.session.pg_actions import (
     Close,
     ConnectUpstream,
@@ -89,4 +90,5 @@ class MysqlListenerSettings:
 
 MysqlSessionAction = (
     SendClient | SendUpstream | MysqlStartClientTls | ConnectUpstream | StartUpstreamTls | Sleep | Close
+    | HoldStatement
 )

@@ -18,7 +18,6 @@ Phases (legal transitions only; anything else is a protocol error answered with 
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import logging
 import secrets
@@ -34,7 +33,13 @@ from dbguard.model import (
     SessionInfo,
     StatementSource,
 )
-from dbguard.session.holds import MAX_HELD_BEHIND_HOLD, HeldStatement, HoldResolved, HoldStatement
+from dbguard.session.holds import (
+    MAX_HELD_BEHIND_HOLD,
+    HeldStatement,
+    HoldResolved,
+    HoldStatement,
+    journal_abandoned,
+)
 from dbguard.session.journal import SessionJournal, statement_text
 from dbguard.session.pg_actions import (
     CancelTargets,
@@ -594,14 +599,16 @@ class PgSession:
         self.phase = Phase.CLOSED
         if target is not None:
             upstream, pid, secret = target
-            out.append(ForwardCancel(upstream, pid, secret))
-            journal = self._cancel_targets.journal_of((request.process_id, request.secret_key))
+            key = (request.process_id, request.secret_key)
+            journal = self._cancel_targets.journal_of(key)
             if journal is not None:
                 # Recorded in the cancelled session's journal, in order with its statements.
                 journal.cancelled(self.client_address)
-            hook = self._cancel_targets.on_cancel_of((request.process_id, request.secret_key))
-            if hook is not None:
-                hook()
+            hook = self._cancel_targets.on_cancel_of(key)
+            if hook is None or not hook():
+                # Not a statement held for approval: cancel what runs on the server. (A held
+                # one runs nowhere; a cancel sent on would hit the session's next statement.)
+                out.append(ForwardCancel(upstream, pid, secret))
             log.info("session.cancel_forwarded", extra={"client": self.client_address})
         else:
             log.info("session.cancel_unknown_key", extra={"client": self.client_address})
@@ -1034,11 +1041,8 @@ class PgSession:
     def hold_abandoned(self, reason: str) -> None:
         """The session ends while a statement is held: journal it as never run."""
         hold, self._hold = self._hold, None
-        if hold is None or self.journal is None:
-            return
-        held = hold.held
-        decision = dataclasses.replace(held.decision, reason=f"dbguard: the session ended while held ({reason})")
-        self.journal.statement(held.sql, decision, parameters=held.parameters, forwarded=False)
+        if hold is not None:
+            journal_abandoned(self.journal, hold.held, reason)
 
     def _refuse(self, decision: Decision, forward: list[bytes], replacement: bytes,
                 sqlstate: str = _SQLSTATE_INSUFFICIENT_PRIVILEGE) -> None:

@@ -150,12 +150,12 @@ class CancelTargets:
     def __init__(self) -> None:
         self._targets: dict[tuple[int, bytes], tuple[ConnectUpstream, int, bytes]] = {}
         self._journals: dict[tuple[int, bytes], SessionJournal] = {}
-        self._hooks: dict[tuple[int, bytes], Callable[[], None]] = {}
+        self._hooks: dict[tuple[int, bytes], Callable[[], bool]] = {}
 
     def register(self, proxy_key: tuple[int, bytes], target: ConnectUpstream, upstream_key: tuple[int, bytes],
-                 journal: SessionJournal | None = None, on_cancel: Callable[[], None] | None = None) -> None:
-        """`on_cancel`: called when a cancel for this session arrives (a statement held for
-        approval is not running upstream: the driver stops waiting for it)."""
+                 journal: SessionJournal | None = None, on_cancel: Callable[[], bool] | None = None) -> None:
+        """`on_cancel`: called when a cancel for this session arrives; True when it cancelled
+        a statement held for approval (nothing runs upstream then: the cancel goes no further)."""
         self._targets[proxy_key] = (target, upstream_key[0], upstream_key[1])
         if journal is not None:
             self._journals[proxy_key] = journal
@@ -171,7 +171,7 @@ class CancelTargets:
         """The journal of the session a cancel key belongs to (its cancel is recorded there)."""
         return self._journals.get(proxy_key)
 
-    def on_cancel_of(self, proxy_key: tuple[int, bytes]) -> Callable[[], None] | None:
+    def on_cancel_of(self, proxy_key: tuple[int, bytes]) -> Callable[[], bool] | None:
         return self._hooks.get(proxy_key)
 
     def lookup(self, proxy_key: tuple[int, bytes]) -> tuple[ConnectUpstream, int, bytes] | None:

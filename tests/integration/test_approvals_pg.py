@@ -14,11 +14,8 @@ timeout not firing while a person decides; webhooks; the journal's record of it 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,55 +28,11 @@ from psycopg import errors
 from dbguard.devdb.postgres import ThrowawayPostgres
 from dbguard.journal import ApprovalEvent, open_store
 from tests.integration import journal_sessions as js
-from tests.integration.harness import REPO_ROOT, ProxyFactory, ProxyProcess, start_proxy
+from tests.integration.approvals_helpers import RULES, Background, approvals_cli, approve, pending, settled
+from tests.integration.harness import ProxyFactory, ProxyProcess, start_proxy
 from tests.unit.test_approvals_cli import Hooks
 
-RULES = """\
-rules:
-  - id: hold-agent-deletes
-    description: an agent's deletes wait for a DBA
-    when: {identity_kind: agent, statement: [delete]}
-    action: hold
-    approvers: [dba]
-"""
-
 TABLE = "approval_orders"
-
-
-def approvals_cli(proxy: ProxyProcess, *args: str, secret: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "250"}
-    if secret is not None:
-        env["DBGUARD_SECRET"] = secret
-    return subprocess.run([sys.executable, "-m", "dbguard", "approvals", *args, "-c", str(proxy.config_path)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False, env=env)
-
-
-def pending(proxy: ProxyProcess, count: int = 1, timeout: float = 20) -> list[dict[str, Any]]:
-    """The pending requests, once there are `count` of them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        listed = approvals_cli(proxy, "list", "--json")
-        assert listed.returncode == 0, listed.stderr
-        requests: list[dict[str, Any]] = json.loads(listed.stdout)["requests"]
-        if len(requests) >= count:
-            return requests
-        assert time.monotonic() < deadline, f"{len(requests)} pending requests, expected {count}"
-        time.sleep(0.1)
-
-
-def settled(proxy: ProxyProcess, approval_id: str, status: str, timeout: float = 10) -> dict[str, Any]:
-    """The request once it has `status` (the proxy records some changes just after answering)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        shown: dict[str, Any] = json.loads(approvals_cli(proxy, "show", approval_id, "--json").stdout)["request"]
-        if shown["status"] == status or time.monotonic() > deadline:
-            return shown
-        time.sleep(0.2)
-
-
-def approve(proxy: ProxyProcess, approval_id: str) -> subprocess.CompletedProcess[str]:
-    return approvals_cli(proxy, "approve", approval_id, "--as", "alice", "--reason", "ticket OPS-42",
-                         secret="alice-secret")
 
 
 def rows(pg_server: ThrowawayPostgres) -> list[int]:
@@ -110,34 +63,6 @@ def holding_proxy(pg_server: ThrowawayPostgres, proxy_factory: ProxyFactory, tmp
 @pytest.fixture
 def proxy(pg_server: ThrowawayPostgres, proxy_factory: ProxyFactory, tmp_path: Path, orders: None) -> ProxyProcess:
     return holding_proxy(pg_server, proxy_factory, tmp_path)
-
-
-class Background:
-    """Runs a client call in a thread (it blocks while held) and keeps its result or error."""
-
-    def __init__(self, call: Callable[[], Any]) -> None:
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                self.result = call()
-            except BaseException as exc:
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def wait(self, timeout: float = 30) -> Any:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the client is still waiting"
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-    @property
-    def waiting(self) -> bool:
-        return self.thread.is_alive()
 
 
 def test_psql_is_held_told_the_id_and_gets_its_result_once_a_dba_approves(
