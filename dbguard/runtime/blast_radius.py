@@ -24,6 +24,7 @@ DDL, log SQL, parameters or credentials, or wait without a bound.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -695,11 +696,9 @@ def _mysql_affected_rows(conn: Any, text: str, budget: _Budget) -> int | None:
 def _mysql_close(conn: Any, in_transaction: bool) -> None:
     """ROLLBACK, then close (a connection that fails the ROLLBACK is rolled back by the server
     when it goes)."""
-    try:
+    with contextlib.suppress(Exception):  # a failed ROLLBACK: closing below rolls it back
         if in_transaction and conn.open:
             conn.rollback()
-    except Exception:  # noqa: S110 (closing below rolls it back)
-        pass
     if conn.open:
         try:
             conn.close()
