@@ -353,6 +353,15 @@ class JournalConfig:
 
 
 @dataclass(frozen=True)
+class MaskingConfig:
+    """The ``masking:`` section. ``hash_key`` keys the `hash` strategy (HMAC-SHA256): with it,
+    hashed values are stable across restarts and proxies; without it, each process draws a
+    random key, so they are stable only within one run."""
+
+    hash_key: Secret | None = None
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: LogLevel = LogLevel.INFO
     format: LogFormat = LogFormat.TEXT
@@ -382,6 +391,7 @@ class Config:
     admin: AdminConfig | None = None
     log: LogConfig = field(default_factory=LogConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
     # key path -> 1-based line, for errors found after loading (bind failure, store unreachable).
     locations: Mapping[str, int] = field(default_factory=lambda: FrozenMap({}), repr=False, compare=False)
     _identities_by_name: Mapping[str, IdentityConfig] = field(init=False, repr=False, compare=False)
@@ -408,6 +418,8 @@ class Config:
             found.append(self.admin.token)
         if self.journal.hmac_key is not None:
             found.append(self.journal.hmac_key)
+        if self.masking.hash_key is not None:
+            found.append(self.masking.hash_key)
         found += self.approvals.webhooks
         store_dsn = self.store.dsn
         if store_dsn is not None and store_dsn.password is not None:
@@ -723,7 +735,8 @@ def parse_config(
     return reader.config(root)
 
 
-_TOP_KEYS: Final = ("listeners", "identities", "rules", "store", "approvals", "admin", "log", "journal")
+_TOP_KEYS: Final = ("listeners", "identities", "rules", "store", "approvals", "admin", "log", "journal", "masking")
+_MASKING_KEYS: Final = ("hash_key",)
 _LISTENER_KEYS: Final = (
     "name",
     "protocol",
@@ -824,6 +837,7 @@ class _Reader(YamlReader):
         admin = self.admin(admin_node) if admin_node is not None else None
         log = self.log(self.present(top, "log"))
         journal = self.journal(self.present(top, "journal"))
+        masking = self.masking(self.present(top, "masking"))
         self.check_unique_addresses(listener_nodes, listeners, admin_node, admin)
         return Config(
             path=self.path,
@@ -835,6 +849,7 @@ class _Reader(YamlReader):
             admin=admin,
             log=log,
             journal=journal,
+            masking=masking,
             locations=FrozenMap(dict(self.locations)),
         )
 
@@ -982,6 +997,19 @@ class _Reader(YamlReader):
             ),
             max_batch=self.integer(batch, "journal.max_batch", 1) if batch is not None else DEFAULT_JOURNAL_MAX_BATCH,
         )
+
+    def masking(self, node: Node | None) -> MaskingConfig:
+        if node is None:
+            return MaskingConfig()
+        m = self.mapping(node, "masking", _MASKING_KEYS)
+        key_node = self.present(m, "hash_key")
+        if key_node is None:
+            return MaskingConfig()
+        text = self.string(key_node, "masking.hash_key", secret=True)
+        if len(text.encode("utf-8")) < MIN_JOURNAL_KEY_BYTES:
+            raise self.err(key_node, "masking.hash_key",
+                           f"too short: use at least {MIN_JOURNAL_KEY_BYTES} bytes (e.g. openssl rand -hex 32)")
+        return MaskingConfig(Secret(text))
 
     # -- cross checks -------------------------------------------------------------------------
 

@@ -188,7 +188,9 @@ WALKTHROUGH = (
     ("an agent lists the tables",
      "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"),
     ("it reads some orders", "SELECT status, count(*) FROM orders GROUP BY status ORDER BY 1"),
-    ("it looks at customers", "SELECT id, full_name, email FROM customers ORDER BY id LIMIT 3"),
+    ("it looks at customers (e-mail and phone come back masked)",
+     "SELECT id, full_name, email, phone FROM customers ORDER BY id LIMIT 3"),
+    ("it tries to get the e-mail out through an expression", "SELECT upper(email) FROM customers WHERE id = 1"),
     ("it asks who it is connected as", "SELECT current_user, session_user"),
     ("it tries to drop a table", "DROP TABLE orders"),
     ("it hides a delete inside a CTE",
@@ -234,8 +236,8 @@ def _walkthrough(port: int, secrets_by_name: dict[str, str], config: Path) -> in
         return 1
     _console.print("\n[green]The agent authenticated as a dbguard identity; the proxy used its own "
                    "service credentials upstream; every statement passed the rules in rules/ and was "
-                   "journaled before it ran; the delete a hold rule matched ran once a DBA approved it.[/] "
-                   "Masking arrives as that feature lands.")
+                   "journaled before it ran; e-mails and phones came back masked, also through an "
+                   "expression; the delete a hold rule matched ran once a DBA approved it.[/]")
     _show_journal(config)
     return 0
 

@@ -118,6 +118,41 @@ MYSQL_DEFAULTS = ParseSettings("mysql", search_path=())
 
 
 @dataclass(frozen=True, slots=True)
+class SourceColumn:
+    """A table column a result value may come from (lineage, masking).
+
+    `schema` None: written unqualified (any schema). `column` "*": the whole row, every
+    column of the table. `table` "*" (with column "*"): anything at all, for values the
+    analysis cannot trace (user functions, constructs it does not understand).
+    """
+
+    schema: str | None
+    table: str
+    column: str
+
+
+ANY_SOURCE = SourceColumn(None, "*", "*")
+
+
+@dataclass(frozen=True, slots=True)
+class ResultLineage:
+    """Where each column of a statement's result may come from (`dbguard.sql.*_lineage`).
+
+    `columns` has one set per output column, in order, or is None when the positions cannot
+    be known without the catalog (a `*` over a table, a statement with several results).
+    `sources` is the union of every output's sources: what a column whose position is
+    unknown may carry. Only what reaches the output counts: a column read in WHERE, JOIN ON,
+    GROUP BY or ORDER BY only does not (inference through filters is a documented limit).
+    """
+
+    columns: tuple[frozenset[SourceColumn], ...] | None
+    sources: frozenset[SourceColumn]
+
+
+UNTRACEABLE = ResultLineage(None, frozenset({ANY_SOURCE}))
+
+
+@dataclass(frozen=True, slots=True)
 class StatementInfo:
     """What one SQL statement really does, in the same vocabulary for both dialects.
 

@@ -14,6 +14,7 @@ content (`masking.detectors`).
 from __future__ import annotations
 
 import abc
+import codecs
 import datetime
 import decimal
 import functools
@@ -57,6 +58,13 @@ HASH_CHARS: Final = 16  # hex characters of the HMAC in a hashed text value (64 
 _KEEP: Final = 4  # `partial` keeps this many trailing characters
 
 _EMAIL_RE: Final = re.compile(r"[^@\s]+@([^@\s]+)")
+_EMAIL_PREFIX: Final = b"****@"
+# mask_email's pattern on ASCII bytes (non-ASCII values take the decoding path).
+_EMAIL_ASCII: Final = re.compile(
+    rb"[\t\n\v\f\r\x1c-\x1f ]*[^@\s\x1c-\x1f\x80-\xff]+@([^@\s\x1c-\x1f\x80-\xff]+)[\t\n\v\f\r\x1c-\x1f ]*"
+).fullmatch
+# Codecs in which ASCII text is its own bytes (the e-mail fast path works on those bytes).
+_ASCII_COMPATIBLE: Final = frozenset({"utf-8", "ascii", "latin-1", "iso8859-1", "cp1252", "iso8859-15"})
 _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _EPOCH_DATE: Final = datetime.date(1970, 1, 1)
 _PG_EPOCH_DAYS: Final = 10957  # 1970-01-01 -> 2000-01-01
@@ -231,8 +239,14 @@ def _text_masker(strategy: MaskStrategy, shape: ColumnShape, key: bytes) -> Mask
         return partial
 
     if strategy is MaskStrategy.EMAIL:
+        ascii_compatible = codecs.lookup(codec).name in _ASCII_COMPATIBLE and not fixed and limit is None
 
         def email(value: bytes) -> bytes:
+            if ascii_compatible:
+                # The common case without decoding: an ASCII address (as mask_email).
+                match = _EMAIL_ASCII(value)
+                if match is not None:
+                    return _EMAIL_PREFIX + match.group(1)
             text = decode(value)
             masked = mask_email(text) if text is not None else None
             if text is None or masked is None or (limit is not None and len(masked) > limit):

@@ -28,7 +28,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import selectors
 import ssl
@@ -39,6 +38,7 @@ from typing import Any, Final
 
 from dbguard.approvals.model import BlastRadius
 from dbguard.model import Feature, StatementInfo, StatementKind
+from dbguard.runtime.libpq import connection_params
 from dbguard.session.pg_actions import UpstreamSettings, UpstreamTlsMode
 
 __all__ = ["measure"]
@@ -235,29 +235,10 @@ class _PgConnection:
     def open(cls, upstream: UpstreamSettings, database: str, budget: _Budget) -> _PgConnection:
         import psycopg
 
-        params: dict[str, Any] = {
-            "user": upstream.user or None,
-            "password": upstream.password or None,
-            "dbname": database or upstream.database or None,
-            # libpq counts whole seconds, at least 2.
-            "connect_timeout": str(max(2, math.ceil(budget.timeout))),
-            "sslmode": upstream.tls_mode.value,
-            "application_name": _APPLICATION,
-            "client_encoding": "UTF8",
-        }
-        if upstream.tls_mode in (UpstreamTlsMode.VERIFY_CA, UpstreamTlsMode.VERIFY_FULL):
-            if upstream.root_cert:
-                params["sslrootcert"] = upstream.root_cert
-            elif upstream.tls_mode is UpstreamTlsMode.VERIFY_FULL:
-                params["sslrootcert"] = "system"
-        if upstream.unix_socket:  # the socket file: libpq wants its directory and port
-            directory, name = os.path.split(upstream.unix_socket)
-            port = name.rsplit(".", 1)[-1]
-            params["host"], params["port"] = directory, port if port.isdigit() else str(upstream.port)
-        else:
-            params["host"], params["port"] = upstream.host, str(upstream.port)
+        params = connection_params(upstream, database, application=_APPLICATION,
+                                   connect_timeout=math.ceil(budget.timeout))
         try:
-            conn = psycopg.connect(autocommit=True, **{k: v for k, v in params.items() if v is not None})
+            conn = psycopg.connect(autocommit=True, **params)
         except psycopg.errors.ConnectionTimeout:
             raise _Failed("not measured: cannot connect to the upstream (timed out)") from None
         except psycopg.Error as exc:

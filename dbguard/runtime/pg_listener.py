@@ -20,6 +20,7 @@ from typing import Any, cast
 from dbguard.runtime.approval_link import ApprovalLink
 from dbguard.runtime.holding import HoldRunner
 from dbguard.runtime.journal_link import JOURNAL_REFUSAL, EventSink, WriteAheadGate
+from dbguard.runtime.pg_catalog import PgCatalogs
 from dbguard.runtime.tls import ClientTls, upstream_tls_context
 from dbguard.session.holds import HoldResolved, HoldStatement
 from dbguard.session.pg import PgSession, Phase
@@ -63,6 +64,19 @@ class _UpstreamProtocol(asyncio.Protocol):
         conn = self.conn
         conn.reads += 1
         session = conn.session
+        masking = session.masking
+        if masking is not None:
+            data = masking.from_upstream(data)
+            if masking.waiting is not None:
+                conn.resolve_catalog()
+            if not data:
+                return
+        self.deliver(data)
+
+    def deliver(self, data: bytes) -> None:
+        """Upstream bytes (after masking) to the session and on to the client."""
+        conn = self.conn
+        session = conn.session
         if session.upstream_fast(data):
             client = conn.client
             if client is not None and not client.is_closing():
@@ -95,6 +109,7 @@ class PgConnection(asyncio.Protocol):
         self._closed = False
         self._client_paused = False
         self._upstream_paused = False
+        self._catalog_wait = False  # upstream reading stopped until masking's catalog is filled
         self._startup_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # While start_tls runs, the TLS layer may hand us decrypted bytes before the coroutine
@@ -126,6 +141,7 @@ class PgConnection(asyncio.Protocol):
             client_host=host,
             cancel_targets=self.listener.cancel_targets,
             throttle=self.listener.throttle,
+            catalog=self.listener.catalogs.cache,
         )
         self.listener.connections.add(self)
         self._startup_timer = self.loop.call_later(STARTUP_TIMEOUT, self._startup_timed_out)
@@ -174,8 +190,34 @@ class PgConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._upstream_paused = False
-        if self.upstream is not None:
+        if self.upstream is not None and not self._catalog_wait:
             self.upstream.resume_reading()
+
+    # ---------------------------------------------------------------- masking's catalog
+
+    def resolve_catalog(self) -> None:
+        """Masking waits for the catalog: stop reading upstream until it is filled."""
+        if self._catalog_wait:
+            return
+        self._catalog_wait = True
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+        self._spawn(self._resolve_catalog(), [])
+
+    async def _resolve_catalog(self) -> None:
+        masking = self.session.masking
+        assert masking is not None
+        try:
+            while masking.waiting is not None and not self._closed:
+                await self.listener.catalogs.resolve(self.session.info.database if self.session.info else "",
+                                                     masking.waiting)
+                data = masking.resume()
+                if data and not self._closed:
+                    self._upstream_protocol.deliver(data)
+        finally:
+            self._catalog_wait = False
+            if self.upstream is not None and not self._upstream_paused and not self._closed:
+                self.upstream.resume_reading()
 
     # ---------------------------------------------------------------- upstream events
 
@@ -474,6 +516,7 @@ class PgListener:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.connections: set[PgConnection] = set()
+        self.catalogs = PgCatalogs(settings.upstream)
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -489,6 +532,8 @@ class PgListener:
 
     def update_settings(self, settings: PgListenerSettings) -> None:
         """Reload: new connections use the new settings; live sessions keep theirs."""
+        if settings.upstream != self.settings.upstream:
+            self.catalogs = PgCatalogs(settings.upstream)
         self.settings = settings
 
     def forward_cancel(self, action: ForwardCancel) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import secrets
 import signal
 import ssl
 from collections.abc import Callable, Coroutine
@@ -32,6 +33,7 @@ from dbguard.config import (
     load_config,
 )
 from dbguard.journal import ChainHasher, JournalUnavailable, JournalWriter, StoreError, start_writer
+from dbguard.masking.session_masks import MaskDirectory
 from dbguard.model import Action, Gate, Identity, IdentityKind
 from dbguard.policy.gate import MysqlPolicyGate, PolicyGate
 from dbguard.policy.rules import Policy, load_policy
@@ -158,7 +160,7 @@ def upstream_settings(listener: ListenerConfig, unix_socket: str | None) -> Upst
 
 
 def build_pg_settings(listener: ListenerConfig, identities: dict[str, IdentityEntry], gate: Gate,
-                      journal: JournalConfig | None = None) -> PgListenerSettings:
+                      journal: JournalConfig | None = None, masks: MaskDirectory | None = None) -> PgListenerSettings:
     up = listener.upstream
     unix_socket = up.params.get("host") if up.params.get("host", "").startswith("/") else None
     if unix_socket is not None and not unix_socket.endswith(f".s.PGSQL.{up.port}"):
@@ -175,6 +177,7 @@ def build_pg_settings(listener: ListenerConfig, identities: dict[str, IdentityEn
         journal=journal is not None and journal.enabled,
         redact_parameters=journal is not None and journal.redact_parameters,
         refuse_unjournaled=journal is None or refuses_unjournaled(journal),
+        masks=masks,
     )
 
 
@@ -187,7 +190,8 @@ def build_mysql_identities(identities: tuple[IdentityConfig, ...]) -> dict[str, 
 
 
 def build_mysql_settings(listener: ListenerConfig, identities: dict[str, MysqlIdentityEntry], gate: Gate,
-                         rsa_key: RsaKeyPair, journal: JournalConfig | None = None) -> MysqlListenerSettings:
+                         rsa_key: RsaKeyPair, journal: JournalConfig | None = None,
+                         masks: MaskDirectory | None = None) -> MysqlListenerSettings:
     up = listener.upstream
     socket_param = up.params.get("unix_socket") or up.params.get("socket")
     upstream = upstream_settings(listener, socket_param or (up.host if up.is_unix_socket else None))
@@ -204,6 +208,7 @@ def build_mysql_settings(listener: ListenerConfig, identities: dict[str, MysqlId
         journal=journal is not None and journal.enabled,
         redact_parameters=journal is not None and journal.redact_parameters,
         refuse_unjournaled=journal is None or refuses_unjournaled(journal),
+        masks=masks,
     )
 
 
@@ -234,6 +239,11 @@ class Server:
             mysql_policy = PolicyGate(policy if policy is not None else
                                       load_rules(config) if has_mysql else Policy(), "mysql")
         self.mysql_gate: Gate = MysqlPolicyGate(mysql_policy)
+        # Masks follow the enforced policy (the PostgreSQL gate's, or the MySQL one's when a
+        # protocol test replaced the PostgreSQL gate).
+        hash_key = config.masking.hash_key
+        self.masks = MaskDirectory(mysql_policy.policy,
+                                   hash_key.reveal().encode() if hash_key is not None else secrets.token_bytes(32))
         self._rsa_key: RsaKeyPair | None = None
         self._stop = asyncio.Event()
         self.journal_writer: JournalWriter | None = None
@@ -256,7 +266,7 @@ class Server:
         for listener, tls in zip(self.config.listeners, contexts, strict=True):
             if listener.protocol is ListenerProtocol.POSTGRES:
                 pg = PgListener(
-                    build_pg_settings(listener, identities, gate, journal),
+                    build_pg_settings(listener, identities, gate, journal, self.masks),
                     listener.listen.host,
                     listener.listen.port,
                     client_tls=tls,
@@ -272,7 +282,7 @@ class Server:
             else:
                 my = MysqlListener(
                     build_mysql_settings(listener, build_mysql_identities(self.config.identities),
-                                         self.mysql_gate, self.rsa_key, journal),
+                                         self.mysql_gate, self.rsa_key, journal, self.masks),
                     listener.listen.host,
                     listener.listen.port,
                     throttle=self.throttle,
@@ -328,7 +338,7 @@ class Server:
             if (cfg.listen.host, cfg.listen.port) != (pg.host, pg.port) and cfg.listen.port != 0:
                 log.warning("config.reload_needs_restart", extra={"listener": cfg.name,
                                                                   "reason": "listen address changed"})
-            pg_settings = build_pg_settings(cfg, identities, gate, self._journal_in_force(new))
+            pg_settings = build_pg_settings(cfg, identities, gate, self._journal_in_force(new), self.masks)
             if pg_settings.tls_available != (pg.client_tls is not None):
                 # The TLS context is made at start (see the mysql listeners below).
                 log.warning("config.reload_needs_restart", extra={"listener": cfg.name,
@@ -349,7 +359,7 @@ class Server:
                 log.warning("config.reload_needs_restart", extra={"listener": cfg.name,
                                                                   "reason": "listen address changed"})
             settings = build_mysql_settings(cfg, mysql_identities, self.mysql_gate, self.rsa_key,
-                                            self._journal_in_force(new))
+                                            self._journal_in_force(new), self.masks)
             if settings.tls_available != (my.client_tls is not None):
                 # The TLS context is made at start: adding or removing `tls:` needs a restart;
                 # until then the listener keeps offering what it can (and requiring what it did).
@@ -397,6 +407,7 @@ class Server:
         prepared earlier are decided again."""
         assert self.policy_gate is not None
         self.policy_gate.replace_policy(policy)
+        self.masks.replace_policy(policy)
         for pg in self.pg_listeners:
             for connection in pg.connections:
                 connection.session.revalidate()

@@ -48,7 +48,7 @@ MAX_ERROR_CHARS: Final = 500
 class _InFlight:
     """A forwarded statement waiting for its outcome."""
 
-    __slots__ = ("absorbs", "done", "error_code", "error_message", "rows", "seq", "started_us")
+    __slots__ = ("absorbs", "done", "error_code", "error_message", "masked", "rows", "seq", "started_us")
 
     def __init__(self, seq: int, started_us: int, absorbs: bool) -> None:
         self.seq = seq
@@ -58,6 +58,7 @@ class _InFlight:
         self.error_code = ""
         self.error_message = ""
         self.done = False
+        self.masked: dict[str, int] = {}  # column -> values masked (never the values)
 
 
 def statement_text(sql: bytes | str) -> str:
@@ -158,11 +159,14 @@ class SessionJournal:
         self._cycles.append(self._open)
         self._open = []
 
-    def result(self, rows: int | None) -> None:
-        """A statement of the oldest cycle ended well (rows returned or affected, if known)."""
+    def result(self, rows: int | None, *, masked: Sequence[tuple[str, int]] = ()) -> None:
+        """A statement of the oldest cycle ended well (rows returned or affected, if known;
+        `masked`: how many values of which result columns were masked)."""
         entry = self._current()
         if entry is None:
             return
+        for column, count in masked:
+            entry.masked[column] = entry.masked.get(column, 0) + count
         if entry.absorbs:
             if rows is not None:
                 entry.rows = rows if entry.rows is None else entry.rows + rows
@@ -199,6 +203,7 @@ class SessionJournal:
             self._events.append(OutcomeEvent(
                 self.session_id, now, entry.seq, max(0, now - entry.started_us),
                 rows=entry.rows, error_code=entry.error_code, error_message=entry.error_message,
+                masked=tuple(sorted(entry.masked.items())),
             ))
 
     def cancelled(self, client_address: str) -> None:

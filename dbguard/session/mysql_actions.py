@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from dbguard.masking.session_masks import MaskDirectory
 from dbguard.model import Gate, Identity
 from dbguard.session.holds import HoldStatement
 from dbguard.session.pg_actions import (
@@ -86,6 +87,8 @@ class MysqlListenerSettings:
     redact_parameters: bool = False
     refuse_unjournaled: bool = True
     server_version: bytes | None = None  # the upstream's version string, if known
+    # The process's masks (docs/masking.md); None: results are relayed untouched.
+    masks: MaskDirectory | None = None
 
 
 MysqlSessionAction = (

@@ -23,6 +23,7 @@ import logging
 import secrets
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dbguard.model import (
@@ -62,6 +63,7 @@ from dbguard.session.pg_journal import (
     render_parameters,
     rows_from_tag,
 )
+from dbguard.session.pg_masking import CatalogCache, PgResultMasking
 from dbguard.session.pg_startup import refused_startup_setting, startup_settings
 from dbguard.session.pg_upstream_login import (
     LoginOutcome,
@@ -201,6 +203,7 @@ class PgSession:
         cancel_targets: CancelTargets,
         throttle: LoginThrottle,
         client_tls: bool = False,
+        catalog: Callable[[str], CatalogCache] | None = None,
     ) -> None:
         self.settings = settings
         self.client_address = client_address
@@ -267,10 +270,21 @@ class PgSession:
         self._hold: _Hold | None = None
         self._held_names: set[bytes] = set()
         self._hold_notice: bytes | None = None
+        # Masking of results (session/pg_masking.py): set up when the session becomes ready
+        # if the policy has masks; the driver passes upstream bytes through it first.
+        self._catalog = catalog
+        self.masking: PgResultMasking | None = None
 
     # ------------------------------------------------------------------ driver entry points
 
     def client_fast(self, data: bytes) -> bytes | None:
+        """`_client_fast`, with what it forwards shown to masking."""
+        forward = self._client_fast(data)
+        if forward is not None and self.masking is not None:
+            self.masking.to_upstream(forward)
+        return forward
+
+    def _client_fast(self, data: bytes) -> bytes | None:
         """The hot path for client bytes, tried before `client_data()`.
 
         When the session is READY and `data` is exactly a run of whole messages of the common
@@ -445,9 +459,10 @@ class PgSession:
                 if at < 0:
                     journal.server_cycle_end()
                 elif data[at] == 0x43:  # CommandComplete
-                    journal.result(rows_from_tag(data[at + 5 : at + 1 + int.from_bytes(data[at + 1 : at + 5], "big")]))
+                    journal.result(rows_from_tag(data[at + 5 : at + 1 + int.from_bytes(data[at + 1 : at + 5], "big")]),
+                                   masked=self._masked_counts())
                 else:
-                    journal.result(None)
+                    journal.result(None, masked=self._masked_counts())
         return True
 
     def client_data(self, data: bytes) -> list[SessionAction]:
@@ -765,6 +780,12 @@ class PgSession:
         out.append(SendClient(b"".join(parts)))
         self.phase = Phase.READY
         self._client_scanner = MessageScanner(self._client_inspect)
+        masks = self.settings.masks
+        if masks is not None and masks.active and self._catalog is not None:
+            info = self.info
+            self.masking = PgResultMasking(
+                lambda: masks.for_session(info), self._catalog(self._database),
+                lambda: self.server_params.get("client_encoding", "UTF8"), journaled=self.journal is not None)
         if self.journal is not None:
             self._upstream_scanner.inspect = _UPSTREAM_INSPECT_JOURNALED
             attributes = {k: v for k, v in self.startup_params.items() if k not in ("user", "database")}
@@ -1073,10 +1094,12 @@ class PgSession:
         """Response cycles the upstream still owes (ours excluded)."""
         return sum(1 for entry in self._owed if entry is None)
 
-    @staticmethod
-    def _flush(forward: list[bytes], out: list[SessionAction]) -> None:
+    def _flush(self, forward: list[bytes], out: list[SessionAction]) -> None:
         if forward:
-            out.append(SendUpstream(forward[0] if len(forward) == 1 else b"".join(forward)))
+            data = forward[0] if len(forward) == 1 else b"".join(forward)
+            if self.masking is not None:
+                self.masking.to_upstream(data)
+            out.append(SendUpstream(data))
             forward.clear()
 
     def _decide(self, sql: bytes, source: StatementSource, name: str) -> Decision:
@@ -1119,9 +1142,9 @@ class PgSession:
                 chunks.append(segment.raw)
                 if self.journal is not None:
                     if t == b"C":
-                        self.journal.result(rows_from_tag(segment.payload))
+                        self.journal.result(rows_from_tag(segment.payload), masked=self._masked_counts())
                     elif t == b"I":
-                        self.journal.result(None)
+                        self.journal.result(None, masked=self._masked_counts())
                     elif t == b"E":
                         self.journal.error(*error_fields(segment.payload))
             if t == b"Z":
@@ -1163,6 +1186,9 @@ class PgSession:
             out.append(SendClient(chunks[0] if len(chunks) == 1 else b"".join(chunks)))
         if self._hold_notice is not None:
             self._send_hold_notice(out)
+
+    def _masked_counts(self) -> tuple[tuple[str, int], ...]:
+        return self.masking.masked_counts() if self.masking is not None else ()
 
     def _cycle_completed(self) -> None:
         refusals = self._refusals

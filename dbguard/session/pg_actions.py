@@ -11,6 +11,7 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from dbguard.masking.session_masks import MaskDirectory
 from dbguard.model import Gate, Identity
 from dbguard.session.holds import HoldStatement
 from dbguard.session.journal import SessionJournal
@@ -137,6 +138,8 @@ class PgListenerSettings:
     journal: bool = False
     redact_parameters: bool = False
     refuse_unjournaled: bool = True
+    # The process's masks (docs/masking.md); None: results are relayed untouched.
+    masks: MaskDirectory | None = None
 
 
 class CancelTargets:

@@ -27,7 +27,9 @@ def test_walkthrough_shows_allow_hold_and_block() -> None:
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert "alice.anderson@example.com" in out
+    assert "alice.anderson@example.com" not in out.lower()  # masked by the sample rules' pii-email
+    assert "****@example.com" in out
+    assert "ALICE.ANDERSON" not in out  # upper(email) is masked too (lineage)
     assert "blocked by rule no-drop-truncate" in out
     assert "blocked by rule no-unbounded-writes" in out
     assert "blocked by rule agents-no-server-access" in out

@@ -306,7 +306,7 @@ def test_config_is_frozen_and_copyable(workdir: Path) -> None:
         pytest.param(
             MINIMAL + "zzz: 1\n",
             "dbguard.yaml:6: zzz: unknown key (expected one of: listeners, identities, rules, "
-            "store, approvals, admin, log, journal)",
+            "store, approvals, admin, log, journal, masking)",
             id="unknown-key-no-suggestion",
         ),
         pytest.param(

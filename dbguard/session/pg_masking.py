@@ -1,0 +1,739 @@
+"""Masking of PostgreSQL results on their way to the client (sans-IO; docs/masking.md).
+
+Owns: `PgResultMasking`, a filter on one session's two byte streams. It watches the messages
+the session sends upstream (Query, Parse, Bind, Describe, Execute, Close, Sync) to know which
+result each response belongs to, and rewrites what comes back:
+
+- a RowDescription starts a result set: a plan is built once for it from each column's
+  provenance (the table OID and column number the server reports, named through the catalog;
+  a view's column through the view's own lineage) or, for a computed column, from the
+  statement's lineage (`sql.pg_lineage`). Extended protocol: the plan of a portal comes from
+  the Describe of its statement or portal, with the Bind's result formats;
+- DataRows of a result with something to mask are rebuilt (only the masked fields; every
+  length recomputed); other rows go out as the original bytes;
+- ErrorResponse / NoticeResponse: values a data or integrity error quotes are replaced, and
+  content detectors run over message, detail, hint and context;
+- COPY TO STDOUT whose columns may carry masked values is refused (ErrorResponse 42501 in
+  place of the copy), in every format.
+
+When the catalog does not know a table OID yet, the filter stops (`waiting`) with the OIDs to
+look up; the driver resolves them on a side connection (`runtime.pg_catalog`), fills the
+shared `CatalogCache`, and calls `resume()`. Until then nothing more is read upstream.
+
+Must not: do I/O, decide statements, or journal values (only column names and counts).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from dbguard.masking.columns import PgColumn, WireFormat, pg_codec
+from dbguard.masking.detectors import DetectorSet
+from dbguard.masking.session_masks import ColumnMask, SessionMasks
+from dbguard.masking.strategies import Masker, build_masker
+from dbguard.model import ANY_SOURCE, UNTRACEABLE, ResultLineage, SourceColumn
+from dbguard.policy.rules import MaskStrategy
+from dbguard.sql.pg_lineage import result_lineage, statements_lineage
+from dbguard.wire.pg import messages as m
+from dbguard.wire.pg.framing import ProtocolViolation
+
+__all__ = ["CatalogCache", "PgResultMasking", "Relation", "View"]
+
+_HEADER: Final = struct.Struct("!cI")
+_I16: Final = struct.Struct("!h")
+_I32: Final = struct.Struct("!i")
+_FIELD: Final = struct.Struct("!IhIhih")
+# A cached catalog is trusted this long; DDL seen through any session clears it sooner.
+CATALOG_TTL: Final = 60.0
+# Views on views are followed this deep; beyond, a value counts as untraceable.
+MAX_VIEW_DEPTH: Final = 8
+# Text-like types content detectors read (their binary format is their text too).
+_DETECTED_TYPES: Final = frozenset((18, 19, 25, 114, 705, 1042, 1043))
+_DDL_TAGS: Final = (b"CREATE", b"ALTER", b"DROP", b"COMMENT", b"GRANT", b"REVOKE")
+_SQLSTATE_REFUSED: Final = "42501"
+_NULL: Final = b"\xff\xff\xff\xff"  # a NULL field: length -1
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A pg_class row as masking needs it: where it lives, what kind it is, its columns."""
+
+    schema: str
+    name: str
+    kind: str  # relkind: r table, p partitioned, f foreign, v view, m materialized view...
+    columns: Mapping[int, str]  # attnum -> name
+
+    @property
+    def is_view(self) -> bool:
+        return self.kind == "v"
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A view's columns, in order, and the lineage of its definition."""
+
+    schema: str
+    name: str
+    columns: tuple[str, ...]
+    lineage: ResultLineage
+
+
+@dataclass
+class CatalogCache:
+    """What one database's catalog says, shared by the sessions of a listener on it.
+
+    Filled by the runtime (`runtime.pg_catalog`), read here. `views` is None until loaded
+    (every view of the database at once: they are few, and lineage can name any of them)."""
+
+    relations: dict[int, Relation | None] = field(default_factory=dict)  # None: no such OID
+    views: dict[tuple[str, str], View] | None = None
+    loaded_at: float = field(default_factory=time.monotonic)
+
+    def expire(self) -> None:
+        self.relations.clear()
+        self.views = None
+        self.loaded_at = time.monotonic()
+
+    def stale(self) -> bool:
+        return time.monotonic() - self.loaded_at > CATALOG_TTL
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogRequest:
+    """What the filter waits for: these OIDs named, and the views loaded if `views`."""
+
+    oids: frozenset[int]
+    views: bool
+
+
+# ---------------------------------------------------------------------------- result plans
+
+
+@dataclass(slots=True)
+class _Slot:
+    index: int
+    name: str
+    masker: Masker | None  # None: content detection only
+    detectors: tuple[tuple[DetectorSet, MaskStrategy, str], ...] = ()
+    codec: str = "utf-8"
+    count: int = 0
+
+
+class _Plan:
+    """How the rows of one result set are rewritten; None slots means relay untouched."""
+
+    __slots__ = ("key", "slots")
+
+    def __init__(self, slots: list[_Slot], key: bytes) -> None:
+        self.slots = slots
+        self.key = key
+
+    def rewrite_run(self, data: bytes, pos: int, end: int, copied: int, out: list[bytes]) -> tuple[int, int]:
+        """Rewrite the complete DataRows that follow one another from `pos`: a row with a
+        changed value is rebuilt (the bytes since `copied` go to `out` first, then the new
+        row); others stay where they are, to be copied later in one slice. Returns the
+        position after the last complete DataRow and the new `copied`. One tight loop per
+        run of rows, walking each row only up to its last masked field."""
+        slots = self.slots
+        if len(slots) == 1 and slots[0].masker is not None:
+            return self._rewrite_one(data, pos, end, copied, out)
+        unpack = _I32.unpack_from
+        pack = _I32.pack
+        key = self.key
+        append = out.append
+        while end - pos >= 5 and data[pos] == 0x44:
+            length = unpack(data, pos + 1)[0]
+            nxt = pos + 1 + length
+            if nxt > end:
+                break
+            count = (data[pos + 5] << 8) | data[pos + 6]
+            at = pos + 7
+            index = 0
+            changes: list[tuple[int, int, bytes | None]] | None = None  # (field start, its end, new value)
+            for slot in slots:
+                target = slot.index
+                if target >= count:
+                    break
+                while index < target:
+                    size = unpack(data, at)[0]
+                    at += 4 + (size if size > 0 else 0)
+                    index += 1
+                size = unpack(data, at)[0]
+                if size >= 0:
+                    stop = at + 4 + size
+                    if stop > nxt:
+                        raise ProtocolViolation("DataRow: a field runs past the end of the row")
+                    value = data[at + 4 : stop]
+                    masker = slot.masker
+                    new = masker(value) if masker is not None else _detect(slot, value, key)
+                    if masker is not None or new is not value:
+                        slot.count += 1
+                        if changes is None:
+                            changes = []
+                        changes.append((at, stop, new))
+                    at = stop
+                else:
+                    at += 4
+                index += 1
+            if at > nxt:
+                raise ProtocolViolation("DataRow: field lengths run past the end of the row")
+            if changes is not None:
+                # Out as slices: what came before, the new header, then per change the bytes
+                # up to the field and the new field; the row's tail goes with the next slice.
+                for start, stop, new in changes:
+                    length += (-4 if new is None else len(new)) - (stop - start - 4)
+                append(data[copied:pos])
+                append(b"D" + pack(length))
+                kept = pos + 5
+                for start, stop, new in changes:
+                    append(data[kept:start])
+                    append(_NULL if new is None else pack(len(new)) + new)
+                    kept = stop
+                copied = kept
+            pos = nxt
+        return pos, copied
+
+    def _rewrite_one(self, data: bytes, pos: int, end: int, copied: int, out: list[bytes]) -> tuple[int, int]:
+        """`rewrite_run` for the common plan: one column, masked by a strategy."""
+        unpack = _I32.unpack_from
+        pack = _I32.pack
+        append = out.append
+        slot = self.slots[0]
+        target = slot.index
+        masker = slot.masker
+        assert masker is not None
+        masked = 0
+        while end - pos >= 5 and data[pos] == 0x44:
+            length = unpack(data, pos + 1)[0]
+            nxt = pos + 1 + length
+            if nxt > end:
+                break
+            if (data[pos + 5] << 8) | data[pos + 6] > target:
+                at = pos + 7
+                for _ in range(target):
+                    size = unpack(data, at)[0]
+                    at += 4 + (size if size > 0 else 0)
+                size = unpack(data, at)[0]
+                if size >= 0:
+                    stop = at + 4 + size
+                    if stop > nxt:
+                        raise ProtocolViolation("DataRow: a field runs past the end of the row")
+                    new = masker(data[at + 4 : stop])
+                    masked += 1
+                    append(data[copied:pos])
+                    if new is None:
+                        append(b"D" + pack(length - size) + data[pos + 5 : at] + _NULL)
+                    else:
+                        append(b"D" + pack(length + len(new) - size) + data[pos + 5 : at] + pack(len(new)) + new)
+                    copied = stop
+            pos = nxt
+        slot.count += masked
+        return pos, copied
+
+    def counts(self) -> dict[str, int]:
+        return {slot.name: slot.count for slot in self.slots if slot.count}
+
+
+class _NullPlan(_Plan):
+    """Every value of every row becomes NULL (see `PgResultMasking._unknown_plan`)."""
+
+    __slots__ = ()
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__([], key)
+
+    def rewrite_run(self, data: bytes, pos: int, end: int, copied: int, out: list[bytes]) -> tuple[int, int]:
+        unpack = _I32.unpack_from
+        while end - pos >= 5 and data[pos] == 0x44:
+            nxt = pos + 1 + unpack(data, pos + 1)[0]
+            if nxt > end:
+                break
+            count = (data[pos + 5] << 8) | data[pos + 6]
+            body = data[pos + 5 : pos + 7] + _NULL * count
+            out.append(data[copied:pos])
+            out.append(b"D" + _I32.pack(len(body) + 4) + body)
+            copied = pos = nxt
+        return pos, copied
+
+
+def _detect(slot: _Slot, value: bytes, key: bytes) -> bytes | None:
+    """A text value with what the content detectors find redacted; `value` itself when they
+    find nothing; None (SQL NULL) when a `null` detector mask found something."""
+    try:
+        text = value.decode(slot.codec)
+    except UnicodeDecodeError:
+        return value
+    changed = False
+    for detectors, strategy, _mask_id in slot.detectors:
+        if not detectors.could_match(text):
+            continue
+        text, found = detectors.redact(text, strategy, key=key)
+        if found and strategy is MaskStrategy.NULL:
+            return None
+        changed = changed or found > 0
+    return text.encode(slot.codec, "replace") if changed else value
+
+
+# ---------------------------------------------------------------------------- pending requests
+
+
+@dataclass(slots=True)
+class _Statement:
+    sql: str
+    fields: tuple[m.FieldDescription, ...] | None = None  # from a Describe of the statement
+
+
+@dataclass(slots=True)
+class _Portal:
+    statement: _Statement | None
+    formats: tuple[int, ...]
+    fields: tuple[m.FieldDescription, ...] | None = None  # from a Describe of the portal
+    plan: _Plan | None = None
+    planned: bool = False
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One client request whose response has not been seen complete yet."""
+
+    kind: str  # "Q" query, "P" parse, "B" bind, "DS"/"DP" describe, "X" execute, "C" close, "S" sync, "F" call
+    name: bytes = b""
+    sql: str = ""
+    statement: bytes = b""
+    formats: tuple[int, ...] = ()
+    results: int = 0  # Query: the statements whose results have completed
+
+
+class PgResultMasking:
+    """The masking filter of one session (see the module docstring)."""
+
+    def __init__(self, masks: Callable[[], SessionMasks | None], catalog: CatalogCache,
+                 client_encoding: Callable[[], str], *, journaled: bool = False) -> None:
+        self._masks = masks
+        self._journaled = journaled  # keep counts of masked values for the session's journal
+        self._catalog = catalog
+        self._encoding = client_encoding
+        self._pending: deque[_Pending] = deque()
+        self._statements: dict[bytes, _Statement] = {}
+        self._portals: dict[bytes, _Portal] = {}
+        self._upstream_partial = b""  # a message sent upstream, cut between two writes
+        self._buffer = b""  # upstream bytes not processed yet (a partial message, or waiting)
+        self.waiting: CatalogRequest | None = None
+        self._plan: _Plan | None = None  # the result set being relayed
+        self._refusing_copy = False
+        self._masked: deque[dict[str, int]] = deque()  # per completed result set, in order
+        self._skip = 0  # bytes of a large client CopyData still to pass unobserved
+        self._plan_ready = False  # the plan of the result being relayed is chosen
+
+    # ------------------------------------------------------------------ client -> upstream
+
+    def to_upstream(self, data: bytes) -> None:
+        """Observe bytes the session sends upstream (whole or cut messages, in order)."""
+        if self._skip:  # the rest of a large CopyData that is not kept
+            taken = min(self._skip, len(data))
+            self._skip -= taken
+            data = data[taken:]
+        if self._upstream_partial:
+            data = self._upstream_partial + data
+            self._upstream_partial = b""
+        pos, end = 0, len(data)
+        while end - pos >= 5:
+            msg_type, length = _HEADER.unpack_from(data, pos)
+            nxt = pos + 1 + length
+            if nxt > end:
+                if msg_type == b"d":
+                    self._skip = nxt - end
+                    pos = end
+                break
+            if msg_type not in (b"d", b"c", b"f", b"H"):  # COPY from the client, Flush: no answer
+                self._client_message(msg_type, data[pos + 5 : nxt])
+            pos = nxt
+        self._upstream_partial = data[pos:] if pos < end else b""
+
+    def _client_message(self, msg_type: bytes, payload: bytes) -> None:
+        pending = self._pending
+        if msg_type == b"Q":
+            pending.append(_Pending("Q", sql=payload[:-1].decode(self._codec(), "replace")))
+        elif msg_type == b"P":
+            name_end = payload.index(b"\x00")
+            sql_end = payload.index(b"\x00", name_end + 1)
+            name = payload[:name_end]
+            self._statements[name] = _Statement(payload[name_end + 1 : sql_end].decode(self._codec(), "replace"))
+            pending.append(_Pending("P", name=name))
+        elif msg_type == b"B":
+            portal_end = payload.index(b"\x00")
+            stmt_end = payload.index(b"\x00", portal_end + 1)
+            pending.append(_Pending("B", name=payload[:portal_end], statement=payload[portal_end + 1 : stmt_end],
+                                   formats=_result_formats(payload, stmt_end + 1)))
+        elif msg_type == b"D":
+            pending.append(_Pending("DS" if payload[:1] == b"S" else "DP", name=payload[1:-1]))
+        elif msg_type == b"E":
+            pending.append(_Pending("X", name=payload[: payload.index(b"\x00")]))
+        elif msg_type == b"C":
+            pending.append(_Pending("C", name=payload[:1] + payload[1:-1]))
+        elif msg_type == b"S":
+            pending.append(_Pending("S"))
+        elif msg_type == b"F":
+            pending.append(_Pending("F"))
+
+    # ------------------------------------------------------------------ upstream -> client
+
+    def from_upstream(self, data: bytes) -> bytes:
+        """The bytes to hand on to the session for `data` from upstream (rewritten where
+        needed). While `waiting`, everything is kept and b"" returned."""
+        if self._buffer:
+            data = self._buffer + data
+            self._buffer = b""
+        if self.waiting is not None:
+            self._buffer = data
+            return b""
+        return self._process(data)
+
+    def resume(self) -> bytes:
+        """Go on after the catalog was filled; may stop again (check `waiting`)."""
+        self.waiting = None
+        data, self._buffer = self._buffer, b""
+        return self._process(data) if data else b""
+
+    def masked_counts(self) -> tuple[tuple[str, int], ...]:
+        """For the oldest completed result set the session has not journaled yet: how many
+        values of which columns were masked (for the journal; never the values)."""
+        if not self._masked:
+            return ()
+        return tuple(sorted(self._masked.popleft().items()))
+
+    def _process(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        pos, end, copied = 0, len(data), 0
+        unpack = _HEADER.unpack_from
+        unpack_length = _I32.unpack_from
+        while end - pos >= 5:
+            msg_type, length = unpack(data, pos)
+            nxt = pos + 1 + length
+            if nxt > end:
+                break
+            if msg_type == b"D":
+                if not self._plan_ready:
+                    self._choose_plan()
+                    if self.waiting is not None:
+                        break
+                plan = self._plan
+                if plan is None:  # nothing to mask: skip the run of rows, copied later in one slice
+                    pos = nxt
+                    while end - pos >= 5 and data[pos] == 0x44:
+                        nxt = pos + 1 + unpack_length(data, pos + 1)[0]
+                        if nxt > end:
+                            break
+                        pos = nxt
+                else:
+                    pos, copied = plan.rewrite_run(data, pos, end, copied, out)
+                continue
+            replacement = self._server_message(msg_type, data, pos, nxt)
+            if self.waiting is not None:
+                break
+            if replacement is not None:
+                out.append(data[copied:pos])
+                out.append(replacement)
+                copied = nxt
+            pos = nxt
+        out.append(data[copied:pos])
+        self._buffer = data[pos:]
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _server_message(self, msg_type: bytes, data: bytes, pos: int, nxt: int) -> bytes | None:
+        """Track one non-DataRow message; the bytes to send instead, or None for unchanged."""
+        pending = self._pending
+        head = pending[0] if pending else None
+        if self._refusing_copy:
+            if msg_type in (b"d", b"c"):
+                return b""
+            if msg_type == b"C":
+                self._refusing_copy = False
+                self._end_result(head, reported=False)
+                return b""
+        if msg_type == b"T":
+            fields = _row_description(data[pos + 5 : nxt])
+            if head is not None and head.kind == "DS":
+                statement = self._statements.get(head.name)
+                if statement is not None:
+                    statement.fields = fields
+                pending.popleft()
+            elif head is not None and head.kind == "DP":
+                portal = self._portals.get(head.name)
+                if portal is not None:
+                    portal.fields = fields
+                    portal.planned = False
+                pending.popleft()
+            elif head is not None and head.kind == "Q":
+                lineages = statements_lineage(head.sql)
+                lineage = lineages[head.results] if head.results < len(lineages) else UNTRACEABLE
+                plan = self._build(fields, lineage)
+                if self.waiting is not None:
+                    return None
+                self._plan = plan
+                self._plan_ready = True
+        elif msg_type == b"X" or msg_type == b"\x00":
+            pass
+        elif msg_type in (b"C", b"I", b"s"):
+            if msg_type == b"C" and data[pos + 5 : nxt].startswith(_DDL_TAGS):
+                self._catalog.expire()
+            self._end_result(head, reported=msg_type != b"s")
+        elif msg_type == b"1" or msg_type == b"3" or msg_type == b"n":
+            if head is not None and head.kind in ("P", "C", "DS", "DP"):
+                pending.popleft()
+                if head.kind == "C" and head.name[:1] == b"P":
+                    self._portals.pop(head.name[1:], None)
+                elif head.kind == "C":
+                    self._statements.pop(head.name[1:], None)
+        elif msg_type == b"2":
+            if head is not None and head.kind == "B":
+                pending.popleft()
+                self._portals[head.name] = _Portal(self._statements.get(head.statement), head.formats)
+        elif msg_type == b"t":
+            pass
+        elif msg_type == b"H":
+            return self._copy_out(head, data[pos:nxt])
+        elif msg_type in (b"E", b"N"):
+            replacement = self._redact_error(data[pos:nxt])
+            if msg_type == b"E" and head is not None and head.kind != "Q":
+                # Extended protocol: the server skips to the Sync.
+                while pending and pending[0].kind != "S":
+                    pending.popleft()
+            self._plan = None
+            self._plan_ready = False
+            return replacement
+        elif msg_type == b"Z":
+            if head is not None and head.kind in ("S", "Q", "F"):
+                pending.popleft()
+            self._plan = None
+            self._plan_ready = False
+            self._portals.pop(b"", None)
+        return None
+
+    def _end_result(self, head: _Pending | None, *, reported: bool) -> None:
+        """A result set ended: with CommandComplete / EmptyQueryResponse (`reported`: the
+        session journals its outcome, with the counts of masked values), or suspended (a
+        portal's next Execute goes on counting)."""
+        plan = self._plan
+        if plan is not None and not self._journaled:
+            for slot in plan.slots:
+                slot.count = 0
+        if reported and self._journaled:
+            counts: dict[str, int] = {}
+            if plan is not None:
+                counts = plan.counts()
+                for slot in plan.slots:
+                    slot.count = 0
+            self._masked.append(counts)
+        self._plan = None
+        self._plan_ready = False
+        if head is None:
+            return
+        if head.kind == "Q":
+            head.results += 1
+        elif head.kind == "X":
+            self._pending.popleft()
+
+    # ------------------------------------------------------------------ building plans
+
+    def _codec(self) -> str:
+        return pg_codec(self._encoding())
+
+    def _build(self, fields: tuple[m.FieldDescription, ...], lineage: ResultLineage,
+               formats: tuple[int, ...] | None = None) -> _Plan | None:
+        masks = self._masks()
+        if masks is None:
+            return None
+        catalog = self._catalog
+        if catalog.stale():
+            catalog.expire()
+        missing = frozenset(f.table_oid for f in fields if f.table_oid and f.table_oid not in catalog.relations)
+        need_views = catalog.views is None and self._needs_views(fields, lineage, masks)
+        if missing or need_views:
+            self.waiting = CatalogRequest(missing, need_views)
+            return None
+        codec = self._codec()
+        slots: list[_Slot] = []
+        positions = lineage.columns if lineage.columns is not None and len(lineage.columns) == len(fields) else None
+        for index, description in enumerate(fields):
+            fmt = description.format_code
+            if formats is not None:
+                fmt = formats[0] if len(formats) == 1 else formats[index] if index < len(formats) else 0
+            mask = self._column_mask(masks, description, positions[index] if positions is not None else lineage.sources)
+            if mask is not None:
+                column = PgColumn(description.type_oid, description.type_modifier, codec)
+                slots.append(_Slot(index, description.name,
+                                   build_masker(mask.strategy, column, WireFormat(fmt if fmt in (0, 1) else 0),
+                                                key=masks.hash_key)))
+            elif masks.content and description.type_oid in _DETECTED_TYPES:
+                slots.append(_Slot(index, description.name, None,
+                                   tuple((c.detectors, c.strategy, c.mask_id) for c in masks.content), codec))
+        return _Plan(slots, masks.hash_key) if slots else None
+
+    def _needs_views(self, fields: tuple[m.FieldDescription, ...], lineage: ResultLineage,
+                     masks: SessionMasks) -> bool:
+        if not masks.has_column_masks:
+            return False
+        if any(f.table_oid == 0 for f in fields):
+            return bool(lineage.sources - {ANY_SOURCE})
+        return any((rel := self._catalog.relations.get(f.table_oid)) is not None and rel.is_view for f in fields)
+
+    def _column_mask(self, masks: SessionMasks, description: m.FieldDescription,
+                     sources: frozenset[SourceColumn]) -> ColumnMask | None:
+        if not masks.has_column_masks:
+            return None
+        if description.table_oid:
+            relation = self._catalog.relations.get(description.table_oid)
+            if relation is None:
+                return masks.source(ANY_SOURCE)  # an OID the catalog does not know: fail closed
+            column = relation.columns.get(description.column_number)
+            if column is None:
+                return masks.source(ANY_SOURCE)
+            if not relation.is_view:
+                return masks.column(relation.schema, relation.name, column)
+            return masks.sources(self._expand(SourceColumn(relation.schema, relation.name, column), 0))
+        refs: set[SourceColumn] = set()
+        for ref in sources:
+            refs.update(self._expand(ref, 0))
+        return masks.sources(refs)
+
+    def _expand(self, ref: SourceColumn, depth: int) -> Iterable[SourceColumn]:
+        """`ref`, and when it names a view, what that view column comes from."""
+        views = self._catalog.views
+        if ref.table == "*" or not views:
+            return (ref,)
+        found: list[SourceColumn] = [ref]
+        for (schema, name), view in views.items():
+            if name != ref.table or (ref.schema is not None and ref.schema != schema):
+                continue
+            if depth >= MAX_VIEW_DEPTH:
+                return (ANY_SOURCE,)
+            lineage = view.lineage
+            if ref.column == "*" or lineage.columns is None or ref.column not in view.columns:
+                inner = lineage.sources
+            else:
+                inner = lineage.columns[view.columns.index(ref.column)]
+            for source in inner:
+                found.extend(self._expand(source, depth + 1))
+        return found
+
+    def _choose_plan(self) -> None:
+        """Before the first DataRow of a result: the plan of an Execute's portal (a Query's
+        plan was chosen at its RowDescription)."""
+        head = self._pending[0] if self._pending else None
+        self._plan = None
+        if head is not None and head.kind == "X":
+            portal = self._portals.get(head.name)
+            if portal is None:
+                self._plan = self._unknown_plan()
+            else:
+                if not portal.planned:
+                    portal.plan = self._portal_plan(portal)
+                    if self.waiting is not None:
+                        return
+                    portal.planned = True
+                self._plan = portal.plan
+        elif head is None or head.kind != "Q":
+            self._plan = self._unknown_plan()
+        self._plan_ready = True
+
+    def _portal_plan(self, portal: _Portal) -> _Plan | None:
+        fields, formats = portal.fields, None
+        if fields is None and portal.statement is not None:
+            fields, formats = portal.statement.fields, portal.formats
+        if fields is None:
+            return self._unknown_plan()
+        sql = portal.statement.sql if portal.statement is not None else ""
+        return self._build(fields, result_lineage(sql) if sql else UNTRACEABLE, formats)
+
+    def _unknown_plan(self) -> _Plan | None:
+        """Rows whose columns nobody described (the client executed without a Describe of a
+        statement it prepared before masking could see it): nothing is known of their types,
+        so with column masks in force every value becomes NULL."""
+        masks = self._masks()
+        if masks is None or not masks.has_column_masks:
+            return None
+        return _NullPlan(masks.hash_key)
+
+    # ------------------------------------------------------------------ COPY and errors
+
+    def _copy_out(self, head: _Pending | None, raw: bytes) -> bytes | None:
+        masks = self._masks()
+        if masks is None or not masks.has_column_masks:
+            return None
+        lineage = UNTRACEABLE
+        if head is not None and head.kind == "Q":
+            lineages = statements_lineage(head.sql)
+            lineage = lineages[head.results] if head.results < len(lineages) else UNTRACEABLE
+        elif head is not None and head.kind == "X":
+            portal = self._portals.get(head.name)
+            if portal is not None and portal.statement is not None:
+                lineage = result_lineage(portal.statement.sql)
+        refs: set[SourceColumn] = set()
+        for ref in lineage.sources or {ANY_SOURCE}:
+            refs.update(self._expand(ref, 0))
+        if masks.sources(refs) is None:
+            return None
+        self._refusing_copy = True
+        return m.error(_SQLSTATE_REFUSED, "dbguard: COPY TO STDOUT of masked columns is refused",
+                       detail="The copied columns may carry values a mask rule covers.",
+                       hint="SELECT the rows instead: masked columns come back masked.")
+
+    def _redact_error(self, raw: bytes) -> bytes | None:
+        masks = self._masks()
+        if masks is None:
+            return None
+        try:
+            message = m.decode_backend(raw[:1], raw[5:])
+        except ProtocolViolation:
+            return None
+        assert isinstance(message, m.ErrorOrNotice)
+        quoting = masks.has_column_masks and (message.sqlstate or "")[:2] in ("22", "23")
+        changed = False
+        fields: list[tuple[str, str]] = []
+        for code, value in message.fields:
+            new = value
+            if code in ("M", "D", "W", "H", "p", "q"):
+                if quoting and code in ("M", "D"):
+                    new = _QUOTED.sub('"****"', new)
+                    new = _VALUE_LIST.sub(r"\1(****)", new)
+                for content in masks.content:
+                    if content.detectors.could_match(new):
+                        new, _count = content.detectors.redact(new, content.strategy, key=masks.hash_key)
+            changed = changed or new != value
+            fields.append((code, new))
+        if not changed:
+            return None
+        return m.ErrorOrNotice(tuple(fields), notice=message.notice).encode()
+
+
+# A data error quotes the offending value in double quotes; an integrity error's detail
+# lists values in parentheses after "=" or "contains".
+_QUOTED: Final = re.compile(r'"(?:[^"]|"")*"')
+_VALUE_LIST: Final = re.compile(r"(=|contains )\((?:[^()]|\([^()]*\))*\)")
+
+
+def _row_description(payload: bytes) -> tuple[m.FieldDescription, ...]:
+    message = m.decode_backend(b"T", payload)
+    assert isinstance(message, m.RowDescription)
+    return message.fields
+
+
+def _result_formats(payload: bytes, pos: int) -> tuple[int, ...]:
+    """The result-column format codes at the end of a Bind body that starts at `pos` (after
+    the statement name)."""
+    count = _I16.unpack_from(payload, pos)[0]
+    pos += 2 + 2 * count
+    params = _I16.unpack_from(payload, pos)[0]
+    pos += 2
+    for _ in range(params):
+        length = _I32.unpack_from(payload, pos)[0]
+        pos += 4 + (length if length > 0 else 0)
+    results = _I16.unpack_from(payload, pos)[0]
+    return struct.unpack_from(f"!{results}h", payload, pos + 2) if results else ()
