@@ -615,7 +615,9 @@ class PgResultMasking:
             if depth >= MAX_VIEW_DEPTH:
                 return (ANY_SOURCE,)
             lineage = view.lineage
-            if ref.column == "*" or lineage.columns is None or ref.column not in view.columns:
+            if ref.column != "*" and ref.column not in view.columns:
+                continue  # the view has no such column: the value comes from elsewhere
+            if ref.column == "*" or lineage.columns is None or len(lineage.columns) != len(view.columns):
                 inner = lineage.sources
             else:
                 inner = lineage.columns[view.columns.index(ref.column)]
