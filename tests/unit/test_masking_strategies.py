@@ -18,12 +18,15 @@ from typing import Any
 import mysql.connector.protocol
 import pymysql.converters
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 from psycopg.types.numeric import DecimalBinaryDumper
 
 from dbguard.masking import MysqlColumn, PgColumn, WireFormat, build_masker, mask_value
 from dbguard.masking.columns import PgOid, mysql_charset, pg_codec
+from dbguard.masking.strategies import mask_email
 from dbguard.policy.rules import MaskStrategy
 from dbguard.wire.mysql.messages import ColumnFlag, ColumnType, encode_binary_row
 
@@ -643,3 +646,12 @@ def test_mysql_and_postgres_hash_equal_values_alike() -> None:
     assert pg_date is not None
     assert my_date is not None
     assert pg_load(PgColumn(PgOid.DATE), BINARY, pg_date).isoformat().encode() == my_date
+
+
+@given(st.text(alphabet="a.@ \t\x1c\x1f\x00\n\x0bé\x85\u00a0b", max_size=10))
+def test_email_fast_path_on_bytes_agrees_with_the_text_rule(text: str) -> None:
+    """The e-mail strategy masks ASCII addresses without decoding; it must say exactly what
+    mask_email says on the decoded text, whitespace and non-ASCII included."""
+    masker = build_masker(MaskStrategy.EMAIL, PgColumn(PgOid.TEXT), WireFormat.TEXT)
+    expected = mask_email(text)
+    assert masker(text.encode()) == (expected.encode() if expected is not None else b"****")
