@@ -42,6 +42,16 @@ bytes (1047 / 08S01), COM_STMT_* on statement ids not prepared through this sess
 A server's LOCAL INFILE request is relayed only for an allowed statement that names LOCAL ...
 INFILE; otherwise the server gets an empty file and the client an ERR 1227.
 
+Masking (docs/masking.md, `session.mysql_masking`): when the listener's masks apply to the
+session (asked per command, so a reloaded policy applies from the next one), the response of a
+COM_QUERY, COM_STMT_EXECUTE or COM_STMT_FETCH goes through a `ResponseMasking`: each result
+set's plan is built from its column definitions, rows that need it are rewritten, ERR messages
+redacted. The hot path then takes only reads made of rows of a result set with nothing to mask;
+everything else of such a response (definitions, ends of result sets, OKs, ERRs) goes through
+the general path. The session reads the tables and views the masks see through with its own
+CATALOG_QUERY (never relayed) after login, after DDL or user code, and after meeting a table it
+did not know; the client's next command waits for it, as for the state query.
+
 The command phase handles one command at a time: client packets that arrive while a response
 is still coming are left in the (bounded) reader and handled once it is complete, so a refusal
 is always answered in order and decisions are never taken ahead of a statement that could
@@ -58,7 +68,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 
-from dbguard.model import Action, Decision, Identity, SessionGate, SessionInfo, StatementSource
+from dbguard.model import Action, Decision, Identity, SessionGate, SessionInfo, StatementKind, StatementSource
 from dbguard.session.holds import (
     MAX_HELD_BEHIND_HOLD,
     HeldStatement,
@@ -82,6 +92,14 @@ from dbguard.session.mysql_kill import (
     new_connection_id,
     parse_kill,
     resolve,
+)
+from dbguard.session.mysql_masking import (
+    CATALOG_QUERY,
+    Catalog,
+    CatalogFailed,
+    CatalogReader,
+    ResponseMasking,
+    ResultPlan,
 )
 from dbguard.session.mysql_state_sync import STATE_QUERY, StateQueryFailed, StateReader
 from dbguard.session.mysql_upstream_login import (
@@ -164,6 +182,9 @@ _STATUS_FLAGS: dict[int, m.ServerStatus] = {}  # at most 65,536 entries: one per
 _INFILE_REFUSED = ("dbguard: the server asked for a local file, which this statement may not send "
                    "(rule=dbguard.local_infile action=block)")
 _COMMAND_DECISION = Decision(Action.ALLOW, reason="dbguard: a protocol command, not decided by the policy")
+# Statements after which the catalog the masks read views from is read again.
+_CATALOG_CHANGES = frozenset({StatementKind.CREATE, StatementKind.ALTER, StatementKind.DROP, StatementKind.CALL,
+                              StatementKind.EXECUTE, StatementKind.DO, StatementKind.OTHER})
 
 
 def _status_flags(value: int) -> m.ServerStatus:
@@ -241,6 +262,13 @@ class _Response:
     # counted so far in the current result set.
     journaled: bool = False
     rows: int = 0
+    # Masking (session.mysql_masking): the response's, when masks apply to the session; the
+    # counts of the result set that just ended (for the journal); the statement executed.
+    masking: ResponseMasking | None = None
+    masked: tuple[tuple[str, int], ...] = ()
+    executed: PreparedStatement | None = None
+    # dbguard's own CATALOG_QUERY (views and tables, for masking): not relayed either.
+    catalog: CatalogReader | None = None
 
 
 def _lenenc_status(payload: bytes) -> m.ServerStatus:
@@ -300,6 +328,7 @@ class PreparedStatement:
     # again), and bytes sent per parameter by COM_STMT_SEND_LONG_DATA since then.
     types: tuple[tuple[int, bool], ...] | None = None
     long_data: dict[int, int] | None = None
+    cursor_plan: ResultPlan | None = None  # masking: the plan of the result its cursor fetches from
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +395,10 @@ class MysqlSession:
         # Approvals (session/holds.py): the command held now, if any; nothing after it is taken
         # from the client until `hold_resolved()`.
         self._hold: _Hold | None = None
+        # Masking: the tables and views the masks see through, and the sql_mode flags the
+        # statements are read with (ANSI_QUOTES, NO_BACKSLASH_ESCAPES).
+        self._catalog = Catalog()
+        self._sql_mode = (False, False)
 
     # ------------------------------------------------------------------ driver events
 
@@ -428,6 +461,9 @@ class MysqlSession:
                 self._response = _Response(code, _Mode.FIRST, decision=decision, journaled=True)
             else:
                 self._response = _Response(code, _Mode.FIRST, decision=decision)
+            if self.settings.masks is not None:
+                self._response.masking = self._masking(prepared.sql, decision, binary=True)
+                self._response.executed = prepared
         elif code == _COM_QUERY:
             gate = self.gate
             if gate is None:
@@ -439,6 +475,8 @@ class MysqlSession:
                 return False
             self._response = _Response(code, _Mode.FIRST, sql=sql, decision=decision,
                                        allowed_infile=_names_local_infile(sql))
+            if self.settings.masks is not None:
+                self._response.masking = self._masking(sql, decision, binary=False)
             journal = self.journal
             if journal is not None:
                 journal.statement(sql, decision, absorbs=True)
@@ -464,8 +502,11 @@ class MysqlSession:
         the response, dbguard's own state query, COM_CHANGE_USER's reset, other commands."""
         resp = self._response
         if resp is None or self.phase is not Phase.READY or resp.state is not None or resp.change_user \
-                or resp.swallow:
+                or resp.swallow or resp.catalog is not None:
             return False
+        masking = resp.masking
+        if masking is not None and (resp.mode is not _Mode.ROWS or not masking.relays_rows):
+            return False  # masked: only rows of a result set with nothing to mask go as they came
         command = resp.command
         if command != _COM_QUERY and command != _COM_STMT_EXECUTE:
             return False
@@ -511,8 +552,8 @@ class MysqlSession:
                     row_count += 1
                 else:
                     break  # the read ends among the rows
-                if first != _EOF_HEADER:
-                    return False  # ERR
+                if first != _EOF_HEADER or masking is not None:
+                    return False  # ERR; or a masked response's result set ends (general path)
                 # EOF, or DEPRECATE_EOF's OK: the result set's end
                 if deprecate_eof:
                     status = _ok_status(data, start, pos)
@@ -1048,6 +1089,9 @@ class MysqlSession:
                 self._client.expect(0)
                 return
             self._response = _Response(code, _Mode.ROWS if cmd == m.Command.STMT_FETCH else _Mode.SINGLE)
+            if cmd == m.Command.STMT_FETCH and self.settings.masks is not None:
+                self._response.masking = self._masking(prepared.sql, prepared.decision, binary=True,
+                                                       plan=prepared.cursor_plan)
             if cmd == m.Command.STMT_RESET:
                 prepared.long_data = None
             return
@@ -1095,6 +1139,8 @@ class MysqlSession:
                 packet = Packet(packet.sequence_id, bytes((code,)) + sql, packet.next_sequence_id)
         self._response = _Response(code, _Mode.FIRST if query else _Mode.SINGLE, sql=sql, decision=decision,
                                    allowed_infile=query and _names_local_infile(sql))
+        if query and self.settings.masks is not None:
+            self._response.masking = self._masking(sql, decision, binary=False)
         if self.journal is not None and query:
             # The text as the client sent it (a KILL's id as the client knows it).
             self.journal.statement(text, decision, absorbs=True, approval_id=approval_id)
@@ -1107,7 +1153,9 @@ class MysqlSession:
         """Send an allowed (or approved: `approval_id`) COM_STMT_EXECUTE upstream; its response
         carries the statement's decision (a prepared SET or USE is a barrier too)."""
         self._forward(packet, out)
-        self._response = _Response(packet.payload[0], _Mode.FIRST, decision=decision)
+        self._response = _Response(packet.payload[0], _Mode.FIRST, decision=decision, executed=prepared)
+        if self.settings.masks is not None:
+            self._response.masking = self._masking(prepared.sql, decision, binary=True)
         if self.journal is not None:
             self._journal_execute(prepared, packet.payload, forwarded=True, decision=decision,
                                   approval_id=approval_id)
@@ -1361,6 +1409,8 @@ class MysqlSession:
                 done = self._on_change_user_reply(resp, packet, out)
             elif resp.state is not None:
                 done = self._on_state_packet(resp.state, packet.payload, out)
+            elif resp.catalog is not None:
+                done = self._on_catalog_packet(resp.catalog, packet.payload)
             else:
                 done = self._on_response_packet(resp, packet, out, relay)
             if done:
@@ -1370,6 +1420,8 @@ class MysqlSession:
                     return
                 if self._state_may_have_changed(resp):
                     self._start_state_sync(out)
+                elif self._catalog_due(resp):
+                    self._start_catalog(out)
                 # The next client command may be waiting in the reader.
                 self._drain_client_safely(out)
         self._finish_relay(relay, out)
@@ -1380,7 +1432,7 @@ class MysqlSession:
     def _state_may_have_changed(resp: _Response) -> bool:
         """Whether the finished command may have changed sql_mode, the client character set or
         the current database in ways the gate cannot know for sure (see `mysql_state_sync`)."""
-        if resp.state is not None:
+        if resp.state is not None or resp.catalog is not None:
             return False
         if resp.change_user or resp.command == m.Command.RESET_CONNECTION:
             return True
@@ -1404,6 +1456,8 @@ class MysqlSession:
             return True
         if state is None:
             return False
+        modes = state.sql_mode.upper().split(",")
+        self._sql_mode = ("ANSI_QUOTES" in modes, "NO_BACKSLASH_ESCAPES" in modes)
         if self.gate is not None:
             self.gate.server_parameter("sql_mode", state.sql_mode)
             self.gate.server_parameter("character_set_client", state.character_set_client)
@@ -1453,8 +1507,11 @@ class MysqlSession:
             resp.swallow = True
             resp.refused_seq = packet.sequence_id
             return False
-        relay.append(encode_packets(payload, packet.sequence_id)[0])
-        self._client_seq = packet.next_sequence_id  # an error of ours would follow this packet
+        if resp.masking is None:
+            relay.append(encode_packets(payload, packet.sequence_id)[0])
+            self._client_seq = packet.next_sequence_id  # an error of ours would follow this packet
+        else:
+            payload = self._relay_masked(resp, resp.masking, packet, relay)
         if resp.mode is _Mode.INFILE_UPLOAD:
             raise ProtocolViolation("upstream data while the client sends a file")
         if not resp.journaled:
@@ -1475,14 +1532,100 @@ class MysqlSession:
                 journal.result(ok_affected_rows(payload, 0))
         elif mode is _Mode.ROWS:
             if _is_terminator(payload):
-                journal.result(resp.rows)
+                journal.result(resp.rows, masked=resp.masked)
                 resp.rows = 0
+                resp.masked = ()
             else:
                 resp.rows += 1
         elif mode is _Mode.COLUMNS_EOF and done:
             journal.result(None)  # a cursor: its rows come later, by COM_STMT_FETCH
         if done:
             journal.server_cycle_end()
+
+    # ------------------------------------------------------------------ masking
+
+    def _masking(self, sql: bytes, decision: Decision, *, binary: bool,
+                 plan: ResultPlan | None = None) -> ResponseMasking | None:
+        """The masking of a response, when masks apply to the session (asked per command, so a
+        reloaded policy applies from the next one on); None: relayed untouched."""
+        directory = self.settings.masks
+        if directory is None or not directory.active or self.info is None:
+            return None
+        masks = directory.for_session(self.info)
+        if masks is None:
+            return None
+        tables = [name for info in decision.analysis for name in (*info.reads, *info.writes)]
+        return ResponseMasking(masks, self._catalog, sql=statement_text(sql), database=self.database or None,
+                               binary=binary, sql_mode=self._sql_mode, tables=tables, plan=plan)
+
+    def _relay_masked(self, resp: _Response, masking: ResponseMasking, packet: Packet, relay: list[bytes]) -> bytes:
+        """Relay one packet of a masked response as the client may see it; returns that payload.
+        A payload re-framed into another number of packets shifts the rest's sequence ids."""
+        payload = self._masked_payload(resp, masking, packet.payload)
+        data, next_seq = encode_packets(payload, (packet.sequence_id + masking.shift) & 0xFF)
+        masking.shift = (next_seq - packet.next_sequence_id) & 0xFF
+        relay.append(data)
+        self._client_seq = next_seq
+        return payload
+
+    def _masked_payload(self, resp: _Response, masking: ResponseMasking, payload: bytes) -> bytes:
+        mode = resp.mode
+        if m.is_err(payload) and mode in (_Mode.FIRST, _Mode.ROWS):
+            return masking.error(payload)
+        if mode is _Mode.FIRST:
+            if m.is_ok(payload):
+                masking.ok()
+            elif payload[:1] != bytes((m.LOCAL_INFILE_HEADER,)):
+                masking.column_count(m.decode_column_count(payload))
+        elif mode is _Mode.COLUMNS and resp.remaining > 0:
+            masking.definition(payload, self.capabilities)
+            if resp.executed is not None and masking.plan is not None:
+                resp.executed.cursor_plan = masking.plan  # what a cursor's COM_STMT_FETCH returns
+        elif mode is _Mode.ROWS:
+            if not _is_terminator(payload):
+                return masking.row(payload)
+            resp.masked = masking.result_end()
+        return payload
+
+    def _catalog_due(self, resp: _Response) -> bool:
+        """Whether to read the catalog now: masks with column masks apply and what the session
+        knows is stale (never read, DDL or user code ran, an unknown table was met)."""
+        directory = self.settings.masks
+        if directory is None or not directory.active or self.info is None:
+            return False
+        if resp.catalog is not None:
+            return self._catalog.stale  # a failed read is tried again at once (a few times)
+        decision = resp.decision
+        if decision is not None and any(info.kinds & _CATALOG_CHANGES for info in decision.analysis):
+            self._catalog.invalidate()
+        if not self._catalog.stale:
+            return False
+        masks = directory.for_session(self.info)
+        return masks is not None and masks.has_column_masks
+
+    def _start_catalog(self, out: list[MysqlSessionAction]) -> None:
+        """Read the tables and views (CATALOG_QUERY); the client's next command waits for it."""
+        self._response = _Response(m.Command.QUERY, _Mode.SINGLE,
+                                   catalog=CatalogReader(deprecate_eof=bool(self.capabilities & C.DEPRECATE_EOF)))
+        out.append(SendUpstream(_frame(CATALOG_QUERY, 0)))
+        self._upstream.expect(1)
+
+    def _on_catalog_packet(self, reader: CatalogReader, payload: bytes) -> bool:
+        try:
+            entries = reader.feed(payload)
+        except CatalogFailed as exc:
+            # Every table stays unknown, so every masked column of the session applies to all.
+            log.warning("session.catalog_failed", extra={"session": self.session_id, "error": str(exc)})
+            self._catalog.failed()
+            return True
+        if entries is None:
+            return False
+        if reader.truncated:
+            log.warning("session.catalog_failed", extra={"session": self.session_id, "error": "too many tables"})
+            self._catalog.failed()
+        else:
+            self._catalog.replace(entries)
+        return True
 
     def _result_ends(self, resp: _Response, payload: bytes, cmd: m.Command) -> bool:
         """Advance the response tracker over one packet; True when the command's response is over."""

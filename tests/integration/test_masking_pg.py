@@ -12,12 +12,8 @@ upper, lower, reversed, base64 and hex forms.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import datetime
-import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +25,7 @@ from psycopg import errors
 from dbguard.devdb.postgres import ThrowawayPostgres
 from tests.integration import journal_sessions as js
 from tests.integration.harness import ProxyFactory, ProxyProcess
+from tests.integration.leak_tap import Tap, leaked_forms
 
 RULES = """
 masks:
@@ -230,54 +227,11 @@ def test_content_detection_masks_unlabelled_values(masking_proxy: ProxyProcess) 
 # ---------------------------------------------------------------------------- the leak test
 
 
-class Tap:
-    """A TCP relay between a client and the proxy that keeps every byte sent to the client."""
-
-    def __init__(self, target_port: int) -> None:
-        self.received = bytearray()
-        self._target = target_port
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self._target))
-            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, record: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if record:
-                    self.received += data
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self._server.close()
-
-
 @pytest.fixture
 def tap(masking_proxy: ProxyProcess) -> Iterator[Tap]:
     t = Tap(masking_proxy.port)
     yield t
     t.close()
-
-
-def _forms(value: str) -> set[bytes]:
-    raw = value.encode()
-    return {raw, raw.upper(), raw.lower(), raw[::-1], base64.b64encode(raw), raw.hex().encode(),
-            raw.hex().upper().encode()}
 
 
 LEAK_QUERIES = [
@@ -303,12 +257,11 @@ def test_no_seeded_pii_reaches_the_client_in_any_form(tap: Tap, masking_proxy: P
     with psycopg.connect(dsn, autocommit=True) as conn:
         for sql in LEAK_QUERIES:
             conn.execute(sql).fetchall()
-        with conn.transaction():
-            conn.execute("UPDATE customers SET full_name = full_name WHERE id <= 10 RETURNING email, ssn").fetchall()
-            conn.execute("DECLARE leak CURSOR FOR SELECT upper(email) FROM customers WHERE id <= 10")
-            conn.execute("FETCH ALL FROM leak").fetchall()
-            raise_rollback = psycopg.Rollback()
-            raise raise_rollback
+    with psycopg.connect(dsn) as conn:  # one transaction, rolled back
+        conn.execute("UPDATE customers SET full_name = full_name WHERE id <= 10 RETURNING email, ssn").fetchall()
+        conn.execute("DECLARE leak CURSOR FOR SELECT upper(email) FROM customers WHERE id <= 10")
+        conn.execute("FETCH ALL FROM leak").fetchall()
+        conn.rollback()
     with psycopg.connect(dsn, autocommit=True) as conn:
         for sql in ("SELECT email::int FROM customers WHERE id = 2", "SELECT ssn::date FROM customers WHERE id = 2"):
             with pytest.raises(psycopg.Error):
@@ -328,7 +281,7 @@ def test_no_seeded_pii_reaches_the_client_in_any_form(tap: Tap, masking_proxy: P
     seen = bytes(tap.received)
     assert len(seen) > 10_000  # the tap saw the results
     for value in pii:
-        for form in _forms(value):
+        for form in leaked_forms(value):
             assert form not in seen, f"{value!r} leaked as {form!r}"
 
 
