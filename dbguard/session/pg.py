@@ -278,19 +278,13 @@ class PgSession:
     # ------------------------------------------------------------------ driver entry points
 
     def client_fast(self, data: bytes) -> bytes | None:
-        """`_client_fast`, with what it forwards shown to masking."""
-        forward = self._client_fast(data)
-        if forward is not None and self.masking is not None:
-            self.masking.to_upstream(forward)
-        return forward
-
-    def _client_fast(self, data: bytes) -> bytes | None:
         """The hot path for client bytes, tried before `client_data()`.
 
         When the session is READY and `data` is exactly a run of whole messages of the common
         types (Query, Parse, Bind, Execute, Describe, Close, Sync, Flush), they are handled in
         place in one pass: the result is `data` itself to forward unchanged when every
-        statement in it is plainly allowed. None means "not the common case", and the driver
+        statement in it is plainly allowed (and shown to masking, when on, as everything sent
+        upstream is). None means "not the common case", and the driver
         calls `client_data()`; decisions already taken are handed to it (`_decided`), nothing
         else has changed. No copy, no object per message.
         """
@@ -339,6 +333,8 @@ class PgSession:
                 self._owed.append(None)  # the upstream owes one response cycle per Sync
                 if journal is not None:
                     journal.client_cycle_end()
+            if self.masking is not None:
+                self.masking.to_upstream(data)
             return data
         owed = self._owed
         gate = self._gate
@@ -382,6 +378,8 @@ class PgSession:
             for msg_type, _start, _stop in cycle:
                 if msg_type != b"P":
                     owed.append(None)  # the upstream owes one response cycle per Query and Sync
+            if self.masking is not None:
+                self.masking.to_upstream(data)
             return data
         decisions = iter(decided or ())
         bound_values = iter(binds or ())
@@ -400,6 +398,8 @@ class PgSession:
                     self._unnamed = (data[start + 6 : sql_end], decision, parameter_types(data, sql_end + 1, stop))
             else:
                 self._journal_bind(next(bound_values))
+        if self.masking is not None:
+            self.masking.to_upstream(data)
         return data
 
     def upstream_fast(self, data: bytes) -> bool:

@@ -478,8 +478,6 @@ class PgResultMasking:
                     return None
                 self._plan = plan
                 self._plan_ready = True
-        elif msg_type == b"X" or msg_type == b"\x00":
-            pass
         elif msg_type in (b"C", b"I", b"s"):
             if msg_type == b"C" and data[pos + 5 : nxt].startswith(_DDL_TAGS):
                 self._catalog.expire()
@@ -495,8 +493,6 @@ class PgResultMasking:
             if head is not None and head.kind == "B":
                 pending.popleft()
                 self._portals[head.name] = _Portal(self._statements.get(head.statement), head.formats)
-        elif msg_type == b"t":
-            pass
         elif msg_type == b"H":
             return self._copy_out(head, data[pos:nxt])
         elif msg_type in (b"E", b"N"):
