@@ -49,7 +49,9 @@ from dbguard.journal.replay_execute import (
     plan,
     session_protocol,
 )
+from dbguard.journal.segments import recover_segments, segment_directory
 from dbguard.journal.store import SessionSummary
+from dbguard.journal.store_sqlite import SqliteJournalStore
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -170,9 +172,30 @@ def _store(args: argparse.Namespace, *, create: bool = False) -> Iterator[tuple[
             raise target.config.error("store", str(e)) from None
         raise UsageError(f"--store: {e}") from None
     try:
+        _recover_segments(store, target)
         yield store, target
     finally:
         store.close()
+
+
+def _recover_segments(store: JournalStore, target: StoreTarget) -> None:
+    """Events a stopped or killed proxy left in its write-ahead segments go into the store
+    first, so that every command sees them (journal/segments.py)."""
+    if not isinstance(store, SqliteJournalStore) or store.path is None:
+        return
+    directory = segment_directory(store.path)
+    if not directory.is_dir():
+        return
+    try:
+        hasher = ChainHasher(target.key)
+        store.check_hasher(hasher)
+        recovered = recover_segments(store, hasher, directory)
+    except (StoreError, ValueError) as e:
+        _err.print(f"dbguard: warning: events left in {directory} were not recovered: {e}", markup=False,
+                   style="yellow")
+        return
+    if recovered:
+        _err.print(f"dbguard: recovered {recovered} events a stopped proxy left in {directory}", markup=False)
 
 
 def _time(value: str | None, option: str) -> int | None:

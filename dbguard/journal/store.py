@@ -435,13 +435,19 @@ class JournalStore(abc.ABC):
 
     # -- appending ----------------------------------------------------------------------------
 
-    def append_batch(self, events: Sequence[EncodedEvent], hasher: ChainHasher) -> list[int]:
-        """Append events in one transaction (one durable commit); returns their sequence numbers."""
+    def append_batch(self, events: Sequence[EncodedEvent], hasher: ChainHasher, *,
+                     mark: tuple[str, int] | None = None) -> list[int]:
+        """Append events in one transaction (one durable commit); returns their sequence numbers.
+        `mark` (name, position) is recorded in the same transaction: how far a write-ahead
+        segment has been appended (journal/segments.py), so no event is appended twice."""
         if not events:
             return []
         try:
             with self._write_transaction():
                 seqs = self._append_locked(events, hasher)
+                if mark is not None:
+                    self._exec("DELETE FROM journal_meta WHERE name = ?", (mark[0],))
+                    self._exec("INSERT INTO journal_meta (name, value) VALUES (?, ?)", (mark[0], str(mark[1])))
         except BaseException:
             self._chain_checked = None  # the chain parameters may have been rolled back with it
             raise
@@ -472,6 +478,15 @@ class JournalStore(abc.ABC):
         self._exec_many(_INSERT_EVENT, rows)
         self._exec("UPDATE journal_head SET last_seq = ?, last_hash = ? WHERE id = 1", (last_seq, last_hash))
         return seqs
+
+    def mark(self, name: str) -> int:
+        """The position recorded by `append_batch(..., mark=(name, position))`, 0 if none."""
+        rows = self._rows("SELECT value FROM journal_meta WHERE name = ?", (name,))
+        return int(rows[0][0]) if rows else 0
+
+    def forget_mark(self, name: str) -> None:
+        with self._write_transaction():
+            self._exec("DELETE FROM journal_meta WHERE name = ?", (name,))
 
     def append(self, event: JournalEvent, hasher: ChainHasher) -> int:
         """Append one event in its own transaction (tools and tests; sessions use the writer)."""

@@ -109,6 +109,10 @@ class SqliteJournalStore(JournalStore):
         finally:
             self._in_transaction = False
 
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another process's write transaction (0: fail at once)."""
+        self._exec(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
     def disable_auto_checkpoint(self) -> None:
         """Leave WAL checkpoints to `checkpoint()` (called from elsewhere, e.g. a thread that
         may wait for an fsync when the appending one must not)."""

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from dbguard.approvals.model import (
@@ -85,6 +85,7 @@ class ApprovalLink:
         webhooks: Sequence[str] = (),
         redacted_url: str = "",
         measure: Measure | None = None,
+        settle_journal: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.url = url
         self.key = key
@@ -93,6 +94,9 @@ class ApprovalLink:
         self.webhooks = tuple(webhooks)
         self.redacted_url = redacted_url or url
         self.measure = measure
+        # Waits until the sessions' journal events are in the store, so that a request's
+        # `requested` event follows its held statement's event in the chain.
+        self._settle_journal = settle_journal
         self._store: ApprovalStore | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbguard-approvals")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -221,6 +225,8 @@ class ApprovalLink:
             intent=held.intent,
             blast_radius=blast,
         )
+        if self._settle_journal is not None:
+            await self._settle_journal()
         return await self._run(self._require_store().create, request)
 
     async def _blast_radius(self, info: SessionInfo, held: HeldStatement, upstream: UpstreamSettings) -> BlastRadius:

@@ -53,7 +53,12 @@ class EventSink(Protocol):
 
     def record(self, events: Sequence[JournalEvent], on_durable: DurableCallback | None) -> None: ...
 
+    async def settle(self) -> None:
+        """Return once every event recorded so far is in the store (writes that go to the
+        store directly, such as approvals, then follow them in the chain)."""
+
     def close(self) -> None: ...
+
 # Failed ticket ranges remembered for waiters not yet released; older ones are forgotten.
 _MAX_FAILURES: Final = 1000
 
@@ -73,6 +78,9 @@ class JournalLink:
 
     def close(self) -> None:
         self.writer.remove_commit_listener(self._on_commit)
+
+    async def settle(self) -> None:
+        """Nothing to wait for: a session's statement waits for its own commit before it goes on."""
 
     def record(self, events: Sequence[JournalEvent], on_durable: DurableCallback | None) -> None:
         """Queue `events`; with `on_durable`, call it on the loop once they are all durable

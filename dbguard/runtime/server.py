@@ -472,6 +472,7 @@ class Server:
             retry_mode=approvals.mode is ApprovalMode.RETRY,
             webhooks=[hook.reveal() for hook in approvals.webhooks],
             redacted_url=store.redacted(), measure=blast_radius.measure,
+            settle_journal=self.journal_link.settle if self.journal_link is not None else None,
         )
         try:
             await link.start()

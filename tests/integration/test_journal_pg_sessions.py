@@ -294,6 +294,10 @@ def test_kill_9_under_load_loses_no_statement_a_client_saw(pg_server: ThrowawayP
         thread.join(10)
     assert len(received) > 200, "too little load to prove anything"
 
+    # What was still in the killed proxy's write-ahead segment goes into the store with
+    # the next `dbguard journal` command (or the next start), as an operator would see it.
+    verified = js.journal_cli(proxy, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
     with open_store(js.store_url(proxy), create=False) as store:
         journaled_text = b"".join(stored.payload for stored in store.iter_events())
         report = store.verify(ChainHasher(None))

@@ -3,7 +3,13 @@
 # trips, refusals (floats, lone surrogates), the builders from the shared model, and times.
 from __future__ import annotations
 
+import dataclasses
+import enum
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dbguard.journal import (
     ChainHasher,
@@ -15,6 +21,7 @@ from dbguard.journal import (
     session_start_from,
     statement_from,
 )
+from dbguard.journal import events as events_module
 from dbguard.journal.chain import GENESIS_HASH
 from dbguard.journal.events import SCHEMA_VERSION, JournalEvent, iso_from_us, parse_time
 from dbguard.model import Action, Decision, Feature, Identity, IdentityKind, SessionInfo, StatementInfo, StatementKind
@@ -144,3 +151,28 @@ def test_text_that_was_not_utf8_on_the_wire_is_journaled_with_replacement_charac
     statement = statement_from("s-odd", 1, f"SELECT '{odd}'", ALLOW, parameters=[odd])
     for event in (start, statement):
         assert "caf\ufffd" in canonical_bytes(event).decode("utf-8")
+
+
+# The fast encoder writes the same bytes as the generic one (json.dumps, sorted keys), for
+# every event type and any values: texts with quotes, escapes, controls and non-ASCII,
+# big and negative integers, NULLs, nested tuples.
+_texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
+_values: st.SearchStrategy[object] = st.one_of(st.none(), st.booleans(), st.integers(), _texts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([type(e) for e in every_kind()]), st.data())
+def test_the_fast_encoder_writes_the_generic_encoders_bytes(cls: type[JournalEvent], data: st.DataObject) -> None:
+    base = next(e for e in every_kind() if type(e) is cls)
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(base):
+        value = getattr(base, f.name)
+        if isinstance(value, str) and not isinstance(value, enum.Enum):
+            changes[f.name] = data.draw(_texts)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            changes[f.name] = data.draw(st.integers())
+        elif isinstance(value, tuple):
+            changes[f.name] = data.draw(st.lists(st.one_of(_values, st.tuples(_texts, st.integers())), max_size=4)
+                                        .map(tuple))
+    event = dataclasses.replace(base, **changes)
+    assert canonical_bytes(event) == events_module._dumps(events_module.event_to_dict(event))

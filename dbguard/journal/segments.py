@@ -1,0 +1,172 @@
+# dbguard/journal/segments.py — owns the write-ahead segment files of a sqlite journal store:
+# where they live (`<store file>-segments/`, owner-only), the record format (length, CRC-32,
+# the event's canonical bytes), appending records with one write() per batch under an
+# exclusive flock held for the life of the file, reading records back up to the first torn
+# one, the ingest mark (how far a segment is in the store: a journal_meta row written in the
+# same transaction as the events, see JournalStore.append_batch), and recovering the segments
+# a stopped or killed proxy left behind. A segment is the durable record of a statement until
+# its events are in the store, exactly as sqlite's own WAL is for a commit (survives a crash
+# of the process; with `journal.sync: normal`, not a power loss). It must not know sessions
+# or the event loop (runtime/loop_journal.py drives it).
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from dbguard.journal.chain import ChainHasher
+from dbguard.journal.events import EncodingError, decode_event
+from dbguard.journal.store import EncodedEvent, JournalStore, encode_event
+
+__all__ = ["SEGMENT_SUFFIX", "Segment", "SegmentRecord", "read_segment", "recover_segments", "segment_directory"]
+
+log = logging.getLogger("dbguard.journal")
+
+SEGMENT_SUFFIX: Final = ".seg"
+# Record header: length of the payload, CRC-32 of the payload.
+_HEADER: Final = struct.Struct("!II")
+# Events appended to the store per transaction when recovering.
+_RECOVERY_BATCH: Final = 5000
+
+
+def segment_directory(store_path: Path) -> Path:
+    """Where the segments of the sqlite store at `store_path` live."""
+    return store_path.with_name(store_path.name + "-segments")
+
+
+def frame(payload: bytes) -> bytes:
+    """One record: what `read_segment` gives back as the payload."""
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRecord:
+    payload: bytes
+    end: int  # the offset just after this record
+
+
+def read_segment(path: Path, start: int = 0) -> Iterator[SegmentRecord]:
+    """The records of a segment from `start`, up to the first torn or damaged one (a write cut
+    by a crash: its statement was never forwarded, since a statement waits for its write)."""
+    data = path.read_bytes()
+    pos = start
+    while len(data) - pos >= _HEADER.size:
+        length, crc = _HEADER.unpack_from(data, pos)
+        end = pos + _HEADER.size + length
+        payload = data[pos + _HEADER.size : end]
+        if end > len(data) or zlib.crc32(payload) != crc:
+            log.warning("journal.segment_torn", extra={"segment": path.name, "offset": pos})
+            return
+        yield SegmentRecord(payload, end)
+        pos = end
+
+
+class Segment:
+    """One segment file being written by this process (exclusively flocked while open)."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        self.name = name
+        self.path = directory / name
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            raise
+        self.size = 0
+
+    def append(self, records: bytes) -> int:
+        """Write `records` (one or more `frame`s); the size of the file after them. On a failed
+        write the file is cut back to where it was, so no partial record stays in it."""
+        view = memoryview(records)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.size)
+            raise
+        self.size += len(records)
+        return self.size
+
+    def remove(self) -> None:
+        """Delete the file (its events are in the store), then release it."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def mark_name(segment: str) -> str:
+    """The journal_meta row holding how far `segment` has been appended to the store."""
+    return "segment:" + segment
+
+
+def _decoded(payload: bytes) -> EncodedEvent:
+    event = decode_event(payload)
+    encoded = encode_event(event)
+    # The stored bytes are the recorded ones, whatever a later encoder would write.
+    return EncodedEvent(encoded.kind, encoded.session_id, encoded.time_us, payload, encoded.stmt_seq,
+                        encoded.action, event)
+
+
+def recover_segments(store: JournalStore, hasher: ChainHasher, directory: Path) -> int:
+    """Append to `store` the events of every segment in `directory` that no live process
+    holds (a proxy stopped before its events were in the store, or killed), then delete
+    those segments. Returns how many events were recovered."""
+    if not directory.is_dir():
+        return 0
+    recovered = 0
+    for path in sorted(directory.glob("*" + SEGMENT_SUFFIX)):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a running proxy writes it
+            recovered += _recover_one(store, hasher, path)
+            path.unlink()
+            store.forget_mark(mark_name(path.name))
+        finally:
+            os.close(fd)
+    if recovered:
+        log.warning("journal.segments_recovered", extra={"events": recovered, "directory": str(directory)})
+    return recovered
+
+
+def _recover_one(store: JournalStore, hasher: ChainHasher, path: Path) -> int:
+    mark = mark_name(path.name)
+    batch: list[EncodedEvent] = []
+    count = 0
+    end = store.mark(mark)
+    for record in read_segment(path, end):
+        try:
+            batch.append(_decoded(record.payload))
+        except EncodingError as exc:  # a record whose CRC holds cannot be unreadable unless edited
+            log.error("journal.segment_record_unreadable", extra={"segment": path.name, "error": str(exc)})
+            break
+        end = record.end
+        if len(batch) >= _RECOVERY_BATCH:
+            store.append_batch(batch, hasher, mark=(mark, end))
+            count += len(batch)
+            batch = []
+    if batch:
+        store.append_batch(batch, hasher, mark=(mark, end))
+        count += len(batch)
+    return count
