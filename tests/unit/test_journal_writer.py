@@ -47,7 +47,8 @@ class GatedStore(SqliteJournalStore):
         self.die_next = False
         super().__init__(path)
 
-    def append_batch(self, events: Sequence[EncodedEvent], hasher: ChainHasher) -> list[int]:
+    def append_batch(self, events: Sequence[EncodedEvent], hasher: ChainHasher, *,
+                     mark: tuple[str, int] | None = None) -> list[int]:
         self.entered.set()
         assert self.gate.wait(30)
         if self.die_next:
@@ -55,7 +56,7 @@ class GatedStore(SqliteJournalStore):
         if self.fail_next:
             self.fail_next = False
             raise StoreError("disk full (simulated)")
-        seqs = super().append_batch(events, hasher)
+        seqs = super().append_batch(events, hasher, mark=mark)
         self.batches.append(len(events))
         return seqs
 
