@@ -25,7 +25,8 @@ import json
 import re
 import struct
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from dbguard.masking.columns import (
@@ -44,9 +45,11 @@ __all__ = [
     "HASH_CHARS",
     "Masker",
     "build_masker",
+    "is_plain_email_masker",
     "mask_email",
     "mask_partial",
     "mask_value",
+    "plain_addresses",
 ]
 
 # One value in (its raw bytes as they appear on the wire, never NULL), the masked value out
@@ -65,6 +68,10 @@ _EMAIL_ASCII: Final = re.compile(
 ).fullmatch
 # Codecs in which ASCII text is its own bytes (the e-mail fast path works on those bytes).
 _ASCII_COMPATIBLE: Final = frozenset({"utf-8", "ascii", "latin-1", "iso8859-1", "cp1252", "iso8859-15"})
+# A plain address (`plain_addresses`) is made of these bytes and one '@'.
+_PLAIN_NOT_AT: Final = bytes(b for b in range(0x21, 0x80) if b != 0x40)
+# The `email` maskers that use the ASCII fast path (`is_plain_email_masker`).
+_PLAIN_EMAIL_MASKERS: Final[weakref.WeakSet[Callable[[bytes], bytes | None]]] = weakref.WeakSet()
 _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _EPOCH_DATE: Final = datetime.date(1970, 1, 1)
 _PG_EPOCH_DAYS: Final = 10957  # 1970-01-01 -> 2000-01-01
@@ -122,6 +129,27 @@ def mask_email(text: str) -> str | None:
     """`****@domain` for an e-mail address, None for anything else."""
     m = _EMAIL_RE.fullmatch(text.strip())
     return f"{FULL_MASK}@{m.group(1)}" if m else None
+
+
+def plain_addresses(values: Sequence[bytes]) -> bool:
+    """True when every value is a plain address: bytes 0x21-0x7f only (no space, control or
+    non-ASCII byte) and exactly one '@', neither first nor last. For each of them the masker
+    `is_plain_email_masker` accepts gives `****@` + what follows the '@' (all that
+    `_EMAIL_ASCII` can match there). One pass over all the values: a caller that rewrites
+    many values itself checks them at once."""
+    # Joined with NULs (not plain): once the plain bytes other than '@' are deleted, what is
+    # left must be "\0@\0@...\0": one '@' per value, nothing else; then no NUL next to an '@'.
+    joined = b"\x00" + b"\x00".join(values) + b"\x00"
+    return (joined.translate(None, _PLAIN_NOT_AT) == b"\x00@" * len(values) + b"\x00"
+            and b"\x00@" not in joined and b"@\x00" not in joined)
+
+
+def is_plain_email_masker(masker: Masker) -> bool:
+    """True for the `email` masker of a text column whose encoding is ASCII-compatible (not
+    char(n), no length limit): it masks every value `plain_addresses` accepts as `****@` +
+    what follows the '@', so a caller may cut those values itself (the PostgreSQL row
+    rewriter does, a whole run of DataRows at a time)."""
+    return masker in _PLAIN_EMAIL_MASKERS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +281,8 @@ def _text_masker(strategy: MaskStrategy, shape: ColumnShape, key: bytes) -> Mask
                 return full(value)
             return encode(masked.ljust(len(text)) if fixed else masked)
 
+        if ascii_compatible:
+            _PLAIN_EMAIL_MASKERS.add(email)
         return email
 
     digest = _digester(key)

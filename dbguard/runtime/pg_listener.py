@@ -69,15 +69,17 @@ class _UpstreamProtocol(asyncio.Protocol):
             data = masking.from_upstream(data)
             if masking.waiting is not None:
                 conn.resolve_catalog()
-            if not data:
-                return
+            if data:
+                self.deliver(data, rows_only=masking.rows_only)
+            return
         self.deliver(data)
 
-    def deliver(self, data: bytes) -> None:
-        """Upstream bytes (after masking) to the session and on to the client."""
+    def deliver(self, data: bytes, *, rows_only: bool = False) -> None:
+        """Upstream bytes (after masking) to the session and on to the client; `rows_only`:
+        masking found whole DataRows only in them."""
         conn = self.conn
         session = conn.session
-        if session.upstream_fast(data):
+        if session.upstream_fast(data, rows_only=rows_only):
             client = conn.client
             if client is not None and not client.is_closing():
                 client.write(data)
@@ -213,7 +215,7 @@ class PgConnection(asyncio.Protocol):
                                                      masking.waiting)
                 data = masking.resume()
                 if data and not self._closed:
-                    self._upstream_protocol.deliver(data)
+                    self._upstream_protocol.deliver(data, rows_only=masking.rows_only)
         finally:
             self._catalog_wait = False
             if self.upstream is not None and not self._upstream_paused and not self._closed:

@@ -402,14 +402,18 @@ class PgSession:
             self.masking.to_upstream(data)
         return data
 
-    def upstream_fast(self, data: bytes) -> bool:
+    def upstream_fast(self, data: bytes, *, rows_only: bool = False) -> bool:
         """The hot path for upstream bytes, tried before `upstream_data()`: True when `data`
         is whole messages that can go to the client unchanged, the only one that matters being
         ReadyForQuery (tracked here). False, with nothing changed, for anything else: a partial
-        message, ParameterStatus, an error, COPY, or a synthetic answer falling due."""
+        message, ParameterStatus, an error, COPY, or a synthetic answer falling due.
+        `rows_only`: the caller has walked `data` and found whole DataRows only (masking
+        does, `PgResultMasking.rows_only`), so there is nothing in it to look at."""
         if (self.phase is not Phase.READY or not self._upstream_scanner.at_boundary
                 or self._refusals or self._barrier_ahead is not None or self._hold_notice is not None):
             return False
+        if rows_only:  # no ReadyForQuery, no CommandComplete: only the owed answers matter
+            return not (self._owed and self._owed[0] is not None)
         end = len(data)
         pos = 0
         unpack = _HEADER.unpack_from

@@ -13,12 +13,15 @@ result each response belongs to, and rewrites what comes back:
   length recomputed); other rows go out as the original bytes;
 - ErrorResponse / NoticeResponse: values a data or integrity error quotes are replaced, and
   content detectors run over message, detail, hint and context;
-- COPY TO STDOUT whose columns may carry masked values is refused (ErrorResponse 42501 in
-  place of the copy), in every format.
+- COPY TO STDOUT whose columns may carry masked values: in text and CSV format each CopyData
+  row is rewritten (`session.pg_copy_masking`; the copied columns' masks and types from the
+  catalog, by the table's name, or from the query's lineage); in binary format the copy is
+  refused (ErrorResponse 42501 in place of the copy).
 
-When the catalog does not know a table OID yet, the filter stops (`waiting`) with the OIDs to
-look up; the driver resolves them on a side connection (`runtime.pg_catalog`), fills the
-shared `CatalogCache`, and calls `resume()`. Until then nothing more is read upstream.
+When the catalog does not know a table OID (or a copied table's name) yet, the filter stops
+(`waiting`) with the OIDs and names to look up; the driver resolves them on a side connection
+(`runtime.pg_catalog`), fills the shared `CatalogCache`, and calls `resume()`. Until then
+nothing more is read upstream.
 
 Must not: do I/O, decide statements, or journal values (only column names and counts).
 """
@@ -31,14 +34,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from dbguard.masking.columns import PgColumn, WireFormat, pg_codec
 from dbguard.masking.detectors import DetectorSet
 from dbguard.masking.session_masks import ColumnMask, SessionMasks
-from dbguard.masking.strategies import Masker, build_masker
+from dbguard.masking.strategies import Masker, build_masker, is_plain_email_masker, plain_addresses
 from dbguard.model import ANY_SOURCE, UNTRACEABLE, ResultLineage, SourceColumn
 from dbguard.policy.rules import MaskStrategy
+from dbguard.session.pg_copy_masking import CopyColumn, CopyRowRewriter, CopyStatement, copy_codec, copy_statement
 from dbguard.sql.pg_lineage import result_lineage, statements_lineage
 from dbguard.wire.pg import messages as m
 from dbguard.wire.pg.framing import ProtocolViolation
@@ -68,10 +72,26 @@ class Relation:
     name: str
     kind: str  # relkind: r table, p partitioned, f foreign, v view, m materialized view...
     columns: Mapping[int, str]  # attnum -> name
+    types: Mapping[int, tuple[int, int]] = field(default_factory=dict)  # attnum -> (type OID, typmod)
+    generated: frozenset[int] = frozenset()  # attnums of generated columns
 
     @property
     def is_view(self) -> bool:
         return self.kind == "v"
+
+    def copied(self, names: tuple[str, ...], width: int) -> list[int] | None:
+        """The attnums a `COPY this [(names)] TO` sends, in order: the named ones, or every
+        column but the generated ones (what PostgreSQL sends), or every column when only
+        that makes `width`; None when nothing makes `width` (the catalog is out of date)."""
+        if names:
+            by_name = {name: attnum for attnum, name in self.columns.items()}
+            found = [by_name.get(name) for name in names]
+            return [a for a in found if a is not None] if None not in found and len(found) == width else None
+        stored = [attnum for attnum in sorted(self.columns) if attnum not in self.generated]
+        if len(stored) == width:
+            return stored
+        every = sorted(self.columns)
+        return every if len(every) == width else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +113,15 @@ class CatalogCache:
 
     relations: dict[int, Relation | None] = field(default_factory=dict)  # None: no such OID
     views: dict[tuple[str, str], View] | None = None
+    # (schema or None, name) -> the relations of that name (in any schema when None): COPY
+    # names its table, the wire gives no OID for it.
+    named: dict[tuple[str | None, str], tuple[Relation, ...]] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.monotonic)
 
     def expire(self) -> None:
         self.relations.clear()
         self.views = None
+        self.named.clear()
         self.loaded_at = time.monotonic()
 
     def stale(self) -> bool:
@@ -106,10 +130,12 @@ class CatalogCache:
 
 @dataclass(frozen=True, slots=True)
 class CatalogRequest:
-    """What the filter waits for: these OIDs named, and the views loaded if `views`."""
+    """What the filter waits for: these OIDs named, the views loaded if `views`, and the
+    relations of these (schema or None, name) found."""
 
     oids: frozenset[int]
     views: bool
+    names: frozenset[tuple[str | None, str]] = frozenset()
 
 
 # ---------------------------------------------------------------------------- result plans
@@ -125,14 +151,40 @@ class _Slot:
     count: int = 0
 
 
+# A DataRow's start: type, length (signed: one over 2**31 reads as too short), field count,
+# the first field's length.
+_ROW_HEADER: Final = struct.Struct("!ci")
+_ROW_HEAD: Final = struct.Struct("!ciHi")
+
+
+class _RowStarts(dict[int, Callable[[int, bytes, int, bytes], bytes]]):
+    """Per width of what comes before the masked field (from the row's length on), the packer
+    of a rebuilt row's start: new row length, the bytes from the field count up to the field,
+    the field's new length, the mask. Widths over `KEPT` are packed but not kept."""
+
+    KEPT: Final = 512
+
+    def __missing__(self, width: int) -> Callable[[int, bytes, int, bytes], bytes]:
+        pack = struct.Struct(f"!I{width - 5}sI4s").pack
+        if width <= self.KEPT:
+            self[width] = pack
+        return pack
+
+
+_ROW_STARTS: Final = _RowStarts()
+
+
 class _Plan:
     """How the rows of one result set are rewritten; None slots means relay untouched."""
 
-    __slots__ = ("key", "slots")
+    __slots__ = ("_emails", "key", "slots")
 
     def __init__(self, slots: list[_Slot], key: bytes) -> None:
         self.slots = slots
         self.key = key
+        # One column masked by `email` on text: its plain addresses are cut in place.
+        masker = slots[0].masker if len(slots) == 1 else None
+        self._emails = masker is not None and is_plain_email_masker(masker)
 
     def rewrite_run(self, data: bytes, pos: int, end: int, copied: int, out: list[bytes]) -> tuple[int, int]:
         """Rewrite the complete DataRows that follow one another from `pos`: a row with a
@@ -142,6 +194,8 @@ class _Plan:
         run of rows, walking each row only up to its last masked field."""
         slots = self.slots
         if len(slots) == 1 and slots[0].masker is not None:
+            if self._emails:
+                return self._rewrite_emails(data, pos, end, copied, out)
             return self._rewrite_one(data, pos, end, copied, out)
         unpack = _I32.unpack_from
         pack = _I32.pack
@@ -150,7 +204,7 @@ class _Plan:
         while end - pos >= 5 and data[pos] == 0x44:
             length = unpack(data, pos + 1)[0]
             nxt = pos + 1 + length
-            if nxt > end:
+            if length < 4 or nxt > end:
                 break
             count = (data[pos + 5] << 8) | data[pos + 6]
             at = pos + 7
@@ -212,7 +266,7 @@ class _Plan:
         while end - pos >= 5 and data[pos] == 0x44:
             length = unpack(data, pos + 1)[0]
             nxt = pos + 1 + length
-            if nxt > end:
+            if length < 4 or nxt > end:
                 break
             if (data[pos + 5] << 8) | data[pos + 6] > target:
                 at = pos + 7
@@ -236,6 +290,67 @@ class _Plan:
         slot.count += masked
         return pos, copied
 
+    def _rewrite_emails(self, data: bytes, pos: int, end: int, copied: int, out: list[bytes]) -> tuple[int, int]:
+        """`_rewrite_one` for the `email` masker of a text column, done here instead of by a
+        call per value: a plain address `local@domain` (`plain_addresses`) becomes
+        `****@domain`, so a rebuilt row differs from the original only in its length, the
+        field's length and the local part, which is cut out; `@domain` and the rest of the
+        row go out with the next slice. The loop takes every value for plain and checks them
+        all at once at the end; if one is not, the run is done again by `_rewrite_one`, which
+        keeps this result set from then on. Anything unusual in a row (a short or malformed
+        one) also ends the loop and is left to `_rewrite_one`."""
+        head = _ROW_HEAD.unpack_from
+        unpack = _I32.unpack_from
+        starts = _ROW_STARTS
+        target = self.slots[0].index
+        pieces: list[bytes] = []
+        append = pieces.append
+        values: list[bytes] = []
+        keep = values.append
+        between = range(target - 1)  # the fields between the first and the masked one
+        first, first_copied = pos, copied
+        last = end - 11  # a row with a field has 11 bytes at least: `head` can read them
+        while pos <= last:
+            kind, length, count, size = head(data, pos)
+            nxt = pos + 1 + length
+            if kind != b"D" or length < 4 or nxt > end:
+                break
+            if count > target:
+                at = pos + 7
+                if target:  # skip the fields before the masked one
+                    at += 4 + (size if size > 0 else 0)
+                    if between:
+                        for _ in between:
+                            if at + 4 > nxt:
+                                break
+                            size = unpack(data, at)[0]
+                            at += 4 + (size if size > 0 else 0)
+                    if at + 4 > nxt:
+                        break
+                    size = unpack(data, at)[0]
+                elif length < 10:  # no room for the first field's length
+                    break
+                if size >= 0:
+                    start = at + 4
+                    stop = start + size
+                    if stop > nxt:
+                        break
+                    value = data[start:stop]
+                    keep(value)
+                    local = value.find(b"@")  # -1 when none: the check at the end says no
+                    cut = local - 4  # "****" takes the local part's place
+                    append(data[copied : pos + 1])
+                    append(starts[at - pos](length - cut, data[pos + 5 : at], size - cut, b"****"))
+                    copied = start + local
+            pos = nxt
+        if values:
+            if not plain_addresses(values):
+                self._emails = False
+                return self._rewrite_one(data, first, end, first_copied, out)
+            out += pieces
+            self.slots[0].count += len(values)
+        return self._rewrite_one(data, pos, end, copied, out)
+
     def counts(self) -> dict[str, int]:
         return {slot.name: slot.count for slot in self.slots if slot.count}
 
@@ -251,8 +366,9 @@ class _NullPlan(_Plan):
     def rewrite_run(self, data: bytes, pos: int, end: int, copied: int, out: list[bytes]) -> tuple[int, int]:
         unpack = _I32.unpack_from
         while end - pos >= 5 and data[pos] == 0x44:
-            nxt = pos + 1 + unpack(data, pos + 1)[0]
-            if nxt > end:
+            length = unpack(data, pos + 1)[0]
+            nxt = pos + 1 + length
+            if length < 4 or nxt > end:
                 break
             count = (data[pos + 5] << 8) | data[pos + 6]
             body = data[pos + 5 : pos + 7] + _NULL * count
@@ -327,9 +443,13 @@ class PgResultMasking:
         self.waiting: CatalogRequest | None = None
         self._plan: _Plan | None = None  # the result set being relayed
         self._refusing_copy = False
+        self._copy: CopyRowRewriter | None = None  # the text/CSV COPY TO whose rows are rewritten
         self._masked: deque[dict[str, int]] = deque()  # per completed result set, in order
         self._skip = 0  # bytes of a large client CopyData still to pass unobserved
         self._plan_ready = False  # the plan of the result being relayed is chosen
+        # What `from_upstream` / `resume` returned last is whole DataRows only (none too short
+        # to be valid): the session need not walk it again.
+        self.rows_only = False
 
     # ------------------------------------------------------------------ client -> upstream
 
@@ -412,13 +532,14 @@ class PgResultMasking:
         out: list[bytes] = []
         pos, end, copied = 0, len(data), 0
         unpack = _HEADER.unpack_from
-        unpack_length = _I32.unpack_from
+        row_header = _ROW_HEADER.unpack_from
+        rows_only = True
         while end - pos >= 5:
             msg_type, length = unpack(data, pos)
             nxt = pos + 1 + length
             if nxt > end:
                 break
-            if msg_type == b"D":
+            if msg_type == b"D" and length >= 4:  # (a shorter one is the session's to refuse)
                 if not self._plan_ready:
                     self._choose_plan()
                     if self.waiting is not None:
@@ -426,13 +547,19 @@ class PgResultMasking:
                 plan = self._plan
                 if plan is None:  # nothing to mask: skip the run of rows, copied later in one slice
                     pos = nxt
-                    while end - pos >= 5 and data[pos] == 0x44:
-                        nxt = pos + 1 + unpack_length(data, pos + 1)[0]
-                        if nxt > end:
+                    last = end - 5
+                    while pos <= last:
+                        kind, length = row_header(data, pos)
+                        nxt = pos + 1 + length
+                        if kind != b"D" or length < 4 or nxt > end:
                             break
                         pos = nxt
                 else:
                     pos, copied = plan.rewrite_run(data, pos, end, copied, out)
+                continue
+            rows_only = False
+            if msg_type == b"D":
+                pos = nxt
                 continue
             replacement = self._server_message(msg_type, data, pos, nxt)
             if self.waiting is not None:
@@ -444,6 +571,7 @@ class PgResultMasking:
             pos = nxt
         out.append(data[copied:pos])
         self._buffer = data[pos:]
+        self.rows_only = rows_only
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _server_message(self, msg_type: bytes, data: bytes, pos: int, nxt: int) -> bytes | None:
@@ -453,10 +581,24 @@ class PgResultMasking:
         if self._refusing_copy:
             if msg_type in (b"d", b"c"):
                 return b""
-            if msg_type == b"C":
+            if msg_type in (b"C", b"E", b"Z"):
                 self._refusing_copy = False
+                if msg_type == b"C":
+                    self._end_result(head, reported=False)
+                    return b""
+        copy = self._copy
+        if copy is not None:
+            if msg_type == b"d":
+                new = copy.rewrite(data[pos + 5 : nxt])
+                return None if new is None else b"d" + _I32.pack(len(new) + 4) + new
+            if msg_type == b"c":
+                return None
+            self._copy = None  # CommandComplete, or an error ends the copy
+            if msg_type == b"C":
+                if self._journaled:
+                    self._masked.append(copy.counts())
                 self._end_result(head, reported=False)
-                return b""
+                return None
         if msg_type == b"T":
             fields = _row_description(data[pos + 5 : nxt])
             if head is not None and head.kind == "DS":
@@ -471,9 +613,7 @@ class PgResultMasking:
                     portal.planned = False
                 pending.popleft()
             elif head is not None and head.kind == "Q":
-                lineages = statements_lineage(head.sql)
-                lineage = lineages[head.results] if head.results < len(lineages) else UNTRACEABLE
-                plan = self._build(fields, lineage)
+                plan = self._build(fields, lambda: _nth_lineage(head.sql, head.results))
                 if self.waiting is not None:
                     return None
                 self._plan = plan
@@ -541,11 +681,16 @@ class PgResultMasking:
     def _codec(self) -> str:
         return pg_codec(self._encoding())
 
-    def _build(self, fields: tuple[m.FieldDescription, ...], lineage: ResultLineage,
+    def _build(self, fields: tuple[m.FieldDescription, ...], statement_lineage: Callable[[], ResultLineage],
                formats: tuple[int, ...] | None = None) -> _Plan | None:
+        """The plan of a result set. The statement's lineage (a parse) is asked for only
+        when a column masks apply to is computed (no table OID): a column the server names
+        needs none, which keeps ordinary queries off the parser."""
         masks = self._masks()
         if masks is None:
             return None
+        computed = masks.has_column_masks and any(f.table_oid == 0 for f in fields)
+        lineage = statement_lineage() if computed else UNTRACEABLE
         catalog = self._catalog
         if catalog.stale():
             catalog.expire()
@@ -648,7 +793,7 @@ class PgResultMasking:
         if fields is None:
             return self._unknown_plan()
         sql = portal.statement.sql if portal.statement is not None else ""
-        return self._build(fields, result_lineage(sql) if sql else UNTRACEABLE, formats)
+        return self._build(fields, lambda: result_lineage(sql) if sql else UNTRACEABLE, formats)
 
     def _unknown_plan(self) -> _Plan | None:
         """Rows whose columns nobody described (the client executed without a Describe of a
@@ -662,26 +807,139 @@ class PgResultMasking:
     # ------------------------------------------------------------------ COPY and errors
 
     def _copy_out(self, head: _Pending | None, raw: bytes) -> bytes | None:
+        """A CopyOutResponse. When a copied column may carry a masked value (or, text-typed, one
+        the content detectors read), a text or CSV copy's rows are rewritten from here on; a
+        binary copy, or one whose statement cannot be read, is refused (column masks only)."""
         masks = self._masks()
-        if masks is None or not masks.has_column_masks:
+        if masks is None:
             return None
-        lineage = UNTRACEABLE
+        if self._catalog.stale():
+            self._catalog.expire()
+        source = self._copy_source(head)
+        statement = copy_statement(*source) if source is not None else None
+        binary = raw[5:6] != b"\x00"
+        if statement is None or binary or statement.options.format == "binary":
+            return self._refuse_copy(masks, source, binary=binary)
+        width = _I16.unpack_from(raw, 6)[0]
+        columns = self._copy_columns(masks, statement, source, width)
+        if columns is not None:  # None: waiting for the catalog
+            self._copy = self._copy_rewriter(masks, statement, width, columns)
+        return None
+
+    def _copy_source(self, head: _Pending | None) -> tuple[str, int] | None:
+        """The text of the statement a CopyOutResponse answers, and its index in that text."""
         if head is not None and head.kind == "Q":
-            lineages = statements_lineage(head.sql)
-            lineage = lineages[head.results] if head.results < len(lineages) else UNTRACEABLE
-        elif head is not None and head.kind == "X":
+            return head.sql, head.results
+        if head is not None and head.kind == "X":
             portal = self._portals.get(head.name)
             if portal is not None and portal.statement is not None:
-                lineage = result_lineage(portal.statement.sql)
+                return portal.statement.sql, -1
+        return None
+
+    def _refuse_copy(self, masks: SessionMasks, source: tuple[str, int] | None, *, binary: bool) -> bytes | None:
+        """The ErrorResponse sent in place of a copy whose rows cannot be rewritten, when any
+        column it copies may carry a masked value (views followed: they may wait for the
+        catalog); None to let it run."""
+        if not masks.has_column_masks:
+            return None
+        if self._catalog.views is None:
+            self.waiting = CatalogRequest(frozenset(), True)
+            return None
+        lineage = _copy_lineage(source) if source is not None else UNTRACEABLE
         refs: set[SourceColumn] = set()
         for ref in lineage.sources or {ANY_SOURCE}:
             refs.update(self._expand(ref, 0))
         if masks.sources(refs) is None:
             return None
         self._refusing_copy = True
+        if binary:
+            return m.error(_SQLSTATE_REFUSED, "dbguard: binary COPY TO STDOUT of masked columns is refused",
+                           detail="The copied columns may carry values a mask rule covers; rows in binary "
+                                  "format are not rewritten.",
+                           hint="COPY in text or CSV format, or SELECT the rows: masked columns come back masked.")
         return m.error(_SQLSTATE_REFUSED, "dbguard: COPY TO STDOUT of masked columns is refused",
-                       detail="The copied columns may carry values a mask rule covers.",
+                       detail="The copied columns may carry values a mask rule covers, and the COPY "
+                              "statement could not be read to rewrite its rows.",
                        hint="SELECT the rows instead: masked columns come back masked.")
+
+    def _copy_columns(self, masks: SessionMasks, statement: CopyStatement, source: tuple[str, int] | None,
+                      width: int) -> list[_CopiedColumn] | None:
+        """Per copied column: its name, mask and type; None while the catalog is asked (the
+        views, and for COPY table the relations of that name)."""
+        catalog = self._catalog
+        need_views = catalog.views is None and masks.has_column_masks
+        relation = statement.relation
+        if (relation is not None and not need_views and not masks.content
+                and masks.sources(self._expand(SourceColumn(relation[0], relation[1], "*"), 0)) is None):
+            return []  # no mask can cover a column of this table: nothing to look up
+        names = frozenset({relation}) if relation is not None and relation not in catalog.named else frozenset()
+        if need_views or names:
+            self.waiting = CatalogRequest(frozenset(), need_views, names)
+            return None
+        if relation is None:
+            return self._query_columns(masks, statement, source, width)
+        return self._table_columns(masks, statement, relation, width)
+
+    def _table_columns(self, masks: SessionMasks, statement: CopyStatement, relation: tuple[str | None, str],
+                       width: int) -> list[_CopiedColumn]:
+        """COPY table [(columns)]: each column's mask and type from the relations of that name
+        whose columns fit the copy (all of them when an unqualified name is in several schemas:
+        the strictest mask; a type they agree on, else text). A table the catalog does not know
+        is masked by name (its columns as the statement lists them, or the whole row)."""
+        fitting = [(rel, attnums) for rel in self._catalog.named.get(relation, ())
+                   if (attnums := rel.copied(statement.columns, width)) is not None]
+        listed = statement.columns if len(statement.columns) == width else ()
+        found: list[_CopiedColumn] = []
+        for i in range(width):
+            refs: set[SourceColumn] = set()
+            types: set[tuple[int, int]] = set()
+            names: list[str] = []
+            for rel, attnums in fitting:
+                name = rel.columns[attnums[i]]
+                names.append(name)
+                types.add(rel.types.get(attnums[i], _TEXT_TYPE))
+                refs.update(self._expand(SourceColumn(rel.schema, rel.name, name), 0))
+            if not fitting:
+                name = listed[i] if listed else "*"
+                names.append(listed[i] if listed else "?column?")
+                refs.update(self._expand(SourceColumn(relation[0], relation[1], name), 0))
+            mask = masks.sources(refs) if masks.has_column_masks else None
+            type_oid, typmod = types.pop() if len(types) == 1 else _TEXT_TYPE
+            found.append(_CopiedColumn(names[0], mask, type_oid, typmod))
+        return found
+
+    def _query_columns(self, masks: SessionMasks, statement: CopyStatement, source: tuple[str, int] | None,
+                       width: int) -> list[_CopiedColumn]:
+        """COPY (query): each column's mask from the query's lineage (views followed), typed
+        text: the server does not say the types of a copy."""
+        lineage = _copy_lineage(source) if source is not None else UNTRACEABLE
+        positions = lineage.columns if lineage.columns is not None and len(lineage.columns) == width else None
+        names = statement.names if statement.names is not None and len(statement.names) == width else None
+        found: list[_CopiedColumn] = []
+        for i in range(width):
+            mask = None
+            if masks.has_column_masks:
+                refs: set[SourceColumn] = set()
+                for ref in positions[i] if positions is not None else lineage.sources or {ANY_SOURCE}:
+                    refs.update(self._expand(ref, 0))
+                mask = masks.sources(refs)
+            found.append(_CopiedColumn(names[i] if names is not None else "?column?", mask, *_TEXT_TYPE))
+        return found
+
+    def _copy_rewriter(self, masks: SessionMasks, statement: CopyStatement, width: int,
+                       columns: list[_CopiedColumn]) -> CopyRowRewriter | None:
+        """The rewriter of a copy's rows, or None when no column has anything to mask."""
+        codec = copy_codec(statement.options, self._codec())
+        planned: list[CopyColumn] = []
+        for index, column in enumerate(columns):
+            if column.mask is not None:
+                masker = build_masker(column.mask.strategy, PgColumn(column.type_oid, column.typmod, codec),
+                                      WireFormat.TEXT, key=masks.hash_key)
+                planned.append(CopyColumn(index, column.name, masker))
+            elif masks.content and column.type_oid in _DETECTED_TYPES:
+                planned.append(CopyColumn(index, column.name, None,
+                                          tuple((c.detectors, c.strategy) for c in masks.content)))
+        return CopyRowRewriter(statement.options, width, planned, codec, masks.hash_key) if planned else None
 
     def _redact_error(self, raw: bytes) -> bytes | None:
         masks = self._masks()
@@ -715,6 +973,31 @@ class PgResultMasking:
 # lists values in parentheses after "=" or "contains".
 _QUOTED: Final = re.compile(r'"(?:[^"]|"")*"')
 _VALUE_LIST: Final = re.compile(r"(=|contains )\((?:[^()]|\([^()]*\))*\)")
+
+
+def _nth_lineage(sql: str, index: int) -> ResultLineage:
+    """The lineage of the `index`-th statement of a simple Query's text."""
+    lineages = statements_lineage(sql)
+    return lineages[index] if index < len(lineages) else UNTRACEABLE
+
+
+class _CopiedColumn(NamedTuple):
+    """One column of a COPY TO as masking sees it."""
+
+    name: str
+    mask: ColumnMask | None
+    type_oid: int
+    typmod: int
+
+
+_TEXT_TYPE: Final = (25, -1)  # a copied column whose type is not known is read as text
+
+
+def _copy_lineage(source: tuple[str, int]) -> ResultLineage:
+    """The lineage of the statement at `index` of `sql` (the last one for -1)."""
+    sql, index = source
+    lineages = statements_lineage(sql)
+    return lineages[index] if -len(lineages) <= index < len(lineages) else UNTRACEABLE
 
 
 def _row_description(payload: bytes) -> tuple[m.FieldDescription, ...]:

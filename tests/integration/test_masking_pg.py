@@ -3,8 +3,9 @@
 Covers: psycopg (text format) and asyncpg (binary format, prepared statements described once
 and executed many times) getting masked values of valid types; psql; an exempt identity
 seeing real values; lineage through aliases, expressions, aggregates, whole-row references,
-subqueries, CTEs, UNION and views; RETURNING; cursors; COPY TO STDOUT refused when it would
-carry masked columns; errors that would quote a masked value; content detection; and a leak
+subqueries, CTEs, UNION and views; RETURNING; cursors; COPY TO STDOUT masked in text and CSV
+(refused in binary: tests/integration/test_masking_pg_copy.py has the rest); errors that would
+quote a masked value; content detection; and a leak
 test that taps every byte the proxy sends to the client and looks for the seeded PII in plain,
 upper, lower, reversed, base64 and hex forms.
 """
@@ -194,10 +195,15 @@ def test_returning_and_cursors(masking_proxy: ProxyProcess, pg_server: Throwaway
     assert server_side == [("****@" + real.split("@")[1],)]
 
 
-def test_copy_of_masked_columns_is_refused(masking_proxy: ProxyProcess) -> None:
+def test_copy_of_masked_columns_is_masked_and_binary_copy_refused(masking_proxy: ProxyProcess,
+                                                                  pg_server: ThrowawayPostgres) -> None:
+    # (every COPY form in detail: test_masking_pg_copy.py)
+    real = str(_direct(pg_server, "SELECT email FROM customers WHERE id = 1")[0][0])
     with psycopg.connect(masking_proxy.dsn(), autocommit=True) as conn:
-        with pytest.raises(errors.InsufficientPrivilege, match="COPY TO STDOUT of masked columns"):
-            copy_out(conn, "COPY customers TO STDOUT")
+        text = copy_out(conn, "COPY (SELECT id, email FROM customers WHERE id = 1) TO STDOUT")
+        assert text == b"1\t****@" + real.split("@")[1].encode() + b"\n"
+        with pytest.raises(errors.InsufficientPrivilege, match="binary COPY TO STDOUT of masked columns"):
+            copy_out(conn, "COPY customers TO STDOUT (FORMAT binary)")
         # the session goes on, and a COPY of unmasked data works
         assert conn.execute("SELECT 1").fetchone() == (1,)
         with conn.cursor().copy("COPY (SELECT id FROM products ORDER BY id LIMIT 2) TO STDOUT") as copy:
@@ -266,8 +272,10 @@ def test_no_seeded_pii_reaches_the_client_in_any_form(tap: Tap, masking_proxy: P
         for sql in ("SELECT email::int FROM customers WHERE id = 2", "SELECT ssn::date FROM customers WHERE id = 2"):
             with pytest.raises(psycopg.Error):
                 conn.execute(sql)
+        copy_out(conn, "COPY customers TO STDOUT")
+        copy_out(conn, "COPY (SELECT upper(email), ssn FROM customers) TO STDOUT WITH (FORMAT csv, HEADER)")
         with pytest.raises(psycopg.Error):
-            copy_out(conn, "COPY customers TO STDOUT")
+            copy_out(conn, "COPY customers TO STDOUT (FORMAT binary)")
 
     async def binary() -> None:
         conn = await asyncpg.connect(f"postgresql://copilot:copilot-secret@127.0.0.1:{tap.port}/app")

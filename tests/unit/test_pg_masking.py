@@ -1,5 +1,5 @@
 """PgResultMasking byte by byte: which result each response belongs to, which columns a plan
-masks, rows rebuilt with every length right, errors redacted, COPY refused, the catalog wait."""
+masks, rows rebuilt with every length right, errors redacted, binary COPY refused, the catalog wait."""
 
 from __future__ import annotations
 
@@ -185,14 +185,15 @@ def test_data_and_integrity_errors_do_not_quote_values() -> None:
     assert b'relation "users" does not exist' in out  # identifiers in other errors are left alone
 
 
-def test_copy_out_of_masked_columns_is_refused_and_the_session_goes_on() -> None:
+def test_binary_copy_out_of_masked_columns_is_refused_and_the_session_goes_on() -> None:
+    # (text and CSV copies are rewritten: tests/unit/test_pg_copy_masking.py)
     masking = filt()
-    masking.to_upstream(query("COPY users TO STDOUT"))
-    copy = (frame(b"H", b"\x00\x00\x01\x00\x00") + frame(b"d", b"1\tann@example.com\n") + frame(b"c", b"")
+    masking.to_upstream(query("COPY users TO STDOUT (FORMAT binary)"))
+    copy = (frame(b"H", b"\x01\x00\x01\x00\x01") + frame(b"d", b"PGCOPY\nann@example.com") + frame(b"c", b"")
             + m.CommandComplete("COPY 1").encode())
     out = masking.from_upstream(copy + READY)
     assert b"ann@example.com" not in out
-    assert b"COPY TO STDOUT of masked columns is refused" in out
+    assert b"binary COPY TO STDOUT of masked columns is refused" in out
     assert out.endswith(READY)
 
 
