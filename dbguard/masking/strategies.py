@@ -2,8 +2,10 @@
 client's decoder.
 
 Owns: `build_masker(strategy, column, fmt, key=...)`, which picks once per column a `Masker`
-(one call per value: raw wire bytes in, masked wire bytes or None for SQL NULL out), and
-`mask_value` for one-off use. What each strategy gives per type is documented in
+(one call per value: raw wire bytes in, masked wire bytes or None for SQL NULL out),
+`mask_value` for one-off use, and for callers that mask many e-mail addresses themselves
+`is_plain_email_masker` / `plain_addresses` (which values the `email` masker turns into
+`****@` + the domain). What each strategy gives per type is documented in
 docs/masking.md and is the contract here: a text slot gets text the type's input function
 accepts, a binary slot a well-formed binary value of the type (never text bytes), and a type
 masking cannot produce a valid value for gets NULL. Must not: know sessions, sockets or
@@ -139,6 +141,8 @@ def plain_addresses(values: Sequence[bytes]) -> bool:
     many values itself checks them at once."""
     # Joined with NULs (not plain): once the plain bytes other than '@' are deleted, what is
     # left must be "\0@\0@...\0": one '@' per value, nothing else; then no NUL next to an '@'.
+    if not values:
+        return True
     joined = b"\x00" + b"\x00".join(values) + b"\x00"
     return (joined.translate(None, _PLAIN_NOT_AT) == b"\x00@" * len(values) + b"\x00"
             and b"\x00@" not in joined and b"@\x00" not in joined)

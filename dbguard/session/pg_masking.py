@@ -28,13 +28,14 @@ Must not: do I/O, decide statements, or journal values (only column names and co
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from dbguard.masking.columns import PgColumn, WireFormat, pg_codec
 from dbguard.masking.detectors import DetectorSet
@@ -151,27 +152,23 @@ class _Slot:
     count: int = 0
 
 
-# A DataRow's start: type, length (signed: one over 2**31 reads as too short), field count,
-# the first field's length.
+# A DataRow's start: type, length (signed: one over 2**31 reads as too short).
 _ROW_HEADER: Final = struct.Struct("!ci")
-_ROW_HEAD: Final = struct.Struct("!ciHi")
 
 
-class _RowStarts(dict[int, Callable[[int, bytes, int, bytes], bytes]]):
-    """Per width of what comes before the masked field (from the row's length on), the packer
-    of a rebuilt row's start: new row length, the bytes from the field count up to the field,
-    the field's new length, the mask. Widths over `KEPT` are packed but not kept."""
-
-    KEPT: Final = 512
-
-    def __missing__(self, width: int) -> Callable[[int, bytes, int, bytes], bytes]:
-        pack = struct.Struct(f"!I{width - 5}sI4s").pack
-        if width <= self.KEPT:
-            self[width] = pack
-        return pack
+@functools.lru_cache(maxsize=256)
+def _row_reader(prefix: int, width: int) -> Callable[[bytes, int], tuple[Any, ...]]:
+    """Reads a DataRow's start in one struct call: its type, length (signed), the next
+    `prefix` bytes (the field count, then the first field's length unless that field is the
+    masked one), the `width` bytes after them, and the length that follows."""
+    return struct.Struct(f"!ci{prefix}s{width}si").unpack_from
 
 
-_ROW_STARTS: Final = _RowStarts()
+@functools.lru_cache(maxsize=512)
+def _row_builder(prefix: int, width: int) -> Callable[[int, bytes, bytes, int, bytes], bytes]:
+    """Packs a rebuilt DataRow's start (after its type): the new length, the `prefix` and
+    `width` bytes as read, the masked field's new length, the mask."""
+    return struct.Struct(f"!I{prefix}s{width}sI4s").pack
 
 
 class _Plan:
@@ -299,54 +296,74 @@ class _Plan:
         all at once at the end; if one is not, the run is done again by `_rewrite_one`, which
         keeps this result set from then on. Anything unusual in a row (a short or malformed
         one) also ends the loop and is left to `_rewrite_one`."""
-        head = _ROW_HEAD.unpack_from
         unpack = _I32.unpack_from
-        starts = _ROW_STARTS
         target = self.slots[0].index
+        between = range(target - 1)  # the fields between the first and the masked one
         pieces: list[bytes] = []
         append = pieces.append
         values: list[bytes] = []
         keep = values.append
-        between = range(target - 1)  # the fields between the first and the masked one
-        first, first_copied = pos, copied
-        last = end - 11  # a row with a field has 11 bytes at least: `head` can read them
+        first_pos, first_copied = pos, copied
+        # A row is read in one struct call up to the masked field's length (or, further on,
+        # the second field's) when its field count and first field's length (its `prefix`)
+        # are the last row's: a key or a fixed-width type first, they seldom change.
+        size_prefix = 6 if target else 2
+        guess = b""
+        width = 0
+        read = _row_reader(size_prefix, width)
+        rebuild = _row_builder(size_prefix, width)
+        offset = 5 + size_prefix + 4  # where the value after `read`'s last length starts
+        last = end - offset
         while pos <= last:
-            kind, length, count, size = head(data, pos)
+            kind, length, prefix, head, size = read(data, pos)
             nxt = pos + 1 + length
-            if kind != b"D" or length < 4 or nxt > end:
+            if kind != b"D" or nxt > end:  # not a DataRow, or not all of it
                 break
-            if count > target:
-                at = pos + 7
-                if target:  # skip the fields before the masked one
+            if prefix != guess:  # not the last row's prefix: read this row again with its own
+                count = int.from_bytes(prefix[:2], "big")
+                if count <= target:  # no such field: the row stays as it is
+                    if length < 4:  # too short for a DataRow: the session's to refuse
+                        break
+                    pos = nxt
+                    continue
+                guess = prefix
+                width = max(int.from_bytes(prefix[2:], "big", signed=True), 0)
+                read = _row_reader(size_prefix, width)
+                rebuild = _row_builder(size_prefix, width)
+                offset = 5 + size_prefix + width + 4
+                last = end - offset
+                continue
+            start = pos + offset
+            if between:  # the second field's length was read: walk on to the masked one
+                at = start - 4
+                for _ in between:
                     at += 4 + (size if size > 0 else 0)
-                    if between:
-                        for _ in between:
-                            if at + 4 > nxt:
-                                break
-                            size = unpack(data, at)[0]
-                            at += 4 + (size if size > 0 else 0)
                     if at + 4 > nxt:
                         break
                     size = unpack(data, at)[0]
-                elif length < 10:  # no room for the first field's length
+                start = at + 4
+                if start > nxt:  # a malformed row: `_rewrite_one` has the last word on it
                     break
-                if size >= 0:
-                    start = at + 4
-                    stop = start + size
-                    if stop > nxt:
-                        break
-                    value = data[start:stop]
-                    keep(value)
-                    local = value.find(b"@")  # -1 when none: the check at the end says no
-                    cut = local - 4  # "****" takes the local part's place
-                    append(data[copied : pos + 1])
-                    append(starts[at - pos](length - cut, data[pos + 5 : at], size - cut, b"****"))
-                    copied = start + local
+                head = data[pos + 11 : at]
+                rebuild = _row_builder(6, at - pos - 11)
+            elif start > nxt:  # (likewise)
+                break
+            if size >= 0:
+                stop = start + size
+                if stop > nxt:
+                    break
+                value = data[start:stop]
+                keep(value)
+                local = value.find(b"@")  # -1 when none: the check at the end says no
+                cut = local - 4  # "****" takes the local part's place
+                append(data[copied : pos + 1])
+                append(rebuild(length - cut, prefix, head, size - cut, b"****"))
+                copied = start + local
             pos = nxt
         if values:
             if not plain_addresses(values):
                 self._emails = False
-                return self._rewrite_one(data, first, end, first_copied, out)
+                return self._rewrite_one(data, first_pos, end, first_copied, out)
             out += pieces
             self.slots[0].count += len(values)
         return self._rewrite_one(data, pos, end, copied, out)

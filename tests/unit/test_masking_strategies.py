@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import re
 import struct
 import uuid
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from psycopg.types.numeric import DecimalBinaryDumper
 
 from dbguard.masking import MysqlColumn, PgColumn, WireFormat, build_masker, mask_value
 from dbguard.masking.columns import PgOid, mysql_charset, pg_codec
-from dbguard.masking.strategies import mask_email
+from dbguard.masking.strategies import is_plain_email_masker, mask_email, plain_addresses
 from dbguard.policy.rules import MaskStrategy
 from dbguard.wire.mysql.messages import ColumnFlag, ColumnType, encode_binary_row
 
@@ -655,3 +656,32 @@ def test_email_fast_path_on_bytes_agrees_with_the_text_rule(text: str) -> None:
     masker = build_masker(MaskStrategy.EMAIL, PgColumn(PgOid.TEXT), WireFormat.TEXT)
     expected = mask_email(text)
     assert masker(text.encode()) == (expected.encode() if expected is not None else b"****")
+
+
+# A plain address: what `plain_addresses` accepts, and what the PostgreSQL row rewriter then
+# masks itself (`****@` + what follows the '@') instead of calling the masker.
+_PLAIN_ADDRESS = re.compile(rb"[\x21-\x3f\x41-\x7f]+@[\x21-\x3f\x41-\x7f]+")
+_ADDRESS_BYTES = st.sampled_from(b"ab.Z9-_+@@ \t\x00\x1c\x7f\x80\xe9")
+
+
+@given(st.lists(st.one_of(st.binary(max_size=8), st.lists(_ADDRESS_BYTES, max_size=8).map(bytes)), max_size=6))
+def test_plain_addresses_are_masked_by_cutting_the_local_part(values: list[bytes]) -> None:
+    masker = build_masker(MaskStrategy.EMAIL, PgColumn(PgOid.TEXT), WireFormat.TEXT)
+    assert is_plain_email_masker(masker)
+    assert plain_addresses(values) == all(_PLAIN_ADDRESS.fullmatch(v) for v in values)
+    for value in values:
+        if plain_addresses([value]):
+            assert masker(value) == b"****" + value[value.index(b"@") :]
+
+
+@pytest.mark.parametrize(("column", "fmt"), [
+    (PgColumn(PgOid.VARCHAR, varchar(255)), TEXT),  # a length limit: the masker checks it
+    (PgColumn(PgOid.BPCHAR, varchar(20)), TEXT),  # char(n): padded
+    (PgColumn(PgOid.TEXT, -1, pg_codec("SJIS")), TEXT),  # ASCII is not its own bytes everywhere
+    (PgColumn(PgOid.JSON), TEXT),
+    (PgColumn(PgOid.INT4), BINARY),
+])
+def test_only_the_plain_text_email_masker_lets_callers_cut_addresses(column: PgColumn, fmt: WireFormat) -> None:
+    assert not is_plain_email_masker(build_masker(MaskStrategy.EMAIL, column, fmt))
+    assert not is_plain_email_masker(build_masker(MaskStrategy.FULL, PgColumn(PgOid.TEXT), TEXT))
+    assert is_plain_email_masker(build_masker(MaskStrategy.EMAIL, PgColumn(PgOid.TEXT), BINARY))

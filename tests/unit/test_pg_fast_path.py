@@ -132,6 +132,24 @@ def test_upstream_fast_declines_without_changing_anything(data: bytes) -> None:
     assert d.session.transaction_status == b"I"
 
 
+ROWS = m.DataRow((b"1",)).encode() + m.DataRow((None,)).encode()
+
+
+def test_rows_masking_vouches_for_skip_the_walk_and_agree_with_it() -> None:
+    """With masking on, the listener says when a read is whole DataRows only
+    (`PgResultMasking.rows_only`): the session then takes them without walking them, as the
+    walk would, and declines where the walk declines."""
+    d = ready(BlockDrops())
+    assert d.session.client_fast(Q1) is Q1
+    assert d.session.upstream_fast(RESULT) is True
+    assert d.session.upstream_fast(ROWS, rows_only=True) is d.session.upstream_fast(ROWS) is True
+    assert d.session.upstream_fast(READY_I) is True
+    assert not d.session._owed
+    # A refusal waiting for its turn: its answer falls due, the general path's to give.
+    assert sent(d.client(Q_DROP), SendUpstream) == REFUSED_QUERY
+    assert d.session.upstream_fast(ROWS, rows_only=True) is d.session.upstream_fast(ROWS) is False
+
+
 REFUSED_QUERY = m.Query(REFUSAL_TOKEN).encode()
 SYNTAX_ERROR = m.error_response("42601", f'syntax error at or near "{REFUSAL_TOKEN.decode()}"').encode()
 

@@ -3,13 +3,18 @@ masks, rows rebuilt with every length right, errors redacted, binary COPY refuse
 
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from dbguard.masking.columns import PgColumn, WireFormat, pg_codec
 from dbguard.masking.session_masks import SessionMasks
+from dbguard.masking.strategies import build_masker
 from dbguard.model import Identity, IdentityKind, SessionInfo
-from dbguard.policy.rules import parse_policy_text
+from dbguard.policy.rules import MaskStrategy, parse_policy_text
 from dbguard.session.pg_masking import CatalogCache, PgResultMasking, Relation, View
 from dbguard.sql.pg_lineage import result_lineage
 from dbguard.wire.pg import messages as m
@@ -237,3 +242,122 @@ def test_several_statements_in_one_query_each_get_their_lineage(count: int) -> N
     response = (one * count + row_description(field("upper")) + data_row(b"ANN@X.COM") + COMPLETE
                 + row_description(field("upper")) + data_row(b"HELLO") + COMPLETE + READY)
     assert rows_of(masking.from_upstream(response)) == [(b"1",)] * count + [(b"****@X.COM",), (b"HELLO",)]
+
+
+# ------------------------------------------------------------------ the e-mail fast path
+# A plan masking one text column with `email` cuts plain addresses out of whole runs of
+# DataRows itself (`_Plan._rewrite_emails`); whatever the rows hold, and wherever the reads
+# are cut, it must send exactly what masking each value with the strategy's masker gives.
+
+PEOPLE_OID = 16600
+EMAIL_ONLY = """
+masks:
+  - id: people-email
+    columns: [people.email]
+    strategy: email
+"""
+_PLAIN = "abcxyzXYZ019.-_+!#$%&'*/=?^`{|}~\x7f"
+_PLAIN_ADDRESS = re.compile(rb"[\x21-\x3f\x41-\x7f]+@[\x21-\x3f\x41-\x7f]+")
+
+
+def _plain_or_null(value: bytes | None) -> bool:
+    return value is None or _PLAIN_ADDRESS.fullmatch(value) is not None
+
+
+def email_masks() -> SessionMasks:
+    found = SessionMasks.for_session(parse_policy_text(EMAIL_ONLY), SESSION, b"k" * 32)
+    assert found is not None
+    return found
+
+
+_addresses = st.builds(lambda local, domain: f"{local}@{domain}".encode(),
+                       st.text(_PLAIN, min_size=1, max_size=12), st.text(_PLAIN, min_size=1, max_size=12))
+_masked_values = st.one_of(
+    _addresses, _addresses, _addresses,
+    st.none(),
+    st.sampled_from([b"", b"@", b"a@", b"@b", b"a@b@c", b" a@b", b"a@b ", b"a b@c", b"a@b\x00",
+                     "\u00e9l\u00e8ve@\u00e9cole.fr".encode(), b"\xff@x", b"no address", b"a@b\x1f"]),
+    st.binary(max_size=24),
+)
+_other_values = st.one_of(st.none(), st.binary(max_size=70), st.sampled_from([b"", b"@", b"1234", b"x@y"]))
+
+
+@st.composite
+def _results(draw: st.DrawFn) -> tuple[int, int, list[tuple[bytes | None, ...]]]:
+    target = draw(st.integers(0, 3))
+    width = target + 1 + draw(st.integers(0, 2))
+    rows = []
+    for _ in range(draw(st.integers(0, 40))):
+        values = [draw(_other_values) for _ in range(width)]
+        values[target] = draw(_masked_values)
+        if draw(st.integers(0, 30)) == 0:  # a row shorter than described (masking must cope)
+            values = values[: draw(st.integers(0, target))]
+        rows.append(tuple(values))
+    return target, width, rows
+
+
+def _email_filter(target: int, width: int, encoding: str) -> PgResultMasking:
+    names = [f"c{i}" for i in range(width)]
+    names[target] = "email"
+    cache = CatalogCache(views={})
+    cache.relations[PEOPLE_OID] = Relation("public", "people", "r", {i + 1: n for i, n in enumerate(names)})
+    masking = PgResultMasking(email_masks, cache, lambda: encoding, journaled=True)
+    masking.to_upstream(query("SELECT * FROM people"))
+    return masking
+
+
+@settings(max_examples=300, deadline=None)
+@given(_results(), st.sampled_from([0, 1]), st.sampled_from(["UTF8", "LATIN1", "SJIS"]),
+       st.lists(st.integers(1, 300), min_size=1, max_size=30))
+def test_email_runs_are_rewritten_as_the_masker_would(result: tuple[int, int, list[tuple[bytes | None, ...]]],
+                                                     fmt: int, encoding: str, cuts: list[int]) -> None:
+    target, width, rows = result
+    fields = [field("email" if i == target else f"c{i}", PEOPLE_OID, i + 1, 25, fmt) for i in range(width)]
+    response = (row_description(*fields) + b"".join(data_row(*row) for row in rows)
+                + m.CommandComplete(f"SELECT {len(rows)}").encode() + READY)
+    masker = build_masker(MaskStrategy.EMAIL, PgColumn(25, -1, pg_codec(encoding)), WireFormat(fmt))
+
+    def masked_row(row: tuple[bytes | None, ...]) -> tuple[bytes | None, ...]:
+        value = row[target] if len(row) > target else None
+        return row if value is None else (*row[:target], masker(value), *row[target + 1 :])
+
+    expected = (row_description(*fields) + b"".join(data_row(*masked_row(row)) for row in rows)
+                + m.CommandComplete(f"SELECT {len(rows)}").encode() + READY)
+    masked = sum(1 for row in rows if len(row) > target and row[target] is not None)
+
+    whole = _email_filter(target, width, encoding)
+    rows_end = len(response) - len(READY) - len(m.CommandComplete(f"SELECT {len(rows)}").encode())
+    out = whole.from_upstream(response[:rows_end])
+    plan = whole._plan
+    if plan is not None and encoding != "SJIS" and all(
+            _plain_or_null(row[target]) for row in rows if len(row) > target):
+        assert plan._emails, "plain addresses are cut out without falling back to the masker"
+    assert out + whole.from_upstream(response[rows_end:]) == expected
+    assert whole.masked_counts() == ((("email", masked),) if masked else ())
+
+    cut = _email_filter(target, width, encoding)
+    pieces, at, step = [], 0, 0
+    while at < len(response):
+        size = cuts[step % len(cuts)]
+        pieces.append(cut.from_upstream(response[at : at + size]))
+        at, step = at + size, step + 1
+    assert b"".join(pieces) == expected
+    assert cut.masked_counts() == ((("email", masked),) if masked else ())
+
+
+def test_rows_only_says_when_a_read_is_whole_data_rows_and_nothing_else() -> None:
+    masking = _email_filter(1, 2, "UTF8")
+    rows = data_row(b"1", b"ann@example.com") + data_row(b"2", None)
+    description = row_description(field("c0", PEOPLE_OID, 1, 25), field("email", PEOPLE_OID, 2, 25))
+
+    def rows_only(data: bytes) -> bool:
+        masking.from_upstream(data)
+        return masking.rows_only
+
+    assert not rows_only(description + rows)
+    assert rows_of(masking.from_upstream(rows + rows[:9])) == [(b"1", b"****@example.com"), (b"2", None)]
+    assert masking.rows_only  # (the cut row waits)
+    assert not rows_only(rows[9:] + COMPLETE + READY)
+    masking.to_upstream(query("SELECT * FROM people"))
+    # A DataRow too short to be one is let through for the session to refuse.
+    assert not rows_only(description + b"D\x00\x00\x00\x02" + rows + COMPLETE + READY)
