@@ -27,63 +27,17 @@ from dbguard.devdb.postgres import ThrowawayPostgres
 from tests.integration import journal_sessions as js
 from tests.integration.harness import ProxyFactory, ProxyProcess
 from tests.integration.leak_tap import Tap, leaked_forms
-
-RULES = """
-masks:
-  - id: pii-email
-    columns: [customers.email]
-    strategy: email
-    unless: {roles: [dba]}
-  - id: pii-ssn
-    columns: ["*.ssn"]
-    strategy: partial
-    unless: {roles: [dba]}
-  - id: pii-birth
-    columns: [public.customers.birth_date]
-    strategy: hash
-    unless: {roles: [dba]}
-  - id: pii-card
-    columns: [payments.card_number]
-    strategy: full
-    unless: {roles: [dba]}
-  - id: pii-content
-    detect: [credit_card, us_ssn]
-    strategy: full
-    unless: {roles: [dba]}
-"""
-
-
-def _direct(pg_server: ThrowawayPostgres, sql: str) -> list[tuple[object, ...]]:
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        return conn.execute(sql).fetchall()
+from tests.integration.pg_masking_setup import copy_out, direct, query, seeded_pii, start_masking_proxy
 
 
 @pytest.fixture
 def masking_proxy(pg_server: ThrowawayPostgres, proxy_factory: ProxyFactory, tmp_path: Path) -> ProxyProcess:
-    rules = tmp_path / "mask-rules.yaml"
-    rules.write_text(RULES, encoding="utf-8")
-    return proxy_factory(pg_server.dsn(sslmode="disable"),
-                         extra_yaml=f"rules: {rules}\nmasking: {{hash_key: test-hash-key-0123456789}}\n")
+    return start_masking_proxy(pg_server, proxy_factory, tmp_path)
 
 
 @pytest.fixture(scope="module")
 def pii(pg_server: ThrowawayPostgres) -> list[str]:
-    """The seeded values no masked query may reveal (first ten customers, their cards)."""
-    values: list[str] = []
-    for email, ssn in _direct(pg_server, "SELECT email, ssn FROM customers ORDER BY id LIMIT 10"):
-        values += [str(email), str(ssn)]
-    values += [str(r[0]) for r in _direct(pg_server, "SELECT card_number FROM payments ORDER BY id LIMIT 10")]
-    return values
-
-
-def copy_out(conn: psycopg.Connection[tuple[object, ...]], sql: str) -> bytes:
-    with conn.cursor().copy(sql) as copy:
-        return b"".join(bytes(chunk) for chunk in copy)
-
-
-def query(proxy: ProxyProcess, sql: str, identity: str = "copilot") -> list[tuple[object, ...]]:
-    with psycopg.connect(proxy.dsn(identity), autocommit=True) as conn:
-        return conn.execute(sql).fetchall()
+    return seeded_pii(pg_server)
 
 
 # ---------------------------------------------------------------------------- direct columns
@@ -92,7 +46,7 @@ def query(proxy: ProxyProcess, sql: str, identity: str = "copilot") -> list[tupl
 def test_psycopg_sees_each_strategy_and_untouched_columns(masking_proxy: ProxyProcess,
                                                           pg_server: ThrowawayPostgres) -> None:
     sql = "SELECT id, full_name, email, ssn, birth_date FROM customers WHERE id IN (1, 2) ORDER BY id"
-    real = _direct(pg_server, sql)
+    real = direct(pg_server, sql)
     masked = query(masking_proxy, sql)
     assert [r[:2] for r in masked] == [r[:2] for r in real]  # id and name are not masked
     for (_id, _name, email, ssn, birth), (_, _, real_email, real_ssn, real_birth) in zip(masked, real, strict=True):
@@ -106,11 +60,11 @@ def test_psycopg_sees_each_strategy_and_untouched_columns(masking_proxy: ProxyPr
 
 def test_exempt_identity_sees_real_values(masking_proxy: ProxyProcess, pg_server: ThrowawayPostgres) -> None:
     sql = "SELECT email, ssn FROM customers WHERE id = 3"
-    assert query(masking_proxy, sql, identity="alice") == _direct(pg_server, sql)
+    assert query(masking_proxy, sql, identity="alice") == direct(pg_server, sql)
 
 
 def test_asyncpg_binary_prepared_statement(masking_proxy: ProxyProcess, pg_server: ThrowawayPostgres) -> None:
-    real = _direct(pg_server, "SELECT id, email, ssn, birth_date FROM customers WHERE id <= 3 ORDER BY id")
+    real = direct(pg_server, "SELECT id, email, ssn, birth_date FROM customers WHERE id <= 3 ORDER BY id")
 
     async def run() -> list[list[asyncpg.Record]]:
         conn = await asyncpg.connect(masking_proxy.dsn())
@@ -136,7 +90,7 @@ def test_asyncpg_binary_prepared_statement(masking_proxy: ProxyProcess, pg_serve
 
 
 def test_psql_output_is_masked(masking_proxy: ProxyProcess, pg_server: ThrowawayPostgres) -> None:
-    email = str(_direct(pg_server, "SELECT email FROM customers WHERE id = 4")[0][0])
+    email = str(direct(pg_server, "SELECT email FROM customers WHERE id = 4")[0][0])
     result = subprocess.run(["psql", "-X", "-At", "-c", "SELECT id, email FROM customers WHERE id = 4"],
                             env=masking_proxy.libpq_env(), capture_output=True, text=True, timeout=30, check=True)
     assert result.stdout.strip() == "4|****@" + email.split("@")[1]
@@ -170,7 +124,7 @@ def test_derived_values_are_masked(masking_proxy: ProxyProcess, pii: list[str], 
 
 
 def test_filters_and_counts_are_not_masked(masking_proxy: ProxyProcess, pg_server: ThrowawayPostgres) -> None:
-    email = str(_direct(pg_server, "SELECT email FROM customers WHERE id = 5")[0][0])
+    email = str(direct(pg_server, "SELECT email FROM customers WHERE id = 5")[0][0])
     # Reading a masked column in WHERE is not masking's business (a documented limit).
     assert query(masking_proxy, f"SELECT count(*) FROM customers WHERE email = '{email}'") == [(1,)]
     assert query(masking_proxy, "SELECT id, length(full_name) > 0 FROM customers WHERE id = 5") == [(5, True)]
@@ -180,7 +134,7 @@ def test_filters_and_counts_are_not_masked(masking_proxy: ProxyProcess, pg_serve
 
 
 def test_returning_and_cursors(masking_proxy: ProxyProcess, pg_server: ThrowawayPostgres) -> None:
-    real = str(_direct(pg_server, "SELECT email FROM customers WHERE id = 6")[0][0])
+    real = str(direct(pg_server, "SELECT email FROM customers WHERE id = 6")[0][0])
     with psycopg.connect(masking_proxy.dsn()) as conn:
         returned = conn.execute("UPDATE customers SET full_name = full_name WHERE id = 6 RETURNING email").fetchone()
         conn.execute("DECLARE c CURSOR FOR SELECT id, email FROM customers WHERE id IN (6, 7) ORDER BY id")
@@ -198,7 +152,7 @@ def test_returning_and_cursors(masking_proxy: ProxyProcess, pg_server: Throwaway
 def test_copy_of_masked_columns_is_masked_and_binary_copy_refused(masking_proxy: ProxyProcess,
                                                                   pg_server: ThrowawayPostgres) -> None:
     # (every COPY form in detail: test_masking_pg_copy.py)
-    real = str(_direct(pg_server, "SELECT email FROM customers WHERE id = 1")[0][0])
+    real = str(direct(pg_server, "SELECT email FROM customers WHERE id = 1")[0][0])
     with psycopg.connect(masking_proxy.dsn(), autocommit=True) as conn:
         text = copy_out(conn, "COPY (SELECT id, email FROM customers WHERE id = 1) TO STDOUT")
         assert text == b"1\t****@" + real.split("@")[1].encode() + b"\n"

@@ -34,30 +34,7 @@ from dbguard.session.pg_copy_masking import CopyColumn, CopyRowRewriter, copy_st
 from tests.integration import journal_sessions as js
 from tests.integration.harness import ProxyFactory, ProxyProcess
 from tests.integration.leak_tap import Tap, leaked_forms
-
-RULES = """
-masks:
-  - id: pii-email
-    columns: [customers.email]
-    strategy: email
-    unless: {roles: [dba]}
-  - id: pii-ssn
-    columns: ["*.ssn"]
-    strategy: partial
-    unless: {roles: [dba]}
-  - id: pii-birth
-    columns: [public.customers.birth_date]
-    strategy: hash
-    unless: {roles: [dba]}
-  - id: pii-card
-    columns: [payments.card_number]
-    strategy: full
-    unless: {roles: [dba]}
-  - id: pii-content
-    detect: [credit_card, us_ssn]
-    strategy: full
-    unless: {roles: [dba]}
-"""
+from tests.integration.pg_masking_setup import copy_out, direct, query, seeded_pii, start_masking_proxy
 
 # Values that exercise every escaping rule of both formats; the masked `ssn` keeps its last
 # four characters (`partial`), so the specials at the end reach the client through a mask.
@@ -68,16 +45,6 @@ TRICKY = [
 ]
 
 
-def _direct(pg_server: ThrowawayPostgres, sql: str) -> list[tuple[object, ...]]:
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        return conn.execute(sql).fetchall()
-
-
-def copy_out(conn: psycopg.Connection[tuple[object, ...]], sql: str) -> bytes:
-    with conn.cursor().copy(sql) as copy:
-        return b"".join(bytes(chunk) for chunk in copy)
-
-
 def direct_copy(pg_server: ThrowawayPostgres, sql: str) -> bytes:
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
         return copy_out(conn, sql)
@@ -86,11 +53,6 @@ def direct_copy(pg_server: ThrowawayPostgres, sql: str) -> bytes:
 def proxy_copy(proxy: ProxyProcess, sql: str, identity: str = "copilot") -> bytes:
     with psycopg.connect(proxy.dsn(identity), autocommit=True) as conn:
         return copy_out(conn, sql)
-
-
-def query(proxy: ProxyProcess, sql: str, identity: str = "copilot") -> list[tuple[object, ...]]:
-    with psycopg.connect(proxy.dsn(identity), autocommit=True) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def load_back(pg_server: ThrowawayPostgres, data: bytes, columns: str, options: str) -> list[tuple[object, ...]]:
@@ -106,20 +68,12 @@ def load_back(pg_server: ThrowawayPostgres, data: bytes, columns: str, options: 
 
 @pytest.fixture
 def masking_proxy(pg_server: ThrowawayPostgres, proxy_factory: ProxyFactory, tmp_path: Path) -> ProxyProcess:
-    rules = tmp_path / "mask-rules.yaml"
-    rules.write_text(RULES, encoding="utf-8")
-    return proxy_factory(pg_server.dsn(sslmode="disable"),
-                         extra_yaml=f"rules: {rules}\nmasking: {{hash_key: test-hash-key-0123456789}}\n")
+    return start_masking_proxy(pg_server, proxy_factory, tmp_path)
 
 
 @pytest.fixture(scope="module")
 def pii(pg_server: ThrowawayPostgres) -> list[str]:
-    """The seeded values no masked COPY may reveal (first ten customers, their cards)."""
-    values: list[str] = []
-    for email, ssn in _direct(pg_server, "SELECT email, ssn FROM customers ORDER BY id LIMIT 10"):
-        values += [str(email), str(ssn)]
-    values += [str(r[0]) for r in _direct(pg_server, "SELECT card_number FROM payments ORDER BY id LIMIT 10")]
-    return values
+    return seeded_pii(pg_server)
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +201,7 @@ def test_masked_copy_loads_back_as_select_sees_it(masking_proxy: ProxyProcess, p
                                                   tricky: str, options: str) -> None:
     data = proxy_copy(masking_proxy, f"COPY {tricky} TO STDOUT WITH ({options})")
     selected = query(masking_proxy, f"SELECT id, ssn, note FROM {tricky} ORDER BY id")
-    raw = _direct(pg_server, f"SELECT id, ssn, note FROM {tricky} ORDER BY id")
+    raw = direct(pg_server, f"SELECT id, ssn, note FROM {tricky} ORDER BY id")
     loaded = load_back(pg_server, data, "id int, ssn text, note text", options)
     assert loaded == selected
     assert [r[1] for r in loaded] != [r[1] for r in raw]  # the ssn column is masked
@@ -329,7 +283,7 @@ def _psql() -> str:
 ])
 def test_psql_copy_to_stdout(masking_proxy: ProxyProcess, pg_server: ThrowawayPostgres, command: str,
                              separator: str) -> None:
-    customers = _direct(pg_server, "SELECT id, email, ssn FROM customers")
+    customers = direct(pg_server, "SELECT id, email, ssn FROM customers")
     real = {rid: (str(email), str(ssn)) for rid, email, ssn in customers}
     result = subprocess.run([_psql(), "-X", "-v", "ON_ERROR_STOP=1", "-c", command], env=masking_proxy.libpq_env(),
                             capture_output=True, text=True, timeout=30, check=True)
