@@ -278,7 +278,13 @@ def _dumps(obj: object) -> bytes:
 
 def canonical_bytes(event: JournalEvent) -> bytes:
     """The exact bytes the hash chain covers: UTF-8 JSON, keys sorted, no whitespace."""
-    fast = _fast_canonical(event)
+    kind = type(event)
+    if kind is StatementEvent:
+        fast = _statement_canonical(cast(StatementEvent, event))
+    elif kind is OutcomeEvent:
+        fast = _outcome_canonical(cast(OutcomeEvent, event))
+    else:
+        fast = _fast_canonical(event)
     return fast if fast is not None else _dumps(event_to_dict(event))
 
 
@@ -346,6 +352,87 @@ def _fast_canonical(event: JournalEvent) -> bytes | None:
             parts.append(prefix + encoded)
     try:
         return ("{" + "".join(parts) + "}").encode("utf-8")
+    except UnicodeEncodeError:
+        raise EncodingError("text is not valid Unicode (lone surrogate)") from None
+
+
+# The two events of every statement have their own encoders: one concatenation in key order,
+# each value checked for its exact plain type (anything else returns None: the generic path
+# encodes it, or raises). Tuples repeat from statement to statement (a cached decision's rule
+# ids and analysis summary are the same objects each time), so their JSON is kept by identity.
+_TUPLE_JSON: dict[int, tuple[tuple[object, ...], str | None]] = {}
+_TUPLE_JSON_MAX: Final = 4096
+
+
+def _tuple_json(value: object) -> str | None:
+    """The JSON of a tuple of plain values (None if it is not one), remembered by identity."""
+    if type(value) is not tuple:
+        return None
+    found = _TUPLE_JSON.get(id(value))
+    if found is not None and found[0] is value:
+        return found[1]
+    encoded = _json_value(value)
+    if len(_TUPLE_JSON) >= _TUPLE_JSON_MAX:
+        _TUPLE_JSON.clear()
+    _TUPLE_JSON[id(value)] = (value, encoded)  # the tuple is kept alive: its id stays its own
+    return encoded
+
+
+def _json_bool(value: object) -> str | None:
+    return "true" if value is True else "false" if value is False else None
+
+
+def _json_optional_string(value: object) -> str | None:
+    return "null" if value is None else _json_string(value) if type(value) is str else None
+
+
+def _statement_canonical(e: StatementEvent) -> bytes | None:
+    text, session_id, action, reason = e.text, e.session_id, e.action, e.reason
+    seq, time_us, count = e.seq, e.time_us, e.parameter_count
+    if (type(text) is not str or type(session_id) is not str or type(action) is not str
+            or type(reason) is not str or type(seq) is not int or type(time_us) is not int
+            or type(count) is not int):
+        return None
+    approval_id = _json_optional_string(e.approval_id)
+    intent = _json_optional_string(e.intent)
+    enforced = _json_bool(e.enforced)
+    redacted = _json_bool(e.parameters_redacted)
+    truncated = _json_bool(e.text_truncated)
+    parameters = "null" if e.parameters is None else _json_value(e.parameters)
+    features, kinds, reads = _tuple_json(e.features), _tuple_json(e.kinds), _tuple_json(e.reads)
+    rule_ids, writes = _tuple_json(e.rule_ids), _tuple_json(e.writes)
+    if (approval_id is None or intent is None or enforced is None or redacted is None or truncated is None
+            or parameters is None or features is None or kinds is None or reads is None or rule_ids is None
+            or writes is None):
+        return None
+    out = (f'{{"action":{_json_string(action)},"approval_id":{approval_id},"enforced":{enforced},'
+           f'"features":{features},"intent":{intent},"kind":"statement","kinds":{kinds},'
+           f'"parameter_count":{count},"parameters":{parameters},"parameters_redacted":{redacted},'
+           f'"reads":{reads},"reason":{_json_string(reason)},"rule_ids":{rule_ids},"seq":{seq},'
+           f'"session_id":{_json_string(session_id)},"text":{_json_string(text)},"text_truncated":{truncated},'
+           f'"time_us":{time_us},"v":{SCHEMA_VERSION},"writes":{writes}}}')
+    try:
+        return out.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EncodingError("text is not valid Unicode (lone surrogate)") from None
+
+
+def _outcome_canonical(e: OutcomeEvent) -> bytes | None:
+    session_id, error_code, error_message = e.session_id, e.error_code, e.error_message
+    seq, time_us, duration, rows = e.statement_seq, e.time_us, e.duration_us, e.rows
+    if (type(session_id) is not str or type(error_code) is not str or type(error_message) is not str
+            or type(seq) is not int or type(time_us) is not int or type(duration) is not int
+            or (rows is not None and type(rows) is not int)):
+        return None
+    masked = "[]" if e.masked == () else _json_value(e.masked)
+    if masked is None:
+        return None
+    out = (f'{{"duration_us":{duration},"error_code":{_json_string(error_code)},'
+           f'"error_message":{_json_string(error_message)},"kind":"outcome","masked":{masked},'
+           f'"rows":{"null" if rows is None else rows},"session_id":{_json_string(session_id)},'
+           f'"statement_seq":{seq},"time_us":{time_us},"v":{SCHEMA_VERSION}}}')
+    try:
+        return out.encode("utf-8")
     except UnicodeEncodeError:
         raise EncodingError("text is not valid Unicode (lone surrogate)") from None
 
@@ -442,6 +529,35 @@ def session_start_from(
     )
 
 
+_Summary: TypeAlias = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+# Analysis summaries by the identity of the analysis (a cached decision carries the same
+# StatementInfo tuple every time), each kept with its analysis so the id stays its own.
+_SUMMARIES: dict[int, tuple[Sequence[StatementInfo], _Summary]] = {}
+_SUMMARIES_MAX: Final = 4096
+
+
+def _summary(analysis: Sequence[StatementInfo]) -> _Summary:
+    """The sorted kinds, reads, writes and features of every statement of `analysis`."""
+    found = _SUMMARIES.get(id(analysis))
+    if found is not None and found[0] is analysis:
+        return found[1]
+    kinds: set[str] = set()
+    reads: set[str] = set()
+    writes: set[str] = set()
+    features: set[str] = set()
+    for info in analysis:
+        kinds.update(k.value for k in info.kinds)
+        reads.update(info.reads)
+        writes.update(info.writes)
+        features.update(f.value for f in info.features)
+    summary = (tuple(sorted(kinds)), tuple(sorted(reads)), tuple(sorted(writes)), tuple(sorted(features)))
+    if isinstance(analysis, tuple):  # immutable: safe to remember
+        if len(_SUMMARIES) >= _SUMMARIES_MAX:
+            _SUMMARIES.clear()
+        _SUMMARIES[id(analysis)] = (analysis, summary)
+    return summary
+
+
 def statement_from(
     session_id: str,
     seq: int,
@@ -458,16 +574,8 @@ def statement_from(
     """The statement event for one decided SQL text. `analysis` is what the analyser saw
     (one StatementInfo per statement of the message); its kinds, tables and features are
     summarised, sorted. With `redact_parameters`, only the number of parameters is kept."""
-    kinds: set[str] = set()
-    reads: set[str] = set()
-    writes: set[str] = set()
-    features: set[str] = set()
-    for info in analysis:
-        kinds.update(k.value for k in info.kinds)
-        reads.update(info.reads)
-        writes.update(info.writes)
-        features.update(f.value for f in info.features)
-    shown, truncated = _cut(_clean(text), MAX_TEXT_CHARS)
+    kinds, reads, writes, features = _summary(analysis)
+    shown, truncated = _cut(text if text.isascii() else _clean(text), MAX_TEXT_CHARS)
     params: tuple[str | None, ...] | None = None
     count = len(parameters) if parameters is not None else 0
     if parameters is not None and not redact_parameters:
@@ -484,10 +592,10 @@ def statement_from(
         parameters=params,
         parameters_redacted=redact_parameters and count > 0,
         parameter_count=count,
-        kinds=tuple(sorted(kinds)),
-        reads=tuple(sorted(reads)),
-        writes=tuple(sorted(writes)),
-        features=tuple(sorted(features)),
+        kinds=kinds,
+        reads=reads,
+        writes=writes,
+        features=features,
         approval_id=approval_id,
         intent=None if intent is None else _clean(intent),
         text_truncated=truncated,

@@ -22,10 +22,21 @@ from pathlib import Path
 from typing import Final
 
 from dbguard.journal.chain import ChainHasher
-from dbguard.journal.events import EncodingError, decode_event
-from dbguard.journal.store import EncodedEvent, JournalStore, encode_event
+from dbguard.journal.events import EncodingError
+from dbguard.journal.store import EncodedEvent, JournalStore, MarkMoved, StoreError, encoded_from_payload
 
-__all__ = ["SEGMENT_SUFFIX", "Segment", "SegmentRecord", "read_segment", "recover_segments", "segment_directory"]
+__all__ = [
+    "SEGMENT_SUFFIX",
+    "Segment",
+    "SegmentRecord",
+    "UnreadableRecord",
+    "append_segment",
+    "frame",
+    "mark_name",
+    "read_segment",
+    "recover_segments",
+    "segment_directory",
+]
 
 log = logging.getLogger("dbguard.journal")
 
@@ -52,20 +63,24 @@ class SegmentRecord:
     end: int  # the offset just after this record
 
 
-def read_segment(path: Path, start: int = 0) -> Iterator[SegmentRecord]:
-    """The records of a segment from `start`, up to the first torn or damaged one (a write cut
-    by a crash: its statement was never forwarded, since a statement waits for its write)."""
-    data = path.read_bytes()
-    pos = start
+def read_segment(path: Path, start: int = 0, end: int | None = None) -> Iterator[SegmentRecord]:
+    """The records of a segment from `start` (to `end`, when given: where its writer says its
+    whole records end), up to the first torn or damaged one (a write cut by a crash: its
+    statement was never forwarded, since a statement waits for its write)."""
+    with path.open("rb") as file:
+        file.seek(start)
+        data = file.read() if end is None else file.read(max(0, end - start))
+    pos = 0
     while len(data) - pos >= _HEADER.size:
         length, crc = _HEADER.unpack_from(data, pos)
-        end = pos + _HEADER.size + length
-        payload = data[pos + _HEADER.size : end]
-        if end > len(data) or zlib.crc32(payload) != crc:
-            log.warning("journal.segment_torn", extra={"segment": path.name, "offset": pos})
+        stop = pos + _HEADER.size + length
+        payload = data[pos + _HEADER.size : stop]
+        if stop > len(data) or zlib.crc32(payload) != crc:
+            if end is None or stop <= len(data):  # a record cut at `end` is only not told yet
+                log.warning("journal.segment_torn", extra={"segment": path.name, "offset": start + pos})
             return
-        yield SegmentRecord(payload, end)
-        pos = end
+        yield SegmentRecord(payload, start + stop)
+        pos = stop
 
 
 class Segment:
@@ -115,14 +130,6 @@ def mark_name(segment: str) -> str:
     return "segment:" + segment
 
 
-def _decoded(payload: bytes) -> EncodedEvent:
-    event = decode_event(payload)
-    encoded = encode_event(event)
-    # The stored bytes are the recorded ones, whatever a later encoder would write.
-    return EncodedEvent(encoded.kind, encoded.session_id, encoded.time_us, payload, encoded.stmt_seq,
-                        encoded.action, event)
-
-
 def recover_segments(store: JournalStore, hasher: ChainHasher, directory: Path) -> int:
     """Append to `store` the events of every segment in `directory` that no live process
     holds (a proxy stopped before its events were in the store, or killed), then delete
@@ -150,23 +157,48 @@ def recover_segments(store: JournalStore, hasher: ChainHasher, directory: Path) 
     return recovered
 
 
+class UnreadableRecord(StoreError):
+    """A record whose CRC holds but whose event cannot be decoded (an edited segment, or an
+    encoder this version cannot read)."""
+
+
 def _recover_one(store: JournalStore, hasher: ChainHasher, path: Path) -> int:
+    try:
+        return append_segment(store, hasher, path, store.mark(mark_name(path.name)))[0]
+    except UnreadableRecord as exc:  # what precedes it is in; the rest cannot be read by anyone
+        log.error("journal.segment_record_unreadable", extra={"segment": path.name, "error": str(exc)})
+        return 0
+
+
+def append_segment(store: JournalStore, hasher: ChainHasher, path: Path, start: int, end: int | None = None,
+                   batch_size: int = _RECOVERY_BATCH) -> tuple[int, int]:
+    """Append the records of `path` from `start` (to `end`) to `store`, `batch_size` events per
+    transaction, each with the segment's mark. The mark must be at `start`: if another process
+    moved it (it appended some of these), the records are read again from where it is, so no
+    event is appended twice. Returns (events appended, the position reached). StoreError
+    other than that propagates (nothing of the failed batch is appended)."""
     mark = mark_name(path.name)
-    batch: list[EncodedEvent] = []
     count = 0
-    end = store.mark(mark)
-    for record in read_segment(path, end):
+    while True:
+        batch: list[EncodedEvent] = []
+        position = start
         try:
-            batch.append(_decoded(record.payload))
-        except EncodingError as exc:  # a record whose CRC holds cannot be unreadable unless edited
-            log.error("journal.segment_record_unreadable", extra={"segment": path.name, "error": str(exc)})
-            break
-        end = record.end
-        if len(batch) >= _RECOVERY_BATCH:
-            store.append_batch(batch, hasher, mark=(mark, end))
-            count += len(batch)
-            batch = []
-    if batch:
-        store.append_batch(batch, hasher, mark=(mark, end))
-        count += len(batch)
-    return count
+            for record in read_segment(path, start, end):
+                try:
+                    batch.append(encoded_from_payload(record.payload))
+                except EncodingError as exc:  # a record whose CRC holds cannot be unreadable unless edited
+                    if batch:
+                        store.append_batch(batch, hasher, mark=(mark, position), mark_from=start)
+                    raise UnreadableRecord(f"{path.name}: the record at offset {position} cannot be read: "
+                                           f"{exc}") from None
+                position = record.end
+                if len(batch) >= batch_size:
+                    store.append_batch(batch, hasher, mark=(mark, position), mark_from=start)
+                    count += len(batch)
+                    batch, start = [], position
+            if batch:
+                store.append_batch(batch, hasher, mark=(mark, position), mark_from=start)
+                count += len(batch)
+            return count, position
+        except MarkMoved as moved:
+            start = moved.position

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from dbguard.journal.chain import (
     GENESIS,
@@ -27,6 +27,7 @@ from dbguard.journal.chain import (
     verify_events,
 )
 from dbguard.journal.events import (
+    EVENT_TYPES,
     ApprovalEvent,
     CancelEvent,
     JournalEvent,
@@ -45,10 +46,12 @@ __all__ = [
     "EncodedEvent",
     "JournalStore",
     "Listener",
+    "MarkMoved",
     "PruneResult",
     "SessionSummary",
     "StoreError",
     "encode_event",
+    "encoded_from_payload",
 ]
 
 # Rows fetched per round trip when iterating a long range.
@@ -59,9 +62,19 @@ class StoreError(Exception):
     """The journal store cannot be opened, read or written (the message says why)."""
 
 
-@dataclass(frozen=True, slots=True)
+class MarkMoved(StoreError):
+    """A segment's mark is not where the appender expected: someone else appended from it."""
+
+    def __init__(self, name: str, position: int) -> None:
+        super().__init__(f"{name} is at {position}: appended by another process")
+        self.name = name
+        self.position = position
+
+
+@dataclass(slots=True)  # not frozen: built twice per statement, and a frozen init costs twice as much
 class EncodedEvent:
-    """An event ready to append: its canonical bytes plus the columns the store indexes."""
+    """An event ready to append: its canonical bytes plus the columns the store indexes.
+    Treat it as immutable."""
 
     kind: str
     session_id: str
@@ -72,16 +85,31 @@ class EncodedEvent:
     event: JournalEvent
 
 
+# Each event type's kind as the stored text (an enum's `.value` is a slow descriptor).
+_KIND_TEXT: Final[Mapping[type[Any], str]] = {cls: kind.value for kind, cls in EVENT_TYPES.items()}
+
+
 def encode_event(event: JournalEvent) -> EncodedEvent:
     """Encode once, in the caller's thread, so a bad event fails its own caller only."""
-    payload = canonical_bytes(event)
+    return _encoded(event, canonical_bytes(event))
+
+
+def encoded_from_payload(payload: bytes) -> EncodedEvent:
+    """An event read back from its canonical bytes (a segment's record), ready to append as
+    those very bytes (whatever a later encoder would write). Raises EncodingError."""
+    return _encoded(decode_event(payload), payload)
+
+
+def _encoded(event: JournalEvent, payload: bytes) -> EncodedEvent:
+    cls = type(event)
+    if cls is StatementEvent:
+        statement = cast(StatementEvent, event)
+        return EncodedEvent("statement", statement.session_id, statement.time_us, payload, statement.seq,
+                            statement.action, event)
     stmt_seq: int | None = None
-    action = ""
-    if isinstance(event, StatementEvent):
-        stmt_seq, action = event.seq, event.action
-    elif isinstance(event, OutcomeEvent | CancelEvent | ApprovalEvent):
+    if isinstance(event, OutcomeEvent | CancelEvent | ApprovalEvent):
         stmt_seq = event.statement_seq
-    return EncodedEvent(event.kind.value, event.session_id, event.time_us, payload, stmt_seq, action, event)
+    return EncodedEvent(_KIND_TEXT[cls], event.session_id, event.time_us, payload, stmt_seq, "", event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,14 +464,22 @@ class JournalStore(abc.ABC):
     # -- appending ----------------------------------------------------------------------------
 
     def append_batch(self, events: Sequence[EncodedEvent], hasher: ChainHasher, *,
-                     mark: tuple[str, int] | None = None) -> list[int]:
+                     mark: tuple[str, int] | None = None, mark_from: int | None = None) -> list[int]:
         """Append events in one transaction (one durable commit); returns their sequence numbers.
         `mark` (name, position) is recorded in the same transaction: how far a write-ahead
-        segment has been appended (journal/segments.py), so no event is appended twice."""
+        segment has been appended (journal/segments.py), so no event is appended twice. With
+        `mark_from`, the events are the segment's records from that position: if the mark says
+        otherwise (another process appended some of them meanwhile), nothing is appended and
+        `MarkMoved` names where the mark is."""
         if not events:
             return []
         try:
             with self._write_transaction():
+                if mark is not None and mark_from is not None:
+                    rows = self._rows("SELECT value FROM journal_meta WHERE name = ?", (mark[0],))
+                    current = int(rows[0][0]) if rows else 0
+                    if current != mark_from:
+                        raise MarkMoved(mark[0], current)
                 seqs = self._append_locked(events, hasher)
                 if mark is not None:
                     self._exec("DELETE FROM journal_meta WHERE name = ?", (mark[0],))

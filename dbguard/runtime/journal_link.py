@@ -49,7 +49,7 @@ DurableCallback = Callable[[str | None], None]
 
 class EventSink(Protocol):
     """Where the sessions' events go: `JournalLink` (the writer thread) or
-    `loop_journal.LoopJournal` (commits on the event loop)."""
+    `loop_journal.LoopJournal` (write-ahead segments on the event loop, appended by a child process)."""
 
     def record(self, events: Sequence[JournalEvent], on_durable: DurableCallback | None) -> None: ...
 

@@ -448,9 +448,9 @@ class Server:
         journal = config.journal
         loop = asyncio.get_running_loop()
         if store.kind == "sqlite" and store.path is not None and journal.sync is JournalSync.NORMAL:
-            hasher = ChainHasher(journal.hmac_key.reveal().encode() if journal.hmac_key else None)
+            key = journal.hmac_key.reveal().encode() if journal.hmac_key else None
             try:
-                return await asyncio.to_thread(LoopJournal, store.path, hasher, loop)
+                return await asyncio.to_thread(LoopJournal, store.path, ChainHasher(key), loop, key)
             except StoreError as exc:
                 raise config.error("store", f"cannot open the journal store {store.redacted()}: {exc}") from None
         self.journal_writer = await asyncio.to_thread(open_journal, config)

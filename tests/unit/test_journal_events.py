@@ -167,7 +167,11 @@ def test_the_fast_encoder_writes_the_generic_encoders_bytes(cls: type[JournalEve
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(base):
         value = getattr(base, f.name)
-        if isinstance(value, str) and not isinstance(value, enum.Enum):
+        if isinstance(value, bool):
+            changes[f.name] = data.draw(st.booleans())
+        elif value is None:  # an optional field: absent, or any plain value
+            changes[f.name] = data.draw(st.one_of(_values, st.lists(_values, max_size=3).map(tuple)))
+        elif isinstance(value, str) and not isinstance(value, enum.Enum):
             changes[f.name] = data.draw(_texts)
         elif isinstance(value, int) and not isinstance(value, bool):
             changes[f.name] = data.draw(st.integers())

@@ -1,17 +1,31 @@
-"""LoopJournal: write-ahead to a segment per loop turn, appended to the store in batches; a
-locked store waits in the segment; a killed proxy's segment is recovered, once."""
+"""LoopJournal: write-ahead to a segment per loop turn, appended to the store in batches by the
+appender process; a locked store waits in the segment; a dead appender is started again; a
+killed proxy's segment is recovered, once."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dbguard.journal import ChainHasher, StatementEvent, now_us, open_store
-from dbguard.journal.segments import SEGMENT_SUFFIX, frame, read_segment, recover_segments, segment_directory
-from dbguard.journal.store import encode_event
+from dbguard.journal.segments import (
+    SEGMENT_SUFFIX,
+    UnreadableRecord,
+    append_segment,
+    frame,
+    read_segment,
+    recover_segments,
+    segment_directory,
+)
+from dbguard.journal.store import MarkMoved, encode_event
 from dbguard.runtime import loop_journal
 from dbguard.runtime.loop_journal import LoopJournal
 
@@ -24,6 +38,14 @@ def _texts(path: Path) -> list[str]:
     with open_store("sqlite:///" + str(path), create=False) as store:
         assert store.verify(ChainHasher(None)).ok
         return [e.text for s in store.iter_events() if isinstance(e := s.event(), StatementEvent)]
+
+
+async def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for the appender (a process: it takes a moment to start) to make `check` true."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the appender did not get there in time"
+        await asyncio.sleep(0.05)
 
 
 def test_events_are_durable_in_the_segment_then_appended_to_the_store(tmp_path: Path) -> None:
@@ -45,7 +67,7 @@ def test_events_are_durable_in_the_segment_then_appended_to_the_store(tmp_path: 
         segments = list(segment_directory(path).glob("*" + SEGMENT_SUFFIX))
         in_segment = list(read_segment(segments[0]))
         before = _texts(path)  # the sessions were told before the store has them
-        await asyncio.sleep(loop_journal.INGEST_INTERVAL * 4)
+        await _eventually(lambda: len(_texts(path)) == 3)
         after = _texts(path)
         journal.close()
         assert len(in_segment) == 3
@@ -58,7 +80,8 @@ def test_events_are_durable_in_the_segment_then_appended_to_the_store(tmp_path: 
     assert not list(segment_directory(path).glob("*" + SEGMENT_SUFFIX)), "a clean close deletes the segment"
 
 
-def test_a_locked_store_keeps_events_in_the_segment_until_it_is_free(tmp_path: Path) -> None:
+def test_a_locked_store_keeps_events_in_the_segment_until_it_is_free(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "j.db"
 
     async def run() -> tuple[str | None, list[str]]:
@@ -68,17 +91,24 @@ def test_a_locked_store_keeps_events_in_the_segment_until_it_is_free(tmp_path: P
         told: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         journal.record([_event(1)], told.set_result)
         reason = await asyncio.wait_for(told, 5)  # durable in the segment: not refused
-        await asyncio.sleep(loop_journal.INGEST_INTERVAL * 4)
+        await _eventually(lambda: journal.failing)  # the appender tried, and said why it could not
+        assert journal.waiting == 1
         other.execute("COMMIT")
         other.close()
-        await asyncio.sleep(loop_journal.INGEST_RETRY_SECONDS * 4)
+        await _eventually(lambda: journal.waiting == 0)
         texts = _texts(path)
         journal.close()
         return reason, texts
 
-    reason, texts = asyncio.run(run())
+    with caplog.at_level(logging.WARNING, logger="dbguard.journal"):
+        reason, texts = asyncio.run(run())
     assert reason is None
     assert texts == ["SELECT 1"]
+    # The appender's own log records reach the proxy's log, saying why it waited.
+    failed = [r for r in caplog.records if r.getMessage() == "journal.append_failed"]
+    assert failed
+    assert getattr(failed[0], "appender", False)
+    assert "locked" in str(getattr(failed[0], "error", ""))
 
 
 def test_a_store_locked_too_long_refuses_new_statements(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,7 +120,7 @@ def test_a_store_locked_too_long_refuses_new_statements(tmp_path: Path, monkeypa
         other = sqlite3.connect(str(path), isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         journal.record([_event(1)], None)
-        await asyncio.sleep(0.6)
+        await _eventually(lambda: journal.failure is not None)
         second: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         journal.record([_event(2)], second.set_result)
         reason = await asyncio.wait_for(second, 5)
@@ -154,3 +184,77 @@ def test_settle_appends_everything_recorded_so_far(tmp_path: Path) -> None:
         return texts
 
     assert asyncio.run(run()) == ["SELECT 1", "SELECT 2"]
+
+
+def test_a_dead_appender_is_started_again_and_nothing_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+
+    async def run() -> list[str]:
+        journal = LoopJournal(path, ChainHasher(None), asyncio.get_running_loop())
+        journal.record([_event(1)], None)
+        await _eventually(lambda: journal.waiting == 0)
+        first = journal.appender_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        journal.record([_event(2)], None)
+        journal.record([_event(3)], None)
+        await _eventually(lambda: len(_texts(path)) == 3)
+        assert journal.appender_pid not in (None, first)
+        assert journal.waiting == 0
+        journal.close()
+        return _texts(path)
+
+    assert asyncio.run(run()) == ["SELECT 1", "SELECT 2", "SELECT 3"]
+    assert not list(segment_directory(path).glob("*" + SEGMENT_SUFFIX))
+
+
+def test_a_keyed_chain_is_appended_with_its_key(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    key = b"k" * 32
+
+    async def run() -> None:
+        journal = LoopJournal(path, ChainHasher(key), asyncio.get_running_loop(), key)
+        journal.record([_event(1)], None)
+        await journal.settle()
+        journal.close()
+
+    asyncio.run(run())
+    with open_store("sqlite:///" + str(path), create=False) as store:
+        assert store.verify(ChainHasher(key)).ok
+        assert not store.verify(ChainHasher(None)).ok
+
+
+def test_the_appender_and_a_recovery_of_the_same_segment_never_append_an_event_twice(tmp_path: Path) -> None:
+    """Both read the segment's mark in their write transaction: whoever comes second goes on
+    from where the first one stopped."""
+    path = tmp_path / "j.db"
+    hasher = ChainHasher(None)
+    directory = segment_directory(path)
+    directory.mkdir()
+    segment = directory / f"00000000000000000001-1{SEGMENT_SUFFIX}"
+    records = [frame(encode_event(_event(seq)).payload) for seq in (1, 2, 3)]
+    segment.write_bytes(b"".join(records))
+    with open_store("sqlite:///" + str(path)) as store:
+        # A first appender got as far as the first record...
+        assert append_segment(store, hasher, segment, 0, len(records[0])) == (1, len(records[0]))
+        # ...a second one that read the mark before that goes on from the mark, not from 0.
+        assert append_segment(store, hasher, segment, 0) == (2, len(b"".join(records)))
+        with pytest.raises(MarkMoved):
+            store.append_batch([encode_event(_event(4))], hasher, mark=("segment:" + segment.name, 99), mark_from=0)
+    assert _texts(path) == ["SELECT 1", "SELECT 2", "SELECT 3"]
+
+
+def test_a_record_that_cannot_be_read_stops_the_appender_loudly(tmp_path: Path) -> None:
+    """A CRC that holds over bytes that are no event (an edited segment): what precedes it is
+    appended, then an error names the segment and offset; nothing after it is skipped silently."""
+    path = tmp_path / "j.db"
+    directory = segment_directory(path)
+    directory.mkdir()
+    segment = directory / f"00000000000000000001-1{SEGMENT_SUFFIX}"
+    good = frame(encode_event(_event(1)).payload)
+    segment.write_bytes(good + frame(b'{"kind":"nonsense"}') + frame(encode_event(_event(3)).payload))
+    with open_store("sqlite:///" + str(path)) as store:
+        with pytest.raises(UnreadableRecord, match=f"offset {len(good)}"):
+            append_segment(store, ChainHasher(None), segment, 0)
+        assert store.mark("segment:" + segment.name) == len(good)
+    assert _texts(path) == ["SELECT 1"]
