@@ -269,15 +269,16 @@ def _stat_fields(pid: int) -> list[str]:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    fields = _stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """utime + stime of a process (all its threads) and of its children, in seconds: dbguard's
+    journal appender is a child process of `dbguard serve`, and its CPU is the proxy's cost."""
+    return server_cpu_seconds(pid)
 
 
 def server_cpu_seconds(postmaster_pid: int) -> float:
-    """CPU of the whole PostgreSQL server: the postmaster, its live children, and (through the
-    postmaster's cutime/cstime) every backend that has exited and been reaped. Deltas of this
-    count a backend's time whether it lives on (PgBouncer's pool) or ended with pgbench's run."""
+    """CPU of a process tree, e.g. the whole PostgreSQL server: the postmaster, its live
+    children, and (through the postmaster's cutime/cstime) every child that has exited and
+    been reaped. Deltas of this count a backend's time whether it lives on (PgBouncer's pool)
+    or ended with pgbench's run."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
