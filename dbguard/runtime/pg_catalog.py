@@ -1,10 +1,11 @@
 """The PostgreSQL catalog as masking needs it: table OIDs named, views and their lineage.
 
 Owns: `PgCatalogs`, one per listener: a `CatalogCache` per database (shared by that
-database's sessions) and the lookups that fill it, on a connection of its own to the upstream
-(the listener's credentials and TLS mode), kept open and used from one worker thread at a
-time. A lookup that fails leaves the OIDs unknown, which masking treats as untraceable (fail
-closed: the strictest mask); the failure is logged without SQL or data.
+database's sessions, with the result plans built from it, which every fill drops) and the
+lookups that fill it, on a connection of its own to the upstream (the listener's credentials
+and TLS mode), kept open and used from one worker thread at a time. A lookup that fails
+leaves the OIDs unknown, which masking treats as untraceable (fail closed: the strictest
+mask); the failure is logged without SQL or data.
 
 Must not: run anything but catalog reads, log credentials, or block the event loop.
 """
@@ -105,6 +106,7 @@ class PgCatalogs:
             cache.views = views if views is not None else {}
         for name in request.names:  # a name not found: () (COPY then masks by name, typed text)
             cache.named[name] = named.get(name, ())
+        cache.changed()  # (the result plans built from what it said before are dropped)
 
     def close(self) -> None:
         with self._lock:

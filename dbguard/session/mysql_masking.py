@@ -27,6 +27,11 @@ Content detectors (`detect:` masks) run on every text column (a string type in a
 character set, or JSON) that no column mask covers; a `null` detector mask makes the value
 NULL when anything is found.
 
+Plans are kept per session (`Catalog.plans`), by the column definitions' bytes and what else
+they depend on (the statement's lineage, by value, the session's masks, the protocol); the
+catalog drops them whenever it changes, so a result like an earlier one is neither decoded nor
+planned again.
+
 Rows: a plan with nothing to do relays rows as they came (`rewrites` False: no per-row work).
 Otherwise each row is decoded, its masked values replaced and, only when a value changed,
 encoded again. Lengths are recomputed; a row that needs another number of 16 MiB packets than
@@ -85,6 +90,10 @@ _MAX_VIEW_DEPTH: Final = 8
 _ANYTHING: Final = frozenset({ANY_SOURCE})
 _BINARY_CHARSET: Final = 63
 _REDACTED: Final = "****"
+# Bounds of a session's plan cache: entries (when full it starts again empty), and the bytes
+# of column definitions a key may hold (a wider result is planned each time).
+_MAX_PLANS: Final = 128
+_MAX_KEYED_DEFINITIONS: Final = 8192
 
 
 # ----------------------------------------------------------------------------- the catalog
@@ -108,6 +117,11 @@ class Catalog:
         self._tried: set[tuple[str, str]] = set()  # unknown at the last read: not asked again
         self._expanded: dict[SourceColumn, frozenset[SourceColumn]] = {}
         self._failures = 0
+        # Counts changes to what the session knows (`replace`, `invalidate`); the result plans
+        # built from it (`ResponseMasking._build`), dropped with each change. Per session as
+        # this catalog is; a session meets few distinct results, so a small bound will do.
+        self.generation = 0
+        self.plans: dict[tuple[object, ...], ResultPlan] = {}
 
     def replace(self, entries: Iterable[tuple[str, str, str | None]]) -> None:
         """A new read: (schema, table, view definition or None for a base table)."""
@@ -118,12 +132,18 @@ class Catalog:
         self._expanded.clear()
         self.loaded = True
         self.stale = False
+        self._changed()
 
     def invalidate(self) -> None:
         """DDL ran: read again, and give names unknown so far another chance."""
         self.stale = True
         self._failures = 0
         self._tried.clear()
+        self._changed()
+
+    def _changed(self) -> None:
+        self.generation += 1
+        self.plans.clear()
 
     def failed(self) -> None:
         """The read failed: every table is unknown (masked strictly); read again at once, up
@@ -250,6 +270,11 @@ class ResultPlan:
     @property
     def rewrites(self) -> bool:
         return any(column.masker is not None or column.content for column in self.columns)
+
+    def fresh(self) -> ResultPlan:
+        """A copy for one result set (its own counts): a plan `Catalog.plans` keeps is never
+        used on rows itself."""
+        return ResultPlan(self.binary, self.types, self.columns, self.key)
 
     def row(self, payload: bytes) -> bytes:
         """The row as the client gets it (the same object when nothing changed)."""
@@ -443,7 +468,7 @@ class ResponseMasking:
         self._lineages: tuple[ResultLineage, ...] | None = None
         self._union: ResultLineage | None = None
         self._index = 0  # the statement whose result comes next
-        self._definitions: list[m.ColumnDefinition41] = []
+        self._definitions: list[bytes] = []  # the current result's column definitions, as they came
         self._expected = 0
         self.plan = plan  # the current result set's (a cursor's, for COM_STMT_FETCH)
         self.shift = 0  # sequence ids to add for the client (a row re-framed in another packet count)
@@ -497,9 +522,30 @@ class ResponseMasking:
         self.plan = None
 
     def definition(self, payload: bytes, capabilities: m.Capability) -> None:
-        self._definitions.append(m.ColumnDefinition41.decode(payload, capabilities))
+        self._definitions.append(payload)
         if len(self._definitions) == self._expected:
-            self.plan = build_plan(self._definitions, self.lineage(), self.masks, self.catalog, binary=self.binary)
+            self.plan = self._build(capabilities)
+
+    def _build(self, capabilities: m.Capability) -> ResultPlan:
+        """The plan of the result whose column definitions are in, from the catalog's cache
+        when a result looked the same before. Its key holds all `build_plan` reads but the
+        catalog, which drops the cache when it changes: the definitions (their bytes, and the
+        capability that changes how they read), the statement's lineage at this result (by
+        value: the same statement with other literals shares it), the masks (by identity: a
+        reloaded policy gives new ones) and the protocol."""
+        lineage = self.lineage()
+        extended = capabilities & m.Capability.MARIADB_EXTENDED_TYPE_INFO
+        key = (*self._definitions, extended, self.binary, self.masks, lineage)
+        plans = self.catalog.plans
+        plan = plans.get(key)
+        if plan is None:
+            definitions = [m.ColumnDefinition41.decode(payload, capabilities) for payload in self._definitions]
+            plan = build_plan(definitions, lineage, self.masks, self.catalog, binary=self.binary)
+            if sum(len(payload) for payload in self._definitions) <= _MAX_KEYED_DEFINITIONS:
+                if len(plans) >= _MAX_PLANS:
+                    plans.clear()
+                plans[key] = plan
+        return plan.fresh()
 
     def row(self, payload: bytes) -> bytes:
         plan = self.plan

@@ -8,7 +8,10 @@ result each response belongs to, and rewrites what comes back:
   provenance (the table OID and column number the server reports, named through the catalog;
   a view's column through the view's own lineage) or, for a computed column, from the
   statement's lineage (`sql.pg_lineage`). Extended protocol: the plan of a portal comes from
-  the Describe of its statement or portal, with the Bind's result formats;
+  the Describe of its statement or portal, with the Bind's result formats. Plans are cached
+  in the `CatalogCache`, by the RowDescription's bytes and what else they depend on
+  (`_plan_for`), so a result like an earlier one costs a dict lookup; any change to the
+  catalog drops them;
 - DataRows of a result with something to mask are rebuilt (only the masked fields; every
   length recomputed); other rows go out as the original bytes;
 - ErrorResponse / NoticeResponse: values a data or integrity error quotes are replaced, and
@@ -28,6 +31,7 @@ Must not: do I/O, decide statements, or journal values (only column names and co
 
 from __future__ import annotations
 
+import enum
 import functools
 import re
 import struct
@@ -110,7 +114,8 @@ class CatalogCache:
     """What one database's catalog says, shared by the sessions of a listener on it.
 
     Filled by the runtime (`runtime.pg_catalog`), read here. `views` is None until loaded
-    (every view of the database at once: they are few, and lineage can name any of them)."""
+    (every view of the database at once: they are few, and lineage can name any of them).
+    Whoever changes `relations`, `views` or `named` calls `changed` (`expire` does)."""
 
     relations: dict[int, Relation | None] = field(default_factory=dict)  # None: no such OID
     views: dict[tuple[str, str], View] | None = None
@@ -118,12 +123,26 @@ class CatalogCache:
     # names its table, the wire gives no OID for it.
     named: dict[tuple[str | None, str], tuple[Relation, ...]] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.monotonic)
+    # Counts changes to what the catalog says (`changed`): an expiry, or an answer filled in.
+    generation: int = 0
+    # Result plans built from what the catalog said (`PgResultMasking._plan_for`), by
+    # RowDescription and everything else a plan depends on. Kept here, not per session: a
+    # plan holds only while the catalog is unchanged, so `changed` drops them all at once,
+    # and a new session (pgbench -C, a pool that reconnects) finds them built already.
+    plans: dict[tuple[object, ...], _Plan | _Cached | None] = field(default_factory=dict, repr=False)
 
     def expire(self) -> None:
         self.relations.clear()
         self.views = None
         self.named.clear()
         self.loaded_at = time.monotonic()
+        self.changed()
+
+    def changed(self) -> None:
+        """What the catalog says has changed (expired, or an answer filled in): the plans
+        built from what it said before are dropped. Whoever fills the cache calls this."""
+        self.generation += 1
+        self.plans.clear()
 
     def stale(self) -> bool:
         return time.monotonic() - self.loaded_at > CATALOG_TTL
@@ -152,6 +171,25 @@ class _Slot:
     count: int = 0
 
 
+class _Cached(enum.Enum):
+    """Markers in `CatalogCache.plans` (the third value, None, is a plan with nothing to do)."""
+
+    MISSING = enum.auto()  # (never stored: what a lookup gives for no entry)
+    # This RowDescription's plan depends on the statement (a computed column while column
+    # masks are in force): its plans are under the key with the statement's text and index.
+    BY_STATEMENT = enum.auto()
+
+
+# Bounds of the plan cache (per CatalogCache, that is per listener and database): entries,
+# and the size of a RowDescription or statement text a key may hold (beyond them the plan is
+# built each time: ~10 KB a key at most, ~5 MB a cache). A real workload repeats a few dozen
+# RowDescriptions; when full the cache starts again empty (one rebuild per entry, like the
+# `changed` of an expiry) rather than paying for LRU bookkeeping on every hit.
+_MAX_PLANS: Final = 512
+_MAX_KEYED_PAYLOAD: Final = 8192
+_MAX_KEYED_SQL: Final = 2048
+
+
 # A DataRow's start: type, length (signed: one over 2**31 reads as too short).
 _ROW_HEADER: Final = struct.Struct("!ci")
 
@@ -176,12 +214,21 @@ class _Plan:
 
     __slots__ = ("_emails", "key", "slots")
 
-    def __init__(self, slots: list[_Slot], key: bytes) -> None:
+    def __init__(self, slots: list[_Slot], key: bytes, emails: bool | None = None) -> None:
         self.slots = slots
         self.key = key
         # One column masked by `email` on text: its plain addresses are cut in place.
-        masker = slots[0].masker if len(slots) == 1 else None
-        self._emails = masker is not None and is_plain_email_masker(masker)
+        if emails is None:
+            masker = slots[0].masker if len(slots) == 1 else None
+            emails = masker is not None and is_plain_email_masker(masker)
+        self._emails = emails
+
+    def fresh(self) -> _Plan:
+        """A copy of this plan for one result set: the counts of masked values and the
+        e-mail fast path's fallback (`_rewrite_emails`) belong to a result set, the plan a
+        cache keeps (`CatalogCache.plans`) is never used on rows itself."""
+        return _Plan([_Slot(s.index, s.name, s.masker, s.detectors, s.codec) for s in self.slots], self.key,
+                     self._emails)
 
     def rewrite_run(self, data: bytes, pos: int, end: int, copied: int, out: list[bytes]) -> tuple[int, int]:
         """Rewrite the complete DataRows that follow one another from `pos`: a row with a
@@ -419,14 +466,14 @@ def _detect(slot: _Slot, value: bytes, key: bytes) -> bytes | None:
 @dataclass(slots=True)
 class _Statement:
     sql: str
-    fields: tuple[m.FieldDescription, ...] | None = None  # from a Describe of the statement
+    fields: bytes | None = None  # the RowDescription's payload, from a Describe of the statement
 
 
 @dataclass(slots=True)
 class _Portal:
     statement: _Statement | None
     formats: tuple[int, ...]
-    fields: tuple[m.FieldDescription, ...] | None = None  # from a Describe of the portal
+    fields: bytes | None = None  # the RowDescription's payload, from a Describe of the portal
     plan: _Plan | None = None
     planned: bool = False
 
@@ -617,7 +664,8 @@ class PgResultMasking:
                 self._end_result(head, reported=False)
                 return None
         if msg_type == b"T":
-            fields = _row_description(data[pos + 5 : nxt])
+            # Kept as bytes: a plan is looked up by them, and decoded only to build one.
+            fields = data[pos + 5 : nxt]
             if head is not None and head.kind == "DS":
                 statement = self._statements.get(head.name)
                 if statement is not None:
@@ -630,7 +678,7 @@ class PgResultMasking:
                     portal.planned = False
                 pending.popleft()
             elif head is not None and head.kind == "Q":
-                plan = self._build(fields, lambda: _nth_lineage(head.sql, head.results))
+                plan = self._plan_for(fields, None, head.sql, head.results)
                 if self.waiting is not None:
                     return None
                 self._plan = plan
@@ -698,19 +746,56 @@ class PgResultMasking:
     def _codec(self) -> str:
         return pg_codec(self._encoding())
 
-    def _build(self, fields: tuple[m.FieldDescription, ...], statement_lineage: Callable[[], ResultLineage],
-               formats: tuple[int, ...] | None = None) -> _Plan | None:
-        """The plan of a result set. The statement's lineage (a parse) is asked for only
-        when a column masks apply to is computed (no table OID): a column the server names
-        needs none, which keeps ordinary queries off the parser."""
+    def _plan_for(self, payload: bytes, formats: tuple[int, ...] | None, sql: str, index: int) -> _Plan | None:
+        """The plan of a result set whose RowDescription has `payload`, from the cache when a
+        result looked the same before (the common case: nothing decoded, nothing built).
+        `formats`: a Bind's result formats, for a RowDescription from a Describe of the
+        statement; `sql` and `index`: the statement (its index in a simple Query, -1 for the
+        extended protocol's single statement), asked for only when a computed column needs
+        its lineage.
+
+        What a plan depends on is in its key or drops it: the RowDescription and `formats`,
+        the session's masks (by identity: a reloaded policy or another role gives another
+        object; content detectors and the hash key are in it), the client encoding, the
+        statement when its lineage is read, and the catalog, whose `changed` (an expiry, DDL,
+        an answer filled in) empties the cache."""
         masks = self._masks()
         if masks is None:
             return None
-        computed = masks.has_column_masks and any(f.table_oid == 0 for f in fields)
-        lineage = statement_lineage() if computed else UNTRACEABLE
         catalog = self._catalog
         if catalog.stale():
             catalog.expire()
+        plans = catalog.plans
+        key: tuple[object, ...] = (payload, formats, masks, self._encoding())
+        found = plans.get(key, _Cached.MISSING)
+        if found is _Cached.BY_STATEMENT:
+            found = plans.get((*key, sql, index), _Cached.MISSING)
+        if found is None:
+            return None
+        if isinstance(found, _Plan):
+            return found.fresh()
+        fields = _row_description(payload)
+        by_statement = masks.has_column_masks and any(f.table_oid == 0 for f in fields)
+        lineage = _statement_lineage(sql, index) if by_statement else UNTRACEABLE
+        plan = self._build(masks, fields, lineage, formats)
+        too_large = len(payload) > _MAX_KEYED_PAYLOAD or (by_statement and len(sql) > _MAX_KEYED_SQL)
+        if self.waiting is not None or too_large:
+            return plan  # (not kept: waiting for the catalog, or too large a key)
+        if len(plans) >= _MAX_PLANS - 1:
+            plans.clear()
+        if by_statement:
+            plans[key] = _Cached.BY_STATEMENT
+            key = (*key, sql, index)
+        plans[key] = plan
+        return plan.fresh() if plan is not None else None
+
+    def _build(self, masks: SessionMasks, fields: tuple[m.FieldDescription, ...], lineage: ResultLineage,
+               formats: tuple[int, ...] | None = None) -> _Plan | None:
+        """The plan of a result set (None: nothing to do; or, when `waiting`, the catalog
+        must answer first). `lineage` is the statement's, read only when a column masks
+        apply to is computed (no table OID): a column the server names needs none, which
+        keeps ordinary queries off the parser."""
+        catalog = self._catalog
         missing = frozenset(f.table_oid for f in fields if f.table_oid and f.table_oid not in catalog.relations)
         need_views = catalog.views is None and self._needs_views(fields, lineage, masks)
         if missing or need_views:
@@ -809,8 +894,7 @@ class PgResultMasking:
             fields, formats = portal.statement.fields, portal.formats
         if fields is None:
             return self._unknown_plan()
-        sql = portal.statement.sql if portal.statement is not None else ""
-        return self._build(fields, lambda: result_lineage(sql) if sql else UNTRACEABLE, formats)
+        return self._plan_for(fields, formats, portal.statement.sql if portal.statement is not None else "", -1)
 
     def _unknown_plan(self) -> _Plan | None:
         """Rows whose columns nobody described (the client executed without a Describe of a
@@ -992,8 +1076,11 @@ _QUOTED: Final = re.compile(r'"(?:[^"]|"")*"')
 _VALUE_LIST: Final = re.compile(r"(=|contains )\((?:[^()]|\([^()]*\))*\)")
 
 
-def _nth_lineage(sql: str, index: int) -> ResultLineage:
-    """The lineage of the `index`-th statement of a simple Query's text."""
+def _statement_lineage(sql: str, index: int) -> ResultLineage:
+    """The lineage of the `index`-th statement of a simple Query's text; for -1, of the
+    extended protocol's statement (untraceable when the statement is not known)."""
+    if index < 0:
+        return result_lineage(sql) if sql else UNTRACEABLE
     lineages = statements_lineage(sql)
     return lineages[index] if index < len(lineages) else UNTRACEABLE
 
