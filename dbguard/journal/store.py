@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -28,8 +29,10 @@ from dbguard.journal.chain import (
 )
 from dbguard.journal.events import (
     EVENT_TYPES,
+    SCHEMA_VERSION,
     ApprovalEvent,
     CancelEvent,
+    EncodingError,
     JournalEvent,
     OutcomeEvent,
     PruneEvent,
@@ -82,7 +85,7 @@ class EncodedEvent:
     payload: bytes
     stmt_seq: int | None
     action: str
-    event: JournalEvent
+    event: JournalEvent | None  # None: read back from a segment, and not needed (encoded_from_payload)
 
 
 # Each event type's kind as the stored text (an enum's `.value` is a slow descriptor).
@@ -94,10 +97,29 @@ def encode_event(event: JournalEvent) -> EncodedEvent:
     return _encoded(event, canonical_bytes(event))
 
 
+_JSON: Final = json.JSONDecoder()
+
+
 def encoded_from_payload(payload: bytes) -> EncodedEvent:
     """An event read back from its canonical bytes (a segment's record), ready to append as
-    those very bytes (whatever a later encoder would write). Raises EncodingError."""
-    return _encoded(decode_event(payload), payload)
+    those very bytes (whatever a later encoder would write). Raises EncodingError.
+
+    The events of every statement (statement, outcome) are read only as far as the store's
+    columns need (`event` is None): the appender reads thousands a second, and building each
+    event object cost more than appending it. Every other kind is decoded in full."""
+    try:
+        obj = _JSON.decode(payload.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError too
+        raise EncodingError(f"not a JSON event: {exc}") from None
+    if isinstance(obj, dict) and obj.get("v") == SCHEMA_VERSION:
+        kind = obj.get("kind")
+        if kind == "statement" or kind == "outcome":
+            session_id, time_us = obj.get("session_id"), obj.get("time_us")
+            seq = obj.get("seq") if kind == "statement" else obj.get("statement_seq")
+            action = obj.get("action") if kind == "statement" else ""
+            if type(session_id) is str and type(time_us) is int and type(seq) is int and type(action) is str:
+                return EncodedEvent(kind, session_id, time_us, payload, seq, action, None)
+    return _encoded(decode_event(obj), payload)
 
 
 def _encoded(event: JournalEvent, payload: bytes) -> EncodedEvent:

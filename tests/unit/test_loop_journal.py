@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dbguard.journal import ChainHasher, StatementEvent, now_us, open_store
+from dbguard.journal.events import EncodingError, JournalEvent
 from dbguard.journal.segments import (
     SEGMENT_SUFFIX,
     UnreadableRecord,
@@ -25,9 +26,10 @@ from dbguard.journal.segments import (
     recover_segments,
     segment_directory,
 )
-from dbguard.journal.store import MarkMoved, encode_event
+from dbguard.journal.store import MarkMoved, encode_event, encoded_from_payload
 from dbguard.runtime import loop_journal
 from dbguard.runtime.loop_journal import LoopJournal
+from tests.unit.journal_helpers import every_kind
 
 
 def _event(seq: int) -> StatementEvent:
@@ -258,3 +260,21 @@ def test_a_record_that_cannot_be_read_stops_the_appender_loudly(tmp_path: Path) 
             append_segment(store, ChainHasher(None), segment, 0)
         assert store.mark("segment:" + segment.name) == len(good)
     assert _texts(path) == ["SELECT 1"]
+
+
+@pytest.mark.parametrize("event", every_kind(), ids=lambda e: type(e).__name__)
+def test_a_record_read_back_fills_the_stores_columns_as_the_event_did(event: JournalEvent) -> None:
+    """The appender reads the events of every statement only as far as the store's columns
+    need; what it reads must be what encoding the event gave."""
+    written = encode_event(event)
+    read = encoded_from_payload(written.payload)
+    assert (read.kind, read.session_id, read.time_us, read.payload, read.stmt_seq, read.action) == (
+        written.kind, written.session_id, written.time_us, written.payload, written.stmt_seq, written.action)
+    assert read.event in (None, event)
+
+
+@pytest.mark.parametrize("payload", [b"", b"{", b"\xff\xfe", b"[1]", b'{"v":1,"kind":"statement"}',
+                                     b'{"v":99,"kind":"outcome"}'])
+def test_a_record_that_is_no_event_is_refused(payload: bytes) -> None:
+    with pytest.raises(EncodingError):
+        encoded_from_payload(payload)
