@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeAlias, cast
 
-from dbguard.model import Decision, SessionInfo, StatementInfo
+from dbguard.model import Action, Decision, SessionInfo, StatementInfo
 
 __all__ = [
     "EVENT_TYPES",
@@ -558,6 +558,10 @@ def _summary(analysis: Sequence[StatementInfo]) -> _Summary:
     return summary
 
 
+# Each action as plain text (an enum's `.value` is a slow descriptor; the encoder wants a str).
+_ACTION_TEXT: Final[Mapping[Action, str]] = {action: action.value for action in Action}
+
+
 def statement_from(
     session_id: str,
     seq: int,
@@ -575,17 +579,20 @@ def statement_from(
     (one StatementInfo per statement of the message); its kinds, tables and features are
     summarised, sorted. With `redact_parameters`, only the number of parameters is kept."""
     kinds, reads, writes, features = _summary(analysis)
-    shown, truncated = _cut(text if text.isascii() else _clean(text), MAX_TEXT_CHARS)
+    shown = text if text.isascii() else _clean(text)
+    truncated = len(shown) > MAX_TEXT_CHARS
+    if truncated:
+        shown = shown[:MAX_TEXT_CHARS]
     params: tuple[str | None, ...] | None = None
     count = len(parameters) if parameters is not None else 0
     if parameters is not None and not redact_parameters:
         params = tuple(None if p is None else _cut(_clean(p), MAX_PARAMETER_CHARS)[0] for p in parameters)
     return StatementEvent(
         session_id=session_id,
-        time_us=now_us() if time_us is None else time_us,
+        time_us=time.time_ns() // 1000 if time_us is None else time_us,
         seq=seq,
         text=shown,
-        action=decision.action.value,
+        action=_ACTION_TEXT[decision.action],
         rule_ids=tuple(decision.rule_ids),
         reason=decision.reason,
         enforced=decision.enforced,

@@ -113,7 +113,7 @@ class LoopJournal:
     def record(self, events: Sequence[JournalEvent], on_durable: DurableCallback | None) -> None:
         """Queue `events` for this turn's write; with `on_durable`, call it once they are in the
         segment (None) or could not be (the reason)."""
-        refusal = self._refusal()
+        refusal = None if self.failure is None and self.waiting < MAX_BACKLOG and not self._closed else self._refusal()
         if refusal is not None:
             if on_durable is not None:
                 self._loop.call_soon(on_durable, refusal)
@@ -234,7 +234,10 @@ class LoopJournal:
         if self._notify_handle is None and not self._closed:
             self._notify_handle = self._loop.call_later(INGEST_INTERVAL, self._notify_turn)
         for callback in waiters:
-            self._call(callback, None)
+            try:
+                callback(None)
+            except Exception:  # one session's bug must not strand the others
+                log.exception("journal.callback_failed")
 
     @staticmethod
     def _call(callback: DurableCallback, reason: str | None) -> None:

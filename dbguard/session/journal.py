@@ -202,8 +202,8 @@ class SessionJournal:
         for entry in cycle:
             self._events.append(OutcomeEvent(
                 self.session_id, now, entry.seq, max(0, now - entry.started_us),
-                rows=entry.rows, error_code=entry.error_code, error_message=entry.error_message,
-                masked=tuple(sorted(entry.masked.items())),
+                entry.rows, entry.error_code, entry.error_message,
+                tuple(sorted(entry.masked.items())) if entry.masked else (),
             ))
 
     def cancelled(self, client_address: str) -> None:
