@@ -285,7 +285,8 @@ class _Plan:
                 # Out as slices: what came before, the new header, then per change the bytes
                 # up to the field and the new field; the row's tail goes with the next slice.
                 for start, stop, new in changes:
-                    length += (-4 if new is None else len(new)) - (stop - start - 4)
+                    # A NULL is its length field (-1) alone: no value bytes.
+                    length += (0 if new is None else len(new)) - (stop - start - 4)
                 append(data[copied:pos])
                 append(b"D" + pack(length))
                 kept = pos + 5

@@ -361,3 +361,22 @@ def test_rows_only_says_when_a_read_is_whole_data_rows_and_nothing_else() -> Non
     masking.to_upstream(query("SELECT * FROM people"))
     # A DataRow too short to be one is let through for the session to refuse.
     assert not rows_only(description + b"D\x00\x00\x00\x02" + rows + COMPLETE + READY)
+
+
+def test_a_null_mask_beside_another_masked_column_keeps_every_length_right() -> None:
+    """Several masked fields in a row, one of them masked to NULL: the row's length counts the
+    NULL as its 4-byte length field only (it was 4 bytes short, and clients lost sync)."""
+    rules = RULES + """
+  - id: birth
+    columns: [users.note]
+    strategy: null
+"""
+    found = SessionMasks.for_session(parse_policy_text(rules), SESSION, b"k" * 32)
+    assert found is not None
+    masking = PgResultMasking(lambda: found, catalog(), lambda: "UTF8", journaled=True)
+    masking.to_upstream(query("SELECT ssn, note, id FROM users"))
+    response = (row_description(field("ssn", USERS_OID, 3), field("note", USERS_OID, 4), field("id", USERS_OID, 1, 23))
+                + data_row(b"123-45-6789", b"1990-01-01", b"1") + data_row(None, b"x", b"2") + COMPLETE + READY)
+    out = masking.from_upstream(response)
+    assert rows_of(out) == [(b"****", None, b"1"), (None, None, b"2")]
+    assert out.endswith(COMPLETE + READY)
