@@ -48,7 +48,7 @@ class GatedStore(SqliteJournalStore):
         super().__init__(path)
 
     def append_batch(self, events: Sequence[EncodedEvent], hasher: ChainHasher, *,
-                     mark: tuple[str, int] | None = None) -> list[int]:
+                     mark: tuple[str, int] | None = None, mark_from: int | None = None) -> list[int]:
         self.entered.set()
         assert self.gate.wait(30)
         if self.die_next:
@@ -56,7 +56,7 @@ class GatedStore(SqliteJournalStore):
         if self.fail_next:
             self.fail_next = False
             raise StoreError("disk full (simulated)")
-        seqs = super().append_batch(events, hasher, mark=mark)
+        seqs = super().append_batch(events, hasher, mark=mark, mark_from=mark_from)
         self.batches.append(len(events))
         return seqs
 
