@@ -3,33 +3,34 @@
 Owns: parsing arguments, exit statuses (0 ok, 1 failed check, 2 bad usage or configuration),
 and rendering. Everything it runs lives in runtime/, devdb/ and the feature packages; the policy
 commands (`check`, `rules test|lint`) live in cli_policy.py, the journal's in cli_journal.py,
-the approval queue's in cli_approvals.py.
+the approval queue's in cli_approvals.py, and their arguments in cli_args.py. Only the module of
+the command given is imported (and rich only when something is printed): `dbguard serve` keeps
+none of the other commands, nor rich, resident (docs/performance.md, "Memory").
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-
-from rich.console import Console
+from collections.abc import Callable, Sequence
 
 from dbguard import __version__
-from dbguard.cli_approvals import add_approvals_commands, run_approvals
-from dbguard.cli_journal import add_journal_commands, run_journal
-from dbguard.cli_policy import add_policy_commands, run_check, run_rules_lint, run_rules_test
+from dbguard.cli_args import add_approvals_commands, add_journal_commands, add_policy_commands
 from dbguard.config import ConfigError, load_config, resolve_config_path
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
-
 
 def _fail(message: str) -> None:
     """One unwrapped, unmarked-up line on stderr, so `file:line: key` stays greppable."""
-    _err.print(message, markup=False, style="bold red")
+    try:
+        from rich.console import Console
+    except ImportError:  # a broken install still says what went wrong
+        print(message, file=sys.stderr)
+        return
+    Console(stderr=True, highlight=False, soft_wrap=True).print(message, markup=False, style="bold red")
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a missing or unknown command exits 2 here
-    commands = {"serve": _serve, "demo": _demo, "check": run_check, "rules": _rules, "journal": run_journal,
-                "approvals": run_approvals}
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "serve": _serve, "demo": _demo, "check": _check, "rules": _rules, "journal": _journal,
+        "approvals": _approvals}
     try:
         return commands[args.command](args)
     except ConfigError as exc:
@@ -79,8 +81,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+def _check(args: argparse.Namespace) -> int:
+    from dbguard.cli_policy import run_check
+
+    return run_check(args)
+
+
 def _rules(args: argparse.Namespace) -> int:
+    from dbguard.cli_policy import run_rules_lint, run_rules_test
+
     return run_rules_test(args) if args.rules_command == "test" else run_rules_lint(args)
+
+
+def _journal(args: argparse.Namespace) -> int:
+    from dbguard.cli_journal import run_journal
+
+    return run_journal(args)
+
+
+def _approvals(args: argparse.Namespace) -> int:
+    from dbguard.cli_approvals import run_approvals
+
+    return run_approvals(args)
 
 
 def _demo(args: argparse.Namespace) -> int:

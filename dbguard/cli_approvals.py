@@ -38,6 +38,7 @@ from dbguard.approvals import (
     Verdict,
     request_to_dict,
 )
+from dbguard.cli_args import SECRET_ENV_VAR
 from dbguard.cli_store import KEY_ENV_VAR, StoreTarget, UsageError, store_target
 from dbguard.config import (
     DEFAULT_APPROVAL_TIMEOUT,
@@ -52,7 +53,6 @@ from dbguard.journal.events import iso_from_us
 EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 1
 EXIT_USAGE: Final = 2
-SECRET_ENV_VAR: Final = "DBGUARD_SECRET"  # noqa: S105 (the variable's name, not a secret)
 _STATUS_STYLE: Final = {"pending": "yellow", "approved": "green", "used": "green", "denied": "red",
                         "expired": "dim"}
 _SQL_IN_LIST: Final = 70
@@ -65,51 +65,6 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 class Refused(Exception):
     """A refused decision or proof of identity: printed on stderr, exit status 1."""
-
-
-def add_approvals_commands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    add_config_option: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """Register `approvals …` on the top-level subparsers."""
-    approvals = sub.add_parser("approvals", help="the approval queue: list, show, approve, deny, watch")
-    asub = approvals.add_subparsers(dest="approvals_command", metavar="SUBCOMMAND")
-    asub.required = True
-
-    def common(p: argparse.ArgumentParser) -> None:
-        add_config_option(p)
-        p.add_argument("--store", metavar="URL",
-                       help="use this store instead of the configuration's store: (sqlite:///PATH or postgresql://…)")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-
-    lst = asub.add_parser("list", help="approval requests: pending ones (oldest first) unless --status/--all")
-    common(lst)
-    lst.add_argument("--status", action="append", choices=[s.value for s in ApprovalStatus],
-                     help="only requests with this status (repeatable; default: pending)")
-    lst.add_argument("--all", action="store_true", help="every status, newest first")
-    lst.add_argument("--limit", type=int, default=100, metavar="N", help="at most N requests (default 100)")
-
-    show = asub.add_parser("show", help="everything about one request: who, what SQL, rules, tables, rows")
-    common(show)
-    show.add_argument("id", metavar="ID", help="approval id (ap_…)")
-
-    for verb, text in (("approve", "approve a pending request: its statement runs once"),
-                       ("deny", "deny a pending request: its client gets an error")):
-        p = asub.add_parser(verb, help=text)
-        common(p)
-        p.add_argument("id", metavar="ID", help="approval id (ap_…)")
-        p.add_argument("--as", dest="as_identity", metavar="IDENTITY", required=True,
-                       help=f"the dbguard identity deciding (its secret from ${SECRET_ENV_VAR} or a prompt)")
-        p.add_argument("--reason", metavar="TEXT", required=verb == "deny",
-                       help="why (required for deny; journaled and shown to the client)")
-
-    watch = asub.add_parser("watch", help="a live view of pending requests; with --as, act on them from it")
-    common(watch)
-    watch.add_argument("--as", dest="as_identity", metavar="IDENTITY",
-                       help="decide from the view as this identity (secret checked once, at start)")
-    watch.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
-                       help="redraw at least this often (default 1; changes show at once)")
-    watch.add_argument("--once", action="store_true", help="print the pending requests once and exit")
 
 
 def run_approvals(args: argparse.Namespace) -> int:

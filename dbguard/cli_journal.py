@@ -56,76 +56,10 @@ from dbguard.journal.store_sqlite import SqliteJournalStore
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
-_DECISIONS: Final = ("allow", "hold", "block")
 _STYLE: Final = {"allow": "green", "hold": "yellow", "block": "red"}
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def add_journal_commands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    add_config_option: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """Register `journal …` on the top-level subparsers."""
-    journal = sub.add_parser("journal", help="the statement journal: sessions, replay, export, verify")
-    jsub = journal.add_subparsers(dest="journal_command", metavar="SUBCOMMAND")
-    jsub.required = True
-
-    def common(p: argparse.ArgumentParser) -> None:
-        add_config_option(p)
-        p.add_argument("--store", metavar="URL",
-                       help="read this store instead of the configuration's store: (sqlite:///PATH or postgresql://…)")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-
-    sessions = jsub.add_parser("sessions", help="list recorded sessions, newest first")
-    common(sessions)
-    sessions.add_argument("--since", metavar="T", help="sessions started at or after T (ISO 8601)")
-    sessions.add_argument("--until", metavar="T", help="sessions started before T (ISO 8601)")
-    sessions.add_argument("--identity", metavar="NAME", help="only this identity's sessions")
-    sessions.add_argument("--limit", type=int, default=50, metavar="N", help="at most N sessions (default 50)")
-
-    show = jsub.add_parser("show", help="every event of one session")
-    common(show)
-    show.add_argument("session", metavar="SESSION", help="session id (or a unique prefix of it)")
-
-    tail = jsub.add_parser("tail", help="the latest events; -f follows new ones")
-    common(tail)
-    tail.add_argument("-f", "--follow", action="store_true", help="keep printing events as they are recorded")
-    tail.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="how many past events (default 20)")
-    tail.add_argument("--interval", type=float, default=0.5, metavar="SECONDS",
-                      help="how often -f polls the store (default 0.5)")
-
-    rep = jsub.add_parser("replay", help="replay a session line by line with its timing, decisions and outcomes")
-    common(rep)
-    rep.add_argument("session", metavar="SESSION", help="session id (or a unique prefix of it)")
-    rep.add_argument("--speed", type=float, metavar="X",
-                     help="play the recorded gaps X times faster (default 1; 0 = no waits; "
-                          "with --execute: no waits unless given)")
-    rep.add_argument("--step", action="store_true", help="wait for Enter before each statement")
-    rep.add_argument("--max-wait", type=float, metavar="SECONDS", help="never wait longer than this between lines")
-    rep.add_argument("--execute", metavar="DSN",
-                     help="RUN the statements that were let through, for real, against the database at DSN "
-                          "(postgresql://… or mysql://…: a staging copy, never production) and report where "
-                          "their outcomes differ from the recorded ones; exit 1 if any differ")
-
-    export = jsub.add_parser("export", help="export a range of the journal with its chain, for auditors")
-    common(export)
-    export.add_argument("--since", metavar="T", help="events at or after T (ISO 8601)")
-    export.add_argument("--until", metavar="T", help="events before T (ISO 8601)")
-    export.add_argument("--identity", metavar="NAME", help="only this identity's events (others stay as bare links)")
-    export.add_argument("--decision", choices=_DECISIONS,
-                        help="only statements with this decision and their outcomes (others stay as bare links)")
-    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="file format (default jsonl)")
-    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: standard output)")
-
-    verify = jsub.add_parser("verify", help="check the hash chain of the store, or of an exported FILE")
-    common(verify)
-    verify.add_argument("file", nargs="?", metavar="FILE", help="an exported file (default: the store)")
-
-    prune = jsub.add_parser("prune", help="delete events before a time, keeping the rest verifiable")
-    common(prune)
-    prune.add_argument("--before", metavar="T", required=True, help="delete events recorded before T (ISO 8601)")
 
 
 def run_journal(args: argparse.Namespace) -> int:

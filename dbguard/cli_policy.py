@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -41,46 +41,11 @@ _UNSET_ENV: Final = "unset-in-offline-command"
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-_PATH_HELP: Final = "rule file or folder (default: the configuration's rules:)"
 _ACTION_STYLE: Final = {Action.ALLOW: "bold green", Action.HOLD: "bold yellow", Action.BLOCK: "bold red"}
 
 
 class UsageError(Exception):
     """Bad arguments: printed on stderr, exit status 2."""
-
-
-def add_policy_commands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    add_config_option: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """Register `check` and `rules test|lint` on the top-level subparsers."""
-    check = sub.add_parser("check", help="offline decision for SQL statements: action, rules, what the analyser saw")
-    add_config_option(check)
-    check.add_argument("sql", nargs="+", metavar="SQL", help="SQL text (one message per argument); - reads stdin")
-    check.add_argument("--dialect", choices=[d.value for d in Dialect],
-                       help="SQL dialect (default: the configuration's listeners' protocol, else postgres)")
-    check.add_argument("--identity", metavar="NAME", help="decide for this identity of the configuration")
-    check.add_argument("--kind", choices=[k.value for k in IdentityKind],
-                       help="identity kind (overrides the configuration's; default agent without --identity)")
-    check.add_argument("--role", action="append", metavar="ROLE", help="identity role (repeatable; overrides)")
-    check.add_argument("--listener", metavar="NAME", help="listener name rules see (default: the only listener)")
-    check.add_argument("--database", metavar="NAME", help="database name rules see")
-    check.add_argument("--rules", metavar="PATH", help="rule file or folder (default: the configuration's rules:)")
-    check.add_argument("--explain", action="store_true", help="show every rule, whether it matched and why")
-    check.add_argument("--json", action="store_true", help="machine-readable output")
-
-    rules = sub.add_parser("rules", help="test and lint rule files")
-    rules_sub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
-    rules_sub.required = True
-    test = rules_sub.add_parser("test", help="run the tests: cases of rule files")
-    add_config_option(test)
-    test.add_argument("path", nargs="?", metavar="PATH", help=_PATH_HELP)
-    test.add_argument("--json", action="store_true", help="machine-readable output")
-    lint = rules_sub.add_parser("lint", help="validate rule files and warn about likely mistakes")
-    add_config_option(lint)
-    lint.add_argument("path", nargs="?", metavar="PATH", help=_PATH_HELP)
-    lint.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
-    lint.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,14 +4,15 @@
 # Each POST runs on a daemon thread with a short timeout; a failure is logged
 # (`approvals.webhook_failed`, the URL shown without its path: webhook URLs carry tokens) and
 # never delays or undoes a decision. It must not touch the store or decide anything.
+# urllib.request (with http.client and email) is imported only by a notifier that has URLs, so
+# a proxy without webhooks does not keep it resident.
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlsplit
@@ -75,6 +76,8 @@ class WebhookNotifier:
     def __init__(self, urls: Sequence[str], *, timeout: float = DEFAULT_WEBHOOK_TIMEOUT) -> None:
         self.urls = tuple(urls)
         self.timeout = timeout
+        if self.urls:  # loaded now rather than by the first POST's thread
+            importlib.import_module("urllib.request")
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
@@ -94,6 +97,9 @@ class WebhookNotifier:
             thread.start()
 
     def _post(self, url: str, body: bytes, event: ApprovalEventKind, approval_id: str) -> None:
+        import urllib.error
+        import urllib.request
+
         request = urllib.request.Request(  # noqa: S310 (http(s) only: config.py validates the scheme)
             url, data=body, method="POST",
             headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "dbguard"},

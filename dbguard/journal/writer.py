@@ -9,10 +9,11 @@
 # no Future per event, a ticket number instead, and commit listeners told after every commit
 # which tickets are now durable (or failed): one wake-up per commit, not one per event. It must
 # not decide what to do about a failure (the sessions refuse the statement, or allow it
-# loudly, per configuration).
+# loudly, per configuration). asyncio is imported by `append` only: the journal appender
+# process (journal.appender) imports this package and has no event loop (asyncio and ssl are
+# ~9 MiB resident).
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import threading
@@ -183,6 +184,8 @@ class JournalWriter:
         """Record `event` and return its sequence number once it is durable (asyncio form).
 
         Never blocks the event loop: with a full queue it waits for room in a worker thread."""
+        import asyncio
+
         future = self.try_submit(event)
         if future is None:
             future = await asyncio.to_thread(self.submit, event)

@@ -5,18 +5,19 @@ character set, length, decimals, unsigned), the wire format (`WireFormat`), the 
 OIDs and MySQL character sets masking knows, and `shape_of(column)`: the `ColumnShape` a
 masker is built from (the kind of value, its length limits, integer width, scale, codec).
 Must not: produce masked values (`masking.strategies`), or read messages off the wire (the
-sessions fill these descriptors from RowDescription / ColumnDefinition41).
+sessions fill these descriptors from RowDescription / ColumnDefinition41). The MySQL column
+types (`wire.mysql.messages`, ~1 MiB of classes) are imported at the first MySQL column, so a
+PostgreSQL-only proxy does not load the MySQL wire format.
 """
 
 from __future__ import annotations
 
 import codecs
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
-
-from dbguard.wire.mysql.messages import ColumnType
+from typing import Final, NamedTuple
 
 __all__ = [
     "MYSQL_BINARY_CHARSET",
@@ -323,60 +324,79 @@ def mysql_charset(charset_id: int) -> tuple[str | None, int]:
     return ("utf-8", 4) if charset_id > 255 else ("ascii", 4)
 
 
-_MYSQL_INTS: Final[Mapping[int, tuple[int, int]]] = {  # type -> (wire bytes, range bits)
-    ColumnType.TINY: (1, 8),
-    ColumnType.SHORT: (2, 16),
-    ColumnType.INT24: (4, 24),
-    ColumnType.LONG: (4, 32),
-    ColumnType.LONGLONG: (8, 64),
-}
-_MYSQL_STRINGS: Final = frozenset(
-    {
-        ColumnType.VARCHAR,
-        ColumnType.VAR_STRING,
-        ColumnType.STRING,
-        ColumnType.TINY_BLOB,
-        ColumnType.MEDIUM_BLOB,
-        ColumnType.LONG_BLOB,
-        ColumnType.BLOB,
-        ColumnType.ENUM,
-        ColumnType.SET,
-    }
-)
-_MYSQL_SIMPLE: Final[Mapping[int, ColumnKind]] = {
-    ColumnType.DECIMAL: ColumnKind.NUMERIC,
-    ColumnType.NEWDECIMAL: ColumnKind.NUMERIC,
-    ColumnType.DATE: ColumnKind.DATE,
-    ColumnType.NEWDATE: ColumnKind.DATE,
-    ColumnType.DATETIME: ColumnKind.TIMESTAMP,
-    ColumnType.DATETIME2: ColumnKind.TIMESTAMP,
-    ColumnType.TIMESTAMP: ColumnKind.TIMESTAMP,
-    ColumnType.TIMESTAMP2: ColumnKind.TIMESTAMP,
-    ColumnType.TIME: ColumnKind.TIME,
-    ColumnType.TIME2: ColumnKind.TIME,
-    ColumnType.JSON: ColumnKind.JSON,
-    ColumnType.BIT: ColumnKind.BIT,
-    ColumnType.NULL: ColumnKind.ALWAYS_NULL,
-}
+class _MysqlTypes(NamedTuple):
+    ints: Mapping[int, tuple[int, int]]  # type -> (wire bytes, range bits)
+    strings: frozenset[int]
+    simple: Mapping[int, ColumnKind]
+    string: int
+    year: int
+    floats: tuple[int, int]  # FLOAT, DOUBLE
+
+
+@functools.cache
+def _mysql_types() -> _MysqlTypes:
+    from dbguard.wire.mysql.messages import ColumnType
+
+    return _MysqlTypes(
+        ints={
+            ColumnType.TINY: (1, 8),
+            ColumnType.SHORT: (2, 16),
+            ColumnType.INT24: (4, 24),
+            ColumnType.LONG: (4, 32),
+            ColumnType.LONGLONG: (8, 64),
+        },
+        strings=frozenset(
+            {
+                ColumnType.VARCHAR,
+                ColumnType.VAR_STRING,
+                ColumnType.STRING,
+                ColumnType.TINY_BLOB,
+                ColumnType.MEDIUM_BLOB,
+                ColumnType.LONG_BLOB,
+                ColumnType.BLOB,
+                ColumnType.ENUM,
+                ColumnType.SET,
+            }
+        ),
+        simple={
+            ColumnType.DECIMAL: ColumnKind.NUMERIC,
+            ColumnType.NEWDECIMAL: ColumnKind.NUMERIC,
+            ColumnType.DATE: ColumnKind.DATE,
+            ColumnType.NEWDATE: ColumnKind.DATE,
+            ColumnType.DATETIME: ColumnKind.TIMESTAMP,
+            ColumnType.DATETIME2: ColumnKind.TIMESTAMP,
+            ColumnType.TIMESTAMP: ColumnKind.TIMESTAMP,
+            ColumnType.TIMESTAMP2: ColumnKind.TIMESTAMP,
+            ColumnType.TIME: ColumnKind.TIME,
+            ColumnType.TIME2: ColumnKind.TIME,
+            ColumnType.JSON: ColumnKind.JSON,
+            ColumnType.BIT: ColumnKind.BIT,
+            ColumnType.NULL: ColumnKind.ALWAYS_NULL,
+        },
+        string=ColumnType.STRING,
+        year=ColumnType.YEAR,
+        floats=(ColumnType.FLOAT, ColumnType.DOUBLE),
+    )
 
 
 def _mysql_shape(col: MysqlColumn) -> ColumnShape:
     t, my = col.column_type, Dialect.MYSQL
-    if t in _MYSQL_STRINGS:
+    types = _mysql_types()
+    if t in types.strings:
         codec, mbmaxlen = mysql_charset(col.character_set)
         kind = ColumnKind.BYTES if codec is None else ColumnKind.TEXT
         limit = col.column_length // mbmaxlen if col.column_length > 0 else None
         # BLOB/TEXT columns report the type's maximum (up to 4 GiB): no useful limit.
-        fixed = t == ColumnType.STRING
+        fixed = t == types.string
         return ColumnShape(my, kind, max_chars=limit, fixed=fixed and kind is ColumnKind.BYTES, codec=codec)
-    if t in _MYSQL_INTS:
-        size, bits = _MYSQL_INTS[t]
+    if t in types.ints:
+        size, bits = types.ints[t]
         return ColumnShape(my, ColumnKind.INT, int_bytes=size, int_bits=bits, signed=not col.unsigned)
-    if t == ColumnType.YEAR:
+    if t == types.year:
         return ColumnShape(my, ColumnKind.INT, int_bytes=2, int_bits=0, signed=False)
-    if t in (ColumnType.FLOAT, ColumnType.DOUBLE):
-        return ColumnShape(my, ColumnKind.FLOAT, int_bytes=4 if t == ColumnType.FLOAT else 8)
-    kind = _MYSQL_SIMPLE.get(t, ColumnKind.UNSUPPORTED)
+    if t in types.floats:
+        return ColumnShape(my, ColumnKind.FLOAT, int_bytes=4 if t == types.floats[0] else 8)
+    kind = types.simple.get(t, ColumnKind.UNSUPPORTED)
     if kind is ColumnKind.NUMERIC:
         digits = col.column_length - (1 if col.decimals else 0) - (0 if col.unsigned else 1)
         precision = digits if col.column_length > 0 and digits > 0 else None

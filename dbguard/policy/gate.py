@@ -26,6 +26,9 @@ Caching (the hot path is a dictionary lookup):
   checks, so the other has the same shape: the digit key is exact, never a guess.
 Every cache is bounded. A policy reload (`replace_policy`) starts new decision caches; every
 open session notices at its next statement, so a tightened policy applies to live sessions too.
+
+Imports: the MySQL analyser (`sql.mysql`, sqlglot) only once a MySQL session needs it, so a
+proxy with PostgreSQL listeners only never loads it (docs/performance.md, "Memory").
 """
 
 from __future__ import annotations
@@ -49,7 +52,6 @@ from dbguard.model import (
 from dbguard.policy.engine import evaluate
 from dbguard.policy.rules import Policy
 from dbguard.sql import analyse, unparseable
-from dbguard.sql.mysql import sql_mode_flags
 
 log = logging.getLogger("dbguard.policy")
 
@@ -481,6 +483,8 @@ class MysqlSessionGate:
         elif name in ("charset", "character_set_client"):
             self._encoding = mysql_encoding(value)
         elif name == "sql_mode":
+            from dbguard.sql.mysql import sql_mode_flags  # sqlglot: only with MySQL listeners
+
             flags = sql_mode_flags(value)
             self._unreadable_mode = flags is None
             if flags is not None:
@@ -533,6 +537,8 @@ class MysqlSessionGate:
         """`SET sql_mode = 'known,modes'` alone: ASCII that lexes the same in every sql_mode."""
         if not sql.isascii():
             return False
+        from dbguard.sql.mysql import sql_mode_flags
+
         match = _MYSQL_SQL_MODE.match(sql.decode("ascii"))
         return match is not None and sql_mode_flags(match.group(1) or match.group(2) or "") is not None
 

@@ -6,6 +6,11 @@ SIGTERM/SIGINT drain (stop accepting, let running statements finish, then close)
 reloads identities and policy without dropping connections, and a change of the rules files
 reloads the policy (polled). A broken new file keeps the old configuration or policy in force
 and logs why. Listener addresses and upstreams need a restart; a reload says so.
+
+Imports: what only `protocol: mysql` listeners need (their listener, sessions, wire format and
+sqlglot analyser, the RSA key pair's cryptography) is imported by `start` when the configuration
+has one, and the loop's journal only when the journal is on; so a PostgreSQL-only proxy keeps
+none of it resident (docs/performance.md, "Memory"). A missing module still fails at start.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import signal
 import ssl
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbguard.config import (
     ApprovalMode,
@@ -40,11 +45,8 @@ from dbguard.policy.rules import Policy, load_policy
 from dbguard.runtime import blast_radius
 from dbguard.runtime.approval_link import ApprovalLink
 from dbguard.runtime.journal_link import EventSink, JournalLink
-from dbguard.runtime.loop_journal import LoopJournal
-from dbguard.runtime.mysql_listener import MysqlListener
 from dbguard.runtime.pg_listener import PgListener
 from dbguard.runtime.tls import ClientTls, server_tls_context
-from dbguard.session.mysql_actions import MysqlIdentityEntry, MysqlListenerSettings
 from dbguard.session.pg_actions import (
     CancelTargets,
     IdentityEntry,
@@ -53,8 +55,12 @@ from dbguard.session.pg_actions import (
     UpstreamTlsMode,
 )
 from dbguard.session.throttle import LoginThrottle
-from dbguard.wire.mysql.auth import RsaKeyPair
 from dbguard.wire.pg.auth import make_scram_verifier
+
+if TYPE_CHECKING:
+    from dbguard.runtime.mysql_listener import MysqlListener
+    from dbguard.session.mysql_actions import MysqlIdentityEntry, MysqlListenerSettings
+    from dbguard.wire.mysql.auth import RsaKeyPair
 
 log = logging.getLogger("dbguard.runtime")
 
@@ -182,6 +188,8 @@ def build_pg_settings(listener: ListenerConfig, identities: dict[str, IdentityEn
 
 
 def build_mysql_identities(identities: tuple[IdentityConfig, ...]) -> dict[str, MysqlIdentityEntry]:
+    from dbguard.session.mysql_actions import MysqlIdentityEntry
+
     entries: dict[str, MysqlIdentityEntry] = {}
     for ident in identities:
         identity = Identity(ident.name, IdentityKind(ident.kind.value), tuple(ident.roles))
@@ -192,6 +200,8 @@ def build_mysql_identities(identities: tuple[IdentityConfig, ...]) -> dict[str, 
 def build_mysql_settings(listener: ListenerConfig, identities: dict[str, MysqlIdentityEntry], gate: Gate,
                          rsa_key: RsaKeyPair, journal: JournalConfig | None = None,
                          masks: MaskDirectory | None = None) -> MysqlListenerSettings:
+    from dbguard.session.mysql_actions import MysqlListenerSettings
+
     up = listener.upstream
     socket_param = up.params.get("unix_socket") or up.params.get("socket")
     upstream = upstream_settings(listener, socket_param or (up.host if up.is_unix_socket else None))
@@ -280,6 +290,11 @@ class Server:
                 await pg.start()
                 self.pg_listeners.append(pg)
             else:
+                # Imported at start, not at the first MySQL statement: a missing sqlglot fails
+                # here, and the analyser's ~0.25 s of imports never lands on the event loop.
+                import dbguard.sql.mysql  # noqa: F401
+                from dbguard.runtime.mysql_listener import MysqlListener
+
                 my = MysqlListener(
                     build_mysql_settings(listener, build_mysql_identities(self.config.identities),
                                          self.mysql_gate, self.rsa_key, journal, self.masks),
@@ -311,6 +326,8 @@ class Server:
     def rsa_key(self) -> RsaKeyPair:
         """The RSA key pair for caching_sha2_password full authentication (one per process)."""
         if self._rsa_key is None:
+            from dbguard.wire.mysql.auth import RsaKeyPair
+
             self._rsa_key = RsaKeyPair.generate()
         return self._rsa_key
 
@@ -448,6 +465,8 @@ class Server:
         journal = config.journal
         loop = asyncio.get_running_loop()
         if store.kind == "sqlite" and store.path is not None and journal.sync is JournalSync.NORMAL:
+            from dbguard.runtime.loop_journal import LoopJournal
+
             key = journal.hmac_key.reveal().encode() if journal.hmac_key else None
             try:
                 return await asyncio.to_thread(LoopJournal, store.path, ChainHasher(key), loop, key)

@@ -12,12 +12,17 @@ Two directions:
 - proxy as client (`ScramClientExchange`, `md5_password_message`): dbguard logs in upstream
   with the DSN credentials and checks the server's signature, so a fake upstream is detected.
 
-Library use: the client side is scramp's `ScramClient`. The server side is written here because
-scramp's `ScramServer` rejects what libpq sends (an empty `n=` user name: PostgreSQL takes the
-user from the startup packet and ignores this field) and silently upgrades SCRAM-SHA-256 to
--PLUS where PostgreSQL refuses the mismatch. Its crypto is RFC 5802 section 3 composed from
-stdlib hmac/hashlib; SASLprep comes from scramp. Tests check both sides against scramp, the
-RFC 7677 vectors, a real PostgreSQL server and real libpq.
+Written here, from the standard library only (hmac, hashlib, stringprep, unicodedata): both
+sides of RFC 5802 section 3, and SASLprep (RFC 4013). scramp's `ScramServer` rejects what libpq
+sends (an empty `n=` user name: PostgreSQL takes the user from the startup packet and ignores
+this field) and silently upgrades SCRAM-SHA-256 to -PLUS where PostgreSQL refuses the mismatch;
+the client side and SASLprep used to be scramp's, and now accept and send exactly what scramp's
+`ScramClient` and `saslprep` do (its bounds included: iterations 4096..10,000,000, salts of at
+least 12 bytes), which tests check differentially, as they check both sides against the RFC 7677
+vectors, a real PostgreSQL server and real libpq. The tls-server-end-point hash reads the
+certificate's signature algorithm from its DER, as cryptography would name it (tested OID by
+OID). scramp with asn1crypto (~5 MiB) and cryptography (~8 MiB) were resident in every proxy for
+these alone (docs/performance.md, "Memory").
 
 PBKDF2 runs in `make_scram_verifier`, `verify_cleartext` and `ScramClientExchange.client_final`
 (a few ms at 4096 iterations, more if an upstream asks for more): a caller on an event loop may
@@ -31,15 +36,11 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import stringprep
+import unicodedata
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Final
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from scramp import ScramClient, ScramException
-from scramp.utils import saslprep
 
 SCRAM_SHA_256: Final = "SCRAM-SHA-256"
 SCRAM_SHA_256_PLUS: Final = "SCRAM-SHA-256-PLUS"
@@ -50,7 +51,10 @@ DEFAULT_ITERATIONS: Final = 4096
 """PostgreSQL's default `scram_iterations`, and RFC 7677's minimum."""
 MIN_ITERATIONS: Final = 4096
 MAX_ITERATIONS: Final = 10_000_000
-"""Upper bound on our own verifiers: beyond this, a login costs seconds of CPU."""
+"""Upper bound on our own verifiers, and on what an upstream may ask of the client: beyond this,
+a login costs seconds of CPU."""
+MIN_UPSTREAM_SALT_LENGTH: Final = 12
+"""Shortest salt the client accepts from an upstream (scramp's bound; PostgreSQL sends 16)."""
 SALT_LENGTH: Final = 16
 """Bytes of salt in new verifiers: PostgreSQL's SCRAM_DEFAULT_SALT_LEN, and the fake salt's."""
 SERVER_NONCE_BYTES: Final = 18
@@ -357,25 +361,150 @@ def tls_server_end_point_hash(cert_der: bytes) -> bytes:
     The certificate hashed with its signature's hash algorithm, SHA-256 when that is MD5 or
     SHA-1. Raises ValueError when the signature has no single hash algorithm (Ed25519, ...):
     RFC 5929 leaves the binding undefined then, so SCRAM-SHA-256-PLUS must not be offered.
+
+    Only the outer signatureAlgorithm is read (with the standard library: cryptography, ~8
+    MiB resident, was loaded for this alone): the DER comes from a TLS handshake, which parsed
+    the certificate already. Which algorithms have a hash is what cryptography's
+    `signature_hash_algorithm` says (tests compare them, OID by OID).
     """
-    try:
-        certificate = x509.load_der_x509_certificate(cert_der)
-    except ValueError:
-        raise ValueError("not a DER-encoded X.509 certificate") from None
-    try:
-        algorithm = certificate.signature_hash_algorithm
-    except UnsupportedAlgorithm:
-        algorithm = None
-    if algorithm is None:
+    algorithm, parameters = _signature_algorithm(cert_der)
+    if algorithm == _RSASSA_PSS:
+        name = _pss_hash(parameters)
+    else:
+        if (parameters is not None and algorithm not in _HASHES_WITH_ANY_PARAMETERS
+                and (algorithm in _HASHES_WITHOUT_PARAMETERS or parameters != _DER_NULL)):
+            raise ValueError("not a DER-encoded X.509 certificate (unexpected signature parameters)")
+        name = _SIGNATURE_HASHES.get(algorithm)
+    if name is None:
         raise ValueError(
             "the certificate's signature algorithm has no single hash function, so "
             "tls-server-end-point channel binding is undefined for it"
         )
-    if isinstance(algorithm, hashes.MD5 | hashes.SHA1):
-        algorithm = hashes.SHA256()
-    digest = hashes.Hash(algorithm)
-    digest.update(cert_der)
-    return digest.finalize()
+    if name in ("md5", "sha1"):
+        name = "sha256"
+    return hashlib.new(name, cert_der).digest()
+
+
+# The hash of each signature algorithm (by OID) as cryptography names it: RSA PKCS#1 v1.5,
+# DSA and ECDSA with SHA-1, SHA-2 and SHA-3. Ed25519, Ed448, GOST, DSA with SHA-384/512 and
+# whatever is not listed have none. RSASSA-PSS names its hash in its parameters.
+_SIGNATURE_HASHES: Final = {
+    "1.2.840.113549.1.1.4": "md5",
+    "1.2.840.113549.1.1.5": "sha1",
+    "1.3.14.3.2.29": "sha1",
+    "1.2.840.113549.1.1.14": "sha224",
+    "1.2.840.113549.1.1.11": "sha256",
+    "1.2.840.113549.1.1.12": "sha384",
+    "1.2.840.113549.1.1.13": "sha512",
+    "2.16.840.1.101.3.4.3.13": "sha3_224",
+    "2.16.840.1.101.3.4.3.14": "sha3_256",
+    "2.16.840.1.101.3.4.3.15": "sha3_384",
+    "2.16.840.1.101.3.4.3.16": "sha3_512",
+    "1.2.840.10040.4.3": "sha1",
+    "2.16.840.1.101.3.4.3.1": "sha224",
+    "2.16.840.1.101.3.4.3.2": "sha256",
+    "1.2.840.10045.4.1": "sha1",
+    "1.2.840.10045.4.3.1": "sha224",
+    "1.2.840.10045.4.3.2": "sha256",
+    "1.2.840.10045.4.3.3": "sha384",
+    "1.2.840.10045.4.3.4": "sha512",
+    "2.16.840.1.101.3.4.3.9": "sha3_224",
+    "2.16.840.1.101.3.4.3.10": "sha3_256",
+    "2.16.840.1.101.3.4.3.11": "sha3_384",
+    "2.16.840.1.101.3.4.3.12": "sha3_512",
+}
+# Algorithms whose AlgorithmIdentifier has no parameters (not even NULL): DSA and ECDSA with
+# SHA-2 and SHA-3, EdDSA (cryptography refuses such a certificate otherwise).
+_HASHES_WITHOUT_PARAMETERS: Final = frozenset({
+    "2.16.840.1.101.3.4.3.1", "2.16.840.1.101.3.4.3.2", "2.16.840.1.101.3.4.3.3", "2.16.840.1.101.3.4.3.4",
+    "1.2.840.10045.4.3.1", "1.2.840.10045.4.3.2", "1.2.840.10045.4.3.3", "1.2.840.10045.4.3.4",
+    "2.16.840.1.101.3.4.3.9", "2.16.840.1.101.3.4.3.10", "2.16.840.1.101.3.4.3.11", "2.16.840.1.101.3.4.3.12",
+    "1.3.101.112", "1.3.101.113",
+})
+# ... and those whose parameters cryptography does not look at: md5WithRSAEncryption,
+# ecdsa-with-SHA1, dsa-with-sha1. Other algorithms take none or NULL.
+_HASHES_WITH_ANY_PARAMETERS: Final = frozenset({"1.2.840.113549.1.1.4", "1.2.840.10045.4.1", "1.2.840.10040.4.3"})
+_RSASSA_PSS: Final = "1.2.840.113549.1.1.10"
+_PSS_HASHES: Final = {
+    "1.3.14.3.2.26": "sha1",
+    "2.16.840.1.101.3.4.2.4": "sha224",
+    "2.16.840.1.101.3.4.2.1": "sha256",
+    "2.16.840.1.101.3.4.2.2": "sha384",
+    "2.16.840.1.101.3.4.2.3": "sha512",
+    "2.16.840.1.101.3.4.2.7": "sha3_224",
+    "2.16.840.1.101.3.4.2.8": "sha3_256",
+    "2.16.840.1.101.3.4.2.9": "sha3_384",
+    "2.16.840.1.101.3.4.2.10": "sha3_512",
+}
+_DER_NULL: Final = b"\x05\x00"
+
+
+def _der_item(data: bytes, pos: int, end: int, tag: int) -> tuple[int, int]:
+    """The content (start, end) of the DER item with `tag` at `pos`, which must end by `end`."""
+    if pos + 2 > end or data[pos] != tag:
+        raise ValueError("not a DER-encoded X.509 certificate")
+    length = data[pos + 1]
+    pos += 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 1 <= count <= 4 or pos + count > end:
+            raise ValueError("not a DER-encoded X.509 certificate")
+        length = int.from_bytes(data[pos : pos + count], "big")
+        pos += count
+    if pos + length > end:
+        raise ValueError("not a DER-encoded X.509 certificate")
+    return pos, pos + length
+
+
+def _oid(data: bytes) -> str:
+    """Dotted form of an OBJECT IDENTIFIER's content octets."""
+    if not data or data[-1] & 0x80:
+        raise ValueError("not a DER-encoded X.509 certificate")
+    arcs: list[int] = []
+    value = 0
+    for byte in data:
+        value = value << 7 | byte & 0x7F
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    first = min(arcs[0] // 40, 2)
+    return ".".join(map(str, (first, arcs[0] - 40 * first, *arcs[1:])))
+
+
+def _algorithm_identifier(data: bytes, start: int, end: int) -> tuple[str, bytes | None]:
+    """(OID, the parameters' whole DER item or None) of an AlgorithmIdentifier's content."""
+    oid_start, oid_end = _der_item(data, start, end, 0x06)
+    if oid_end == end:
+        return _oid(data[oid_start:oid_end]), None
+    return _oid(data[oid_start:oid_end]), data[oid_end:end]
+
+
+def _signature_algorithm(cert_der: bytes) -> tuple[str, bytes | None]:
+    """Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }."""
+    start, end = _der_item(cert_der, 0, len(cert_der), 0x30)
+    if end != len(cert_der):
+        raise ValueError("not a DER-encoded X.509 certificate (data after it)")
+    _, tbs_end = _der_item(cert_der, start, end, 0x30)
+    alg_start, alg_end = _der_item(cert_der, tbs_end, end, 0x30)
+    _, value_end = _der_item(cert_der, alg_end, end, 0x03)
+    if value_end != end:
+        raise ValueError("not a DER-encoded X.509 certificate")
+    return _algorithm_identifier(cert_der, alg_start, alg_end)
+
+
+def _pss_hash(parameters: bytes | None) -> str | None:
+    """RSASSA-PSS-params ::= SEQUENCE { hashAlgorithm [0] AlgorithmIdentifier DEFAULT sha1, ... }."""
+    if parameters is None:
+        raise ValueError("invalid RSASSA-PSS parameters")
+    start, end = _der_item(parameters, 0, len(parameters), 0x30)
+    if end != len(parameters):
+        raise ValueError("invalid RSASSA-PSS parameters")
+    if start == end or parameters[start] != 0xA0:
+        return "sha1"
+    inner_start, inner_end = _der_item(parameters, start, end, 0xA0)
+    alg_start, alg_end = _der_item(parameters, inner_start, inner_end, 0x30)
+    algorithm, _ = _algorithm_identifier(parameters, alg_start, alg_end)
+    return _PSS_HASHES.get(algorithm)
 
 
 # --------------------------------------------------------------------------- proxy as client
@@ -397,6 +526,12 @@ class ScramClientExchange:
     SCRAM-SHA-256, telling the server (gs2 flag `y`) when we could have bound the channel, so a
     server that does support it detects the downgrade. Only after `verify_server_final` has
     passed is `completed` True: an AuthenticationOk before that must not be believed.
+
+    The server's messages are held to RFC 5802's grammar as scramp held them: attributes in
+    order (`r`, `s`, `i`, then unknown extensions only; `v` then extensions), none empty,
+    repeated or `m` (a mandatory extension), strict base64, the combined nonce longer than ours
+    and starting with it, iterations without a leading zero between MIN_ITERATIONS and
+    MAX_ITERATIONS, a salt of at least MIN_UPSTREAM_SALT_LENGTH bytes; `e=` is a refusal.
     """
 
     def __init__(
@@ -426,24 +561,31 @@ class ScramClientExchange:
                 f"(offered: {', '.join(server_mechanisms) or 'none'}; supported: "
                 f"{SCRAM_SHA_256_PLUS}, {SCRAM_SHA_256})"
             )
-        # PostgreSQL ignores the user name in client-first (libpq sends it empty, which scramp
-        # cannot), so a name SASLprep refuses is replaced rather than failing the login.
-        scram_user = user if _saslprep_or_none(user) else "*"
-        if not _saslprep_or_none(password):
+        # PostgreSQL ignores the user name in client-first (libpq sends it empty), so a name
+        # SASLprep refuses is replaced rather than failing the login.
+        scram_user = _saslprep_or_none(user) or "*"
+        prepared = _saslprep_or_none(password)
+        if prepared is None:
             raise AuthenticationFailed(
                 "the upstream password is empty or not a valid SASLprep string, which the "
-                "SCRAM client (scramp) cannot use"
+                "SCRAM client cannot use"
             )
-        try:
-            self._client = ScramClient(
-                [mechanism],
-                scram_user,
-                password,
-                channel_binding=channel_binding,
-                c_nonce=client_nonce,
-            )
-        except ScramException as exc:
-            raise AuthenticationFailed(f"cannot start the SCRAM exchange: {exc}") from None
+        nonce = secrets.token_hex() if client_nonce is None else client_nonce
+        if not _is_printable_nonce(nonce):
+            raise AuthenticationFailed("cannot start the SCRAM exchange: the client nonce is not printable ASCII")
+        if mechanism == SCRAM_SHA_256_PLUS:
+            assert channel_binding is not None
+            gs2_header = f"p={TLS_SERVER_END_POINT},,"
+            self._cbind_input = gs2_header.encode("ascii") + channel_binding[1]
+        else:
+            gs2_header = "y,," if channel_binding is not None else "n,,"
+            self._cbind_input = gs2_header.encode("ascii")
+        self._gs2_header = gs2_header
+        self._password = prepared.encode("utf-8")
+        self._client_nonce = nonce
+        user_name = scram_user.replace("=", "=3D").replace(",", "=2C")
+        self._client_first_bare = f"n={user_name},r={nonce}"
+        self._server_signature = b""
         self.mechanism: Final[str] = mechanism
         self._stage = _ClientStage.CLIENT_FIRST
 
@@ -455,30 +597,37 @@ class ScramClientExchange:
     def client_first(self) -> bytes:
         """The client-first payload for SASLInitialResponse."""
         self._expect(_ClientStage.CLIENT_FIRST)
-        message: str = self._client.get_client_first()
         self._stage = _ClientStage.CLIENT_FINAL
-        return message.encode("utf-8")
+        return (self._gs2_header + self._client_first_bare).encode("utf-8")
 
     def client_final(self, server_first: bytes) -> bytes:
         """Take AuthenticationSASLContinue's server-first; return client-final."""
         self._expect(_ClientStage.CLIENT_FINAL)
         text = self._decode_server_message(server_first, "server-first")
         try:
-            self._client.set_server_first(text)
-            message: str = self._client.get_client_final()
-        except ScramException as exc:
+            nonce, salt, iterations = _read_server_first(text, self._client_nonce)
+        except ValueError as exc:
             self._stage = _ClientStage.FAILED
             raise AuthenticationFailed(f"upstream sent an unusable server-first: {exc}") from None
+        salted_password = hashlib.pbkdf2_hmac("sha256", self._password, salt, iterations)
+        client_key = _hmac(salted_password, b"Client Key")
+        without_proof = f"c={_b64encode(self._cbind_input)},r={nonce}"
+        auth_message = f"{self._client_first_bare},{text},{without_proof}".encode()
+        client_signature = _hmac(hashlib.sha256(client_key).digest(), auth_message)
+        proof = bytes(a ^ b for a, b in zip(client_key, client_signature, strict=True))
+        self._server_signature = _hmac(_hmac(salted_password, b"Server Key"), auth_message)
         self._stage = _ClientStage.SERVER_FINAL
-        return message.encode("utf-8")
+        return f"{without_proof},p={_b64encode(proof)}".encode()
 
     def verify_server_final(self, data: bytes) -> None:
         """Check AuthenticationSASLFinal's server signature; raise if the server is not genuine."""
         self._expect(_ClientStage.SERVER_FINAL)
         text = self._decode_server_message(data, "server-final")
         try:
-            self._client.set_server_final(text)
-        except ScramException as exc:
+            signature = _read_server_final(text)
+            if not hmac.compare_digest(signature, self._server_signature):
+                raise ValueError("the server signature does not match")
+        except ValueError as exc:
             self._stage = _ClientStage.FAILED
             raise AuthenticationFailed(
                 f"upstream server-final rejected ({exc}): the server does not know the "
@@ -500,6 +649,66 @@ class ScramClientExchange:
         except UnicodeDecodeError:
             self._stage = _ClientStage.FAILED
             raise AuthenticationFailed(f"upstream {what} is not valid UTF-8") from None
+
+
+# The attribute names RFC 5802 defines; any other is an extension.
+_SCRAM_ATTRIBUTES: Final = frozenset("anmrcsipve")
+
+
+def _server_attributes(text: str, expected: str) -> dict[str, str]:
+    """A server message's attributes, which must be `expected` in order, then extensions only
+    (or `e=`: a refusal). ValueError says what is wrong."""
+    attributes: dict[str, str] = {}
+    for part in text.split(","):
+        if len(part) < 2 or part[1] != "=" or not (part[0].isascii() and part[0].isalpha()):
+            raise ValueError("malformed attribute")
+        name, value = part[0], part[2:]
+        if name == "m":
+            raise ValueError("mandatory extension (m=) not supported")
+        if name in attributes:
+            raise ValueError(f"attribute {name!r} repeated")
+        if not value or "\x00" in value:
+            raise ValueError(f"attribute {name!r} empty or with a NUL")
+        attributes[name] = value
+    names = list(attributes)
+    if names[:1] == ["e"]:
+        raise ValueError(f"the server refused: {attributes['e']}")
+    known = names[: len(expected)]
+    extensions = names[len(expected):]
+    if "".join(known) != expected or any(name in _SCRAM_ATTRIBUTES for name in extensions):
+        raise ValueError(f"attributes {''.join(names)!r}, expected {expected!r} and extensions")
+    return attributes
+
+
+def _read_server_first(text: str, client_nonce: str) -> tuple[str, bytes, int]:
+    """(combined nonce, salt, iterations) of a server-first message."""
+    attributes = _server_attributes(text, "rsi")
+    nonce, salt_b64, count = attributes["r"], attributes["s"], attributes["i"]
+    if not _is_printable_nonce(nonce):
+        raise ValueError("nonce not printable ASCII")
+    if not nonce.startswith(client_nonce) or len(nonce) <= len(client_nonce):
+        raise ValueError("the nonce does not extend ours")
+    salt = _strict_b64decode(salt_b64)
+    if len(salt) < MIN_UPSTREAM_SALT_LENGTH:
+        raise ValueError(f"salt shorter than {MIN_UPSTREAM_SALT_LENGTH} bytes")
+    if not (count.isascii() and count.isdigit()) or count[0] == "0":
+        raise ValueError("iteration count not a number without leading zeros")
+    iterations = int(count)
+    if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
+        raise ValueError(f"iteration count {iterations} not between {MIN_ITERATIONS} and {MAX_ITERATIONS}")
+    return nonce, salt, iterations
+
+
+def _read_server_final(text: str) -> bytes:
+    """The server signature of a server-final message."""
+    return _strict_b64decode(_server_attributes(text, "v")["v"])
+
+
+def _strict_b64decode(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise ValueError("invalid base64") from None
 
 
 def md5_password_message(user: str, password: str, salt: bytes) -> bytes:
@@ -555,10 +764,36 @@ def _is_printable_nonce(nonce: str) -> bool:
     return bool(nonce) and all("\x21" <= c <= "\x7e" and c != "," for c in nonce)
 
 
+def saslprep(text: str) -> str:
+    """RFC 4013 SASLprep of a stored string (unassigned code points refused); ValueError when
+    the string is refused. As scramp's `saslprep` (tests compare every code point)."""
+    # Map: non-ASCII spaces to a space (C.1.2), "commonly mapped to nothing" away (B.1).
+    mapped = "".join(" " if stringprep.in_table_c12(c) else c for c in text if not stringprep.in_table_b1(c))
+    prepared = unicodedata.ucd_3_2_0.normalize("NFKC", mapped)
+    if not prepared:
+        return ""
+    # Bidi (RFC 3454 section 6): with a RandALCat character first, the last must be one too and
+    # no LCat character may appear; otherwise no RandALCat character may.
+    ral = stringprep.in_table_d1
+    if ral(prepared[0]):
+        if not ral(prepared[-1]):
+            raise ValueError("malformed bidi sequence")
+        forbidden_bidi = stringprep.in_table_d2
+    else:
+        forbidden_bidi = ral
+    for c in prepared:
+        if (stringprep.in_table_b1(c) or stringprep.in_table_c12(c) or stringprep.in_table_a1(c)
+                or stringprep.in_table_c21_c22(c) or stringprep.in_table_c3(c) or stringprep.in_table_c4(c)
+                or stringprep.in_table_c5(c) or stringprep.in_table_c6(c) or stringprep.in_table_c7(c)
+                or stringprep.in_table_c8(c) or stringprep.in_table_c9(c) or forbidden_bidi(c)):
+            raise ValueError(f"prohibited character U+{ord(c):04X}")
+    return prepared
+
+
 def _saslprep_or_none(text: str) -> str | None:
     try:
-        prepared: str = saslprep(text)
-    except ScramException:
+        prepared = saslprep(text)
+    except ValueError:
         return None
     return prepared or None
 
