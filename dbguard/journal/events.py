@@ -586,7 +586,8 @@ def statement_from(
     params: tuple[str | None, ...] | None = None
     count = len(parameters) if parameters is not None else 0
     if parameters is not None and not redact_parameters:
-        params = tuple(None if p is None else _cut(_clean(p), MAX_PARAMETER_CHARS)[0] for p in parameters)
+        params = tuple(p if p is None or (p.isascii() and len(p) <= MAX_PARAMETER_CHARS)
+                       else _cut(_clean(p), MAX_PARAMETER_CHARS)[0] for p in parameters)
     return StatementEvent(
         session_id=session_id,
         time_us=time.time_ns() // 1000 if time_us is None else time_us,

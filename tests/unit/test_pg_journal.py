@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import struct
 import uuid
+from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dbguard.session.pg_journal import BoundValues, bind_parameters, parameter_types, render_parameters, rows_from_tag
 from dbguard.wire.pg import messages as m
@@ -51,3 +54,48 @@ def test_bind_and_parse_tails_are_read_from_real_messages() -> None:
                                            (b"BEGIN", None), (b"CREATE TABLE", None), (b"COPY 3", 3)])
 def test_row_counts_from_command_tags(tag: bytes, rows: int | None) -> None:
     assert rows_from_tag(tag + b"\x00") == rows
+
+
+def _reference_bind_parameters(payload: bytes) -> BoundValues:
+    """What bind_parameters gave through the strict generic decoder."""
+    bind = m.decode_frontend(b"B", payload)
+    assert isinstance(bind, m.Bind)
+    formats, params = bind.param_formats, bind.params
+    if len(formats) == 1:
+        binary = (formats[0] == 1,) * len(params)
+    elif len(formats) == len(params):
+        binary = tuple(f == 1 for f in formats)
+    elif not formats:
+        binary = (False,) * len(params)
+    else:
+        raise ProtocolViolation("Bind: parameter format count does not match the parameters")
+    return BoundValues(bind.statement.encode("utf-8", "surrogateescape"), params, binary)
+
+
+def _outcome(parse: Callable[[bytes], BoundValues], payload: bytes) -> BoundValues | None:
+    try:
+        return parse(payload)
+    except ProtocolViolation:
+        return None
+
+
+_names = st.binary(max_size=6).map(lambda b: b.replace(b"\x00", b""))
+_value = st.one_of(st.none(), st.binary(max_size=8))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_names, _names, st.lists(st.integers(-2, 3), max_size=4), st.lists(_value, max_size=4),
+       st.lists(st.integers(-2, 3), max_size=3), st.data())
+def test_the_one_pass_bind_reader_accepts_and_refuses_as_the_strict_decoder(
+        portal: bytes, statement: bytes, formats: list[int], values: list[bytes | None], results: list[int],
+        data: st.DataObject) -> None:
+    payload = (portal + b"\x00" + statement + b"\x00" + struct.pack(f"!H{len(formats)}h", len(formats), *formats)
+               + struct.pack("!H", len(values))
+               + b"".join(struct.pack("!i", -1) if v is None else struct.pack("!i", len(v)) + v for v in values)
+               + struct.pack(f"!H{len(results)}h", len(results), *results))
+    # Whole, cut anywhere, with bytes after it, or one byte changed.
+    cut = data.draw(st.integers(0, len(payload)))
+    changed = data.draw(st.integers(0, len(payload) - 1))
+    flipped = payload[:changed] + bytes([payload[changed] ^ data.draw(st.integers(1, 255))]) + payload[changed + 1:]
+    for candidate in (payload, payload[:cut], payload + b"\x00", flipped):
+        assert _outcome(bind_parameters, candidate) == _outcome(_reference_bind_parameters, candidate)
