@@ -1,18 +1,19 @@
 """Which masks apply to one session, and what each result column's sources call for.
 
 Owns: `SessionMasks`, compiled once per session from the policy's `masks:` (the `unless`
-exemptions are settled here, by identity and roles), answering "which mask, if any, covers
-this column / this whole row / this lineage"; the order of strictness between strategies
-(`STRICTNESS`); the content-detector masks that apply. Must not: read wire messages, look
-up the catalog (the sessions resolve views and table OIDs first), or mask values
-(`masking.strategies`, `masking.detectors`).
+exemptions are settled here, by identity and roles), answering "which mask, if any, covers this
+column / this whole row / this lineage"; the order of strictness between strategies
+(`STRICTNESS`); the content-detector masks that apply; `MaskDirectory`, the process's, which
+follows policy reloads and gives each session a lookup that asks again only after one. Must
+not: read wire messages, look up the catalog (the sessions resolve views and table OIDs first),
+or mask values (`masking.strategies`, `masking.detectors`).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -156,13 +157,16 @@ class SessionMasks:
 class MaskDirectory:
     """A process's masks: hands each session its `SessionMasks` and follows policy reloads.
 
-    Shared by every listener; sessions ask per result set (a dict lookup), so a reloaded
-    policy applies from the next result set on, in open sessions too."""
+    Shared by every listener; sessions ask per result set (`session`: the session's own
+    lookup, which asks again only after a reload; or `for_session`, a dict lookup), so a
+    reloaded policy applies from the next result set on, in open sessions too."""
 
     def __init__(self, policy: Policy, hash_key: bytes) -> None:
         self._policy = policy
         self.hash_key = hash_key
         self._by_identity: dict[tuple[object, ...], SessionMasks | None] = {}
+        # Counts `replace_policy` calls: what a session's `session` lookup compares.
+        self.generation = 0
 
     @property
     def active(self) -> bool:
@@ -172,6 +176,7 @@ class MaskDirectory:
     def replace_policy(self, policy: Policy) -> None:
         self._policy = policy
         self._by_identity = {}
+        self.generation += 1
 
     def for_session(self, session: SessionInfo) -> SessionMasks | None:
         if not self._policy.masks:
@@ -187,3 +192,22 @@ class MaskDirectory:
             self._by_identity.clear()
         self._by_identity[key] = masks
         return masks
+
+    def session(self, session: SessionInfo) -> Callable[[], SessionMasks | None]:
+        """`for_session(session)` as a callable one session keeps and calls per result set:
+        it looks the masks up once, then again only after `replace_policy` (the one thing
+        that changes the answer: what it depends on, the identity with its roles, the
+        listener and the database, is fixed for a session's life), so a call is one
+        comparison."""
+        generation = -1
+        masks: SessionMasks | None = None
+
+        def lookup() -> SessionMasks | None:
+            nonlocal generation, masks
+            if generation != self.generation:
+                current = self.generation
+                masks = self.for_session(session)
+                generation = current
+            return masks
+
+        return lookup

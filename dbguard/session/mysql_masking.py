@@ -32,11 +32,11 @@ they depend on (the statement's lineage, by value, the session's masks, the prot
 catalog drops them whenever it changes, so a result like an earlier one is neither decoded nor
 planned again.
 
-Rows: a plan with nothing to do relays rows as they came (`rewrites` False: no per-row work).
-Otherwise each row is decoded, its masked values replaced and, only when a value changed,
-encoded again. Lengths are recomputed; a row that needs another number of 16 MiB packets than
-it came in shifts the sequence ids of the rest of the response (`ResponseMasking.shift`, the
-session applies it).
+Rows: a plan with nothing to do relays rows as they came (`rewrites` False, worked out once per
+plan: no per-row work). Otherwise each row is decoded, the values of the columns with a mask or
+detectors (only those) replaced and, only when a value changed, encoded again. Lengths are
+recomputed; a row that needs another number of 16 MiB packets than it came in shifts the
+sequence ids of the rest of the response (`ResponseMasking.shift`, the session applies it).
 
 ERR messages: when a column mask may apply to what the statement reads or writes, values the
 server quotes (`Duplicate entry '...' for key 'k'`, `Incorrect ... value: '...'`) are replaced
@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Final
 
 from dbguard.masking.columns import ColumnKind, MysqlColumn, WireFormat, mysql_charset, shape_of
@@ -266,22 +266,31 @@ class ResultPlan:
     columns: tuple[_Column, ...]
     key: bytes = b""
     counts: dict[str, int] = field(default_factory=dict)
+    # The columns with something to do, with their positions (worked out from `columns` once
+    # per plan, not per row; `fresh` hands them on), and whether there is any.
+    active: InitVar[tuple[tuple[int, _Column], ...] | None] = None
+    _active: tuple[tuple[int, _Column], ...] = field(init=False, repr=False, compare=False)
+    rewrites: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def rewrites(self) -> bool:
-        return any(column.masker is not None or column.content for column in self.columns)
+    def __post_init__(self, active: tuple[tuple[int, _Column], ...] | None) -> None:
+        if active is None:
+            active = tuple((i, column) for i, column in enumerate(self.columns)
+                           if column.masker is not None or column.content)
+        self._active = active
+        self.rewrites = bool(active)
 
     def fresh(self) -> ResultPlan:
         """A copy for one result set (its own counts): a plan `Catalog.plans` keeps is never
         used on rows itself."""
-        return ResultPlan(self.binary, self.types, self.columns, self.key)
+        return ResultPlan(self.binary, self.types, self.columns, self.key, active=self._active)
 
     def row(self, payload: bytes) -> bytes:
-        """The row as the client gets it (the same object when nothing changed)."""
+        """The row as the client gets it (the same object when nothing changed). Only the
+        columns with a mask or detectors are looked at: the others' values stay as they are."""
         values = m.decode_binary_row(payload, self.types) if self.binary else \
             m.decode_text_row(payload, len(self.types))
         changed = False
-        for i, column in enumerate(self.columns):
+        for i, column in self._active:
             value = values[i]
             if value is None:
                 continue

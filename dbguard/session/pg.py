@@ -786,9 +786,8 @@ class PgSession:
         self._client_scanner = MessageScanner(self._client_inspect)
         masks = self.settings.masks
         if masks is not None and masks.active and self._catalog is not None:
-            info = self.info
             self.masking = PgResultMasking(
-                lambda: masks.for_session(info), self._catalog(self._database),
+                masks.session(self.info), self._catalog(self._database),
                 lambda: self.server_params.get("client_encoding", "UTF8"), journaled=self.journal is not None)
         if self.journal is not None:
             self._upstream_scanner.inspect = _UPSTREAM_INSPECT_JOURNALED

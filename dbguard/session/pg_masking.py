@@ -2,7 +2,9 @@
 
 Owns: `PgResultMasking`, a filter on one session's two byte streams. It watches the messages
 the session sends upstream (Query, Parse, Bind, Describe, Execute, Close, Sync) to know which
-result each response belongs to, and rewrites what comes back:
+result each response belongs to (a plain tuple per message; SQL kept as the bytes sent and
+decoded, in the client encoding it was sent in, only for a lineage or a COPY; a Bind's result
+formats read only when no Describe of its portal gives them), and rewrites what comes back:
 
 - a RowDescription starts a result set: a plan is built once for it from each column's
   provenance (the table OID and column number the server reports, named through the catalog;
@@ -39,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any, Final, NamedTuple
 
 from dbguard.masking.columns import PgColumn, WireFormat, pg_codec
@@ -466,29 +469,56 @@ def _detect(slot: _Slot, value: bytes, key: bytes) -> bytes | None:
 
 @dataclass(slots=True)
 class _Statement:
-    sql: str
+    sql: bytes  # the text as the client sent it, decoded only when needed (`_text`)
+    encoding: str  # the client encoding it was sent in
     fields: bytes | None = None  # the RowDescription's payload, from a Describe of the statement
 
 
 @dataclass(slots=True)
 class _Portal:
     statement: _Statement | None
-    formats: tuple[int, ...]
+    # The Bind's result formats; None while not read: a portal described right after its
+    # Bind (libpq, pgbench) seldom needs them, so its Bind's payload is kept (`bind`, the
+    # formats at `formats_at`) until the Describe is answered, and read only if needed.
+    formats: tuple[int, ...] | None
     fields: bytes | None = None  # the RowDescription's payload, from a Describe of the portal
     plan: _Plan | None = None
     planned: bool = False
+    bind: bytes = b""
+    formats_at: int = 0
+
+    def result_formats(self) -> tuple[int, ...]:
+        formats = self.formats
+        if formats is None:
+            formats = self.formats = _result_formats(self.bind, self.formats_at)
+            self.bind = b""
+        return formats
 
 
-@dataclass(slots=True)
-class _Pending:
-    """One client request whose response has not been seen complete yet."""
+# One client request whose response has not been seen complete yet, as a plain tuple (one
+# per message on the hot path, so nothing else is built; Sync and FunctionCall share one):
+# (kind, name, text, extra).
+#   kind: "Q" query, "P" parse, "B" bind, "DS"/"DP" describe of a statement / portal,
+#         "X" execute, "C" close, "S" sync, "F" function call;
+#   name: the statement or portal (Close: b"S" or b"P", then the name);
+#   text: a Query's SQL bytes (without the NUL), a Bind's payload;
+#   extra: the client encoding a Query was sent in, where a Bind's statement name ends.
+# How many of a Query's statements have completed is `PgResultMasking._results` (only the
+# head's is ever counted).
+_Pending = tuple[str, bytes, bytes, Any]
+_SYNC: Final[_Pending] = ("S", b"", b"", None)
+_CALL: Final[_Pending] = ("F", b"", b"", None)
+_NOTHING: Final[_Pending] = ("", b"", b"", None)  # the head when nothing is pending
 
-    kind: str  # "Q" query, "P" parse, "B" bind, "DS"/"DP" describe, "X" execute, "C" close, "S" sync, "F" call
-    name: bytes = b""
-    sql: str = ""
-    statement: bytes = b""
-    formats: tuple[int, ...] = ()
-    results: int = 0  # Query: the statements whose results have completed
+
+@functools.lru_cache(maxsize=64)
+def _codec_of(client_encoding: str) -> str:
+    return pg_codec(client_encoding)
+
+
+def _text(sql: bytes, client_encoding: str) -> str:
+    """A statement's text, decoded as the server reads it (invalid bytes replaced)."""
+    return sql.decode(_codec_of(client_encoding), "replace")
 
 
 class PgResultMasking:
@@ -501,6 +531,7 @@ class PgResultMasking:
         self._catalog = catalog
         self._encoding = client_encoding
         self._pending: deque[_Pending] = deque()
+        self._results = 0  # the statements of the Query at the head of `_pending` whose results completed
         self._statements: dict[bytes, _Statement] = {}
         self._portals: dict[bytes, _Portal] = {}
         self._upstream_partial = b""  # a message sent upstream, cut between two writes
@@ -537,35 +568,36 @@ class PgResultMasking:
                     pos = end
                 break
             if msg_type not in (b"d", b"c", b"f", b"H"):  # COPY from the client, Flush: no answer
-                self._client_message(msg_type, data[pos + 5 : nxt])
+                self._client_message(msg_type, data, pos + 5, nxt)
             pos = nxt
         self._upstream_partial = data[pos:] if pos < end else b""
 
-    def _client_message(self, msg_type: bytes, payload: bytes) -> None:
+    def _client_message(self, msg_type: bytes, data: bytes, start: int, end: int) -> None:
+        """Track one message whose payload is `data[start:end]` (read in place: only what is
+        kept is copied; SQL is decoded when a plan or a COPY needs it, see `_text`)."""
         pending = self._pending
         if msg_type == b"Q":
-            pending.append(_Pending("Q", sql=payload[:-1].decode(self._codec(), "replace")))
-        elif msg_type == b"P":
-            name_end = payload.index(b"\x00")
-            sql_end = payload.index(b"\x00", name_end + 1)
-            name = payload[:name_end]
-            self._statements[name] = _Statement(payload[name_end + 1 : sql_end].decode(self._codec(), "replace"))
-            pending.append(_Pending("P", name=name))
+            pending.append(("Q", b"", data[start : end - 1], self._encoding()))
         elif msg_type == b"B":
-            portal_end = payload.index(b"\x00")
-            stmt_end = payload.index(b"\x00", portal_end + 1)
-            pending.append(_Pending("B", name=payload[:portal_end], statement=payload[portal_end + 1 : stmt_end],
-                                   formats=_result_formats(payload, stmt_end + 1)))
-        elif msg_type == b"D":
-            pending.append(_Pending("DS" if payload[:1] == b"S" else "DP", name=payload[1:-1]))
+            portal_end = data.index(b"\x00", start, end)
+            stmt_end = data.index(b"\x00", portal_end + 1, end)
+            pending.append(("B", data[start:portal_end], data[start:end], stmt_end - start))
         elif msg_type == b"E":
-            pending.append(_Pending("X", name=payload[: payload.index(b"\x00")]))
-        elif msg_type == b"C":
-            pending.append(_Pending("C", name=payload[:1] + payload[1:-1]))
+            pending.append(("X", data[start : data.index(b"\x00", start, end)], b"", None))
         elif msg_type == b"S":
-            pending.append(_Pending("S"))
+            pending.append(_SYNC)
+        elif msg_type == b"D":
+            pending.append(("DS" if data[start : start + 1] == b"S" else "DP", data[start + 1 : end - 1], b"", None))
+        elif msg_type == b"P":
+            name_end = data.index(b"\x00", start, end)
+            sql_end = data.index(b"\x00", name_end + 1, end)
+            name = data[start:name_end]
+            self._statements[name] = _Statement(data[name_end + 1 : sql_end], self._encoding())
+            pending.append(("P", name, b"", None))
+        elif msg_type == b"C":
+            pending.append(("C", data[start : start + 1] + data[start + 1 : end - 1], b"", None))
         elif msg_type == b"F":
-            pending.append(_Pending("F"))
+            pending.append(_CALL)
 
     # ------------------------------------------------------------------ upstream -> client
 
@@ -642,14 +674,15 @@ class PgResultMasking:
     def _server_message(self, msg_type: bytes, data: bytes, pos: int, nxt: int) -> bytes | None:
         """Track one non-DataRow message; the bytes to send instead, or None for unchanged."""
         pending = self._pending
-        head = pending[0] if pending else None
+        head = pending[0] if pending else _NOTHING
+        kind = head[0]
         if self._refusing_copy:
             if msg_type in (b"d", b"c"):
                 return b""
             if msg_type in (b"C", b"E", b"Z"):
                 self._refusing_copy = False
                 if msg_type == b"C":
-                    self._end_result(head, reported=False)
+                    self._end_result(kind, reported=False)
                     return b""
         copy = self._copy
         if copy is not None:
@@ -662,66 +695,79 @@ class PgResultMasking:
             if msg_type == b"C":
                 if self._journaled:
                     self._masked.append(copy.counts())
-                self._end_result(head, reported=False)
+                self._end_result(kind, reported=False)
                 return None
         if msg_type == b"T":
             # Kept as bytes: a plan is looked up by them, and decoded only to build one.
             fields = data[pos + 5 : nxt]
-            if head is not None and head.kind == "DS":
-                statement = self._statements.get(head.name)
-                if statement is not None:
-                    statement.fields = fields
-                pending.popleft()
-            elif head is not None and head.kind == "DP":
-                portal = self._portals.get(head.name)
-                if portal is not None:
-                    portal.fields = fields
-                    portal.planned = False
-                pending.popleft()
-            elif head is not None and head.kind == "Q":
-                plan = self._plan_for(fields, None, head.sql, head.results)
+            if kind == "Q":
+                plan = self._plan_for(fields, None, head[2], head[3], self._results)
                 if self.waiting is not None:
                     return None
                 self._plan = plan
                 self._plan_ready = True
+            elif kind == "DP":
+                portal = self._portals.get(head[1])
+                if portal is not None:
+                    portal.fields = fields
+                    portal.planned = False
+                    portal.bind = b""  # (its formats are not needed: the portal is described)
+                pending.popleft()
+            elif kind == "DS":
+                statement = self._statements.get(head[1])
+                if statement is not None:
+                    statement.fields = fields
+                pending.popleft()
+        elif msg_type == b"Z":
+            if kind in ("S", "Q", "F"):
+                pending.popleft()
+                self._results = 0
+            self._plan = None
+            self._plan_ready = False
+            self._portals.pop(b"", None)
         elif msg_type in (b"C", b"I", b"s"):
-            if msg_type == b"C" and data[pos + 5 : nxt].startswith(_DDL_TAGS):
+            if msg_type == b"C" and data.startswith(_DDL_TAGS, pos + 5, nxt):
                 self._catalog.expire()
-            self._end_result(head, reported=msg_type != b"s")
-        elif msg_type == b"1" or msg_type == b"3" or msg_type == b"n":
-            if head is not None and head.kind in ("P", "C", "DS", "DP"):
-                pending.popleft()
-                if head.kind == "C" and head.name[:1] == b"P":
-                    self._portals.pop(head.name[1:], None)
-                elif head.kind == "C":
-                    self._statements.pop(head.name[1:], None)
+            self._end_result(kind, reported=msg_type != b"s")
         elif msg_type == b"2":
-            if head is not None and head.kind == "B":
+            if kind == "B":
                 pending.popleft()
-                self._portals[head.name] = _Portal(self._statements.get(head.statement), head.formats)
+                _, name, bind, statement_end = head
+                statement = self._statements.get(bind[len(name) + 1 : statement_end])
+                described = pending[0] if pending else _NOTHING
+                if described[0] == "DP" and described[1] == name:
+                    self._portals[name] = _Portal(statement, None, bind=bind, formats_at=statement_end + 1)
+                else:
+                    self._portals[name] = _Portal(statement, _result_formats(bind, statement_end + 1))
+        elif msg_type == b"1" or msg_type == b"3" or msg_type == b"n":
+            if kind in ("P", "C", "DS", "DP"):
+                pending.popleft()
+                name = head[1]
+                if kind == "C" and name[:1] == b"P":
+                    self._portals.pop(name[1:], None)
+                elif kind == "C":
+                    self._statements.pop(name[1:], None)
+                elif kind == "DP" and (portal := self._portals.get(name)) is not None and portal.bind:
+                    portal.result_formats()  # NoData: the Bind's payload is not kept longer
         elif msg_type == b"H":
             return self._copy_out(head, data[pos:nxt])
         elif msg_type in (b"E", b"N"):
             replacement = self._redact_error(data[pos:nxt])
-            if msg_type == b"E" and head is not None and head.kind != "Q":
+            if msg_type == b"E" and kind != "Q" and kind:
                 # Extended protocol: the server skips to the Sync.
-                while pending and pending[0].kind != "S":
+                while pending and pending[0][0] != "S":
                     pending.popleft()
+                self._results = 0
             self._plan = None
             self._plan_ready = False
             return replacement
-        elif msg_type == b"Z":
-            if head is not None and head.kind in ("S", "Q", "F"):
-                pending.popleft()
-            self._plan = None
-            self._plan_ready = False
-            self._portals.pop(b"", None)
         return None
 
-    def _end_result(self, head: _Pending | None, *, reported: bool) -> None:
-        """A result set ended: with CommandComplete / EmptyQueryResponse (`reported`: the
-        session journals its outcome, with the counts of masked values), or suspended (a
-        portal's next Execute goes on counting)."""
+    def _end_result(self, kind: str, *, reported: bool) -> None:
+        """A result set ended (`kind`: of the request at the head of the queue): with
+        CommandComplete / EmptyQueryResponse (`reported`: the session journals its outcome,
+        with the counts of masked values), or suspended (a portal's next Execute goes on
+        counting)."""
         plan = self._plan
         if plan is not None and not self._journaled:
             for slot in plan.slots:
@@ -735,49 +781,48 @@ class PgResultMasking:
             self._masked.append(counts)
         self._plan = None
         self._plan_ready = False
-        if head is None:
-            return
-        if head.kind == "Q":
-            head.results += 1
-        elif head.kind == "X":
+        if kind == "Q":
+            self._results += 1
+        elif kind == "X":
             self._pending.popleft()
 
     # ------------------------------------------------------------------ building plans
 
     def _codec(self) -> str:
-        return pg_codec(self._encoding())
+        return _codec_of(self._encoding())
 
-    def _plan_for(self, payload: bytes, formats: tuple[int, ...] | None, sql: str, index: int) -> _Plan | None:
+    def _plan_for(self, payload: bytes, formats: tuple[int, ...] | None, sql: bytes, sql_encoding: str,
+                  index: int) -> _Plan | None:
         """The plan of a result set whose RowDescription has `payload`, from the cache when a
         result looked the same before (the common case: nothing decoded, nothing built).
         `formats`: a Bind's result formats, for a RowDescription from a Describe of the
-        statement; `sql` and `index`: the statement (its index in a simple Query, -1 for the
-        extended protocol's single statement), asked for only when a computed column needs
-        its lineage.
+        statement; `sql` (as sent, in `sql_encoding`) and `index`: the statement (its index
+        in a simple Query, -1 for the extended protocol's single statement), decoded and
+        analysed only when a computed column needs its lineage.
 
         What a plan depends on is in its key or drops it: the RowDescription and `formats`,
         the session's masks (by identity: a reloaded policy or another role gives another
         object; content detectors and the hash key are in it), the client encoding, the
-        statement when its lineage is read, and the catalog, whose `changed` (an expiry, DDL,
-        an answer filled in) empties the cache."""
+        statement (with the encoding it was sent in) when its lineage is read, and the
+        catalog, whose `changed` (an expiry, DDL, an answer filled in) empties the cache."""
         masks = self._masks()
         if masks is None:
             return None
         catalog = self._catalog
-        if catalog.stale():
+        if monotonic() - catalog.loaded_at > CATALOG_TTL:  # (`catalog.stale()`, inlined)
             catalog.expire()
         plans = catalog.plans
         key: tuple[object, ...] = (payload, formats, masks, self._encoding())
         found = plans.get(key, _Cached.MISSING)
         if found is _Cached.BY_STATEMENT:
-            found = plans.get((*key, sql, index), _Cached.MISSING)
+            found = plans.get((*key, sql, sql_encoding, index), _Cached.MISSING)
         if found is None:
             return None
         if isinstance(found, _Plan):
             return found.fresh()
         fields = _row_description(payload)
         by_statement = masks.has_column_masks and any(f.table_oid == 0 for f in fields)
-        lineage = _statement_lineage(sql, index) if by_statement else UNTRACEABLE
+        lineage = _statement_lineage(_text(sql, sql_encoding), index) if by_statement else UNTRACEABLE
         plan = self._build(masks, fields, lineage, formats)
         too_large = len(payload) > _MAX_KEYED_PAYLOAD or (by_statement and len(sql) > _MAX_KEYED_SQL)
         if self.waiting is not None or too_large:
@@ -786,7 +831,7 @@ class PgResultMasking:
             plans.clear()
         if by_statement:
             plans[key] = _Cached.BY_STATEMENT
-            key = (*key, sql, index)
+            key = (*key, sql, sql_encoding, index)
         plans[key] = plan
         return plan.fresh() if plan is not None else None
 
@@ -872,10 +917,11 @@ class PgResultMasking:
     def _choose_plan(self) -> None:
         """Before the first DataRow of a result: the plan of an Execute's portal (a Query's
         plan was chosen at its RowDescription)."""
-        head = self._pending[0] if self._pending else None
+        head = self._pending[0] if self._pending else _NOTHING
+        kind = head[0]
         self._plan = None
-        if head is not None and head.kind == "X":
-            portal = self._portals.get(head.name)
+        if kind == "X":
+            portal = self._portals.get(head[1])
             if portal is None:
                 self._plan = self._unknown_plan()
             else:
@@ -885,17 +931,22 @@ class PgResultMasking:
                         return
                     portal.planned = True
                 self._plan = portal.plan
-        elif head is None or head.kind != "Q":
+        elif kind != "Q":
             self._plan = self._unknown_plan()
         self._plan_ready = True
 
     def _portal_plan(self, portal: _Portal) -> _Plan | None:
         fields, formats = portal.fields, None
-        if fields is None and portal.statement is not None:
-            fields, formats = portal.statement.fields, portal.formats
+        statement = portal.statement
+        if fields is None and statement is not None:
+            fields = statement.fields
+            if fields is not None:
+                formats = portal.result_formats()
         if fields is None:
             return self._unknown_plan()
-        return self._plan_for(fields, formats, portal.statement.sql if portal.statement is not None else "", -1)
+        if statement is None:
+            return self._plan_for(fields, formats, b"", "", -1)
+        return self._plan_for(fields, formats, statement.sql, statement.encoding, -1)
 
     def _unknown_plan(self) -> _Plan | None:
         """Rows whose columns nobody described (the client executed without a Describe of a
@@ -908,7 +959,7 @@ class PgResultMasking:
 
     # ------------------------------------------------------------------ COPY and errors
 
-    def _copy_out(self, head: _Pending | None, raw: bytes) -> bytes | None:
+    def _copy_out(self, head: _Pending, raw: bytes) -> bytes | None:
         """A CopyOutResponse. When a copied column may carry a masked value (or, text-typed, one
         the content detectors read), a text or CSV copy's rows are rewritten from here on; a
         binary copy, or one whose statement cannot be read, is refused (column masks only)."""
@@ -928,14 +979,15 @@ class PgResultMasking:
             self._copy = self._copy_rewriter(masks, statement, width, columns)
         return None
 
-    def _copy_source(self, head: _Pending | None) -> tuple[str, int] | None:
+    def _copy_source(self, head: _Pending) -> tuple[str, int] | None:
         """The text of the statement a CopyOutResponse answers, and its index in that text."""
-        if head is not None and head.kind == "Q":
-            return head.sql, head.results
-        if head is not None and head.kind == "X":
-            portal = self._portals.get(head.name)
+        kind = head[0]
+        if kind == "Q":
+            return _text(head[2], head[3]), self._results
+        if kind == "X":
+            portal = self._portals.get(head[1])
             if portal is not None and portal.statement is not None:
-                return portal.statement.sql, -1
+                return _text(portal.statement.sql, portal.statement.encoding), -1
         return None
 
     def _refuse_copy(self, masks: SessionMasks, source: tuple[str, int] | None, *, binary: bool) -> bytes | None:
