@@ -101,8 +101,12 @@ def slow_reader_rss(proxy: ProxyProcess, seconds: float) -> tuple[int, int]:
             body = QUERY.encode() + b"\x00"
             sock.sendall(b"Q" + (len(body) + 4).to_bytes(4, "big") + body)
             deadline = time.monotonic() + seconds
+            sock.settimeout(5.0)  # a result smaller than `seconds` of reading ends before the deadline
             while time.monotonic() < deadline:
-                if not sock.recv(65536):
+                try:
+                    if not sock.recv(65536):
+                        break
+                except TimeoutError:
                     break
                 peak = max(peak, rss_kib(proxy.proc.pid))
                 await asyncio.sleep(0.05)
