@@ -265,3 +265,34 @@ def test_journal_counts_masked_values_never_the_values(masking_proxy: ProxyProce
     recorded = "\n".join(repr(e) for e in events)
     for value in pii[:6]:
         assert value not in recorded
+
+
+def test_the_sample_policy_masks_several_columns_of_a_row_null_included(
+        pg_server: ThrowawayPostgres, proxy_factory: ProxyFactory) -> None:
+    """rules/ as shipped: ssn and phone masked, birth_date NULL, in one row, through a text and
+    a binary client. A NULL beside other masked fields once left the row 4 bytes short and
+    the client lost sync."""
+    repo = Path(__file__).resolve().parents[2]
+    proxy = proxy_factory(pg_server.dsn(sslmode="disable"), extra_yaml=f'rules: "{repo / "rules"}"\n')
+    sql = "SELECT id, ssn, phone, birth_date, full_name FROM customers ORDER BY id"
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        plain = conn.execute(sql).fetchall()
+    with psycopg.connect(proxy.dsn("copilot"), autocommit=True) as conn:
+        text_rows = conn.execute(sql).fetchall()
+
+    async def binary() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(proxy.dsn("copilot"))
+        try:
+            return await conn.fetch(sql)
+        finally:
+            await conn.close()
+
+    binary_rows = [tuple(r) for r in asyncio.run(binary())]
+    assert len(plain) > 1
+    for rows in (text_rows, binary_rows):
+        assert [r[0] for r in rows] == [r[0] for r in plain]  # every row, in sync
+        assert [r[4] for r in rows] == [r[4] for r in plain]  # the unmasked column untouched
+        assert all(r[3] is None for r in rows)  # birth_date: NULL
+        for masked, original in zip(rows, plain, strict=True):
+            assert masked[1] != original[1]
+            assert masked[2] != original[2]
