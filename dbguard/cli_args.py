@@ -57,6 +57,15 @@ def add_policy_commands(
     lint.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _store_options(p: argparse.ArgumentParser, add_config_option: Callable[[argparse.ArgumentParser], None],
+                   verb: str) -> None:
+    """What every command over a store takes: the configuration, `--store`, `--json`."""
+    add_config_option(p)
+    p.add_argument("--store", metavar="URL",
+                   help=f"{verb} this store instead of the configuration's store: (sqlite:///PATH or postgresql://…)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def add_journal_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_config_option: Callable[[argparse.ArgumentParser], None],
@@ -67,10 +76,7 @@ def add_journal_commands(
     jsub.required = True
 
     def common(p: argparse.ArgumentParser) -> None:
-        add_config_option(p)
-        p.add_argument("--store", metavar="URL",
-                       help="read this store instead of the configuration's store: (sqlite:///PATH or postgresql://…)")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+        _store_options(p, add_config_option, "read")
 
     sessions = jsub.add_parser("sessions", help="list recorded sessions, newest first")
     common(sessions)
@@ -132,10 +138,7 @@ def add_approvals_commands(
     asub.required = True
 
     def common(p: argparse.ArgumentParser) -> None:
-        add_config_option(p)
-        p.add_argument("--store", metavar="URL",
-                       help="use this store instead of the configuration's store: (sqlite:///PATH or postgresql://…)")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+        _store_options(p, add_config_option, "use")
 
     lst = asub.add_parser("list", help="approval requests: pending ones (oldest first) unless --status/--all")
     common(lst)

@@ -332,6 +332,13 @@ def _json_value(value: object) -> str | None:
     return None
 
 
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EncodingError("text is not valid Unicode (lone surrogate)") from None
+
+
 def _fast_canonical(event: JournalEvent) -> bytes | None:
     plan = _KEY_PLANS.get(type(event)) or _key_plan(event)
     parts: list[str] = []
@@ -350,10 +357,7 @@ def _fast_canonical(event: JournalEvent) -> bytes | None:
             if encoded is None:
                 return None
             parts.append(prefix + encoded)
-    try:
-        return ("{" + "".join(parts) + "}").encode("utf-8")
-    except UnicodeEncodeError:
-        raise EncodingError("text is not valid Unicode (lone surrogate)") from None
+    return _utf8("{" + "".join(parts) + "}")
 
 
 # The two events of every statement have their own encoders: one concatenation in key order,
@@ -411,10 +415,7 @@ def _statement_canonical(e: StatementEvent) -> bytes | None:
            f'"reads":{reads},"reason":{_json_string(reason)},"rule_ids":{rule_ids},"seq":{seq},'
            f'"session_id":{_json_string(session_id)},"text":{_json_string(text)},"text_truncated":{truncated},'
            f'"time_us":{time_us},"v":{SCHEMA_VERSION},"writes":{writes}}}')
-    try:
-        return out.encode("utf-8")
-    except UnicodeEncodeError:
-        raise EncodingError("text is not valid Unicode (lone surrogate)") from None
+    return _utf8(out)
 
 
 def _outcome_canonical(e: OutcomeEvent) -> bytes | None:
@@ -431,10 +432,7 @@ def _outcome_canonical(e: OutcomeEvent) -> bytes | None:
            f'"error_message":{_json_string(error_message)},"kind":"outcome","masked":{masked},'
            f'"rows":{"null" if rows is None else rows},"session_id":{_json_string(session_id)},'
            f'"statement_seq":{seq},"time_us":{time_us},"v":{SCHEMA_VERSION}}}')
-    try:
-        return out.encode("utf-8")
-    except UnicodeEncodeError:
-        raise EncodingError("text is not valid Unicode (lone surrogate)") from None
+    return _utf8(out)
 
 
 def canonical_json(obj: object) -> bytes:

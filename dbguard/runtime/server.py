@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import logging
 import secrets
 import signal
@@ -292,7 +293,7 @@ class Server:
             else:
                 # Imported at start, not at the first MySQL statement: a missing sqlglot fails
                 # here, and the analyser's ~0.25 s of imports never lands on the event loop.
-                import dbguard.sql.mysql  # noqa: F401
+                importlib.import_module("dbguard.sql.mysql")
                 from dbguard.runtime.mysql_listener import MysqlListener
 
                 my = MysqlListener(

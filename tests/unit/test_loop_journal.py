@@ -42,6 +42,14 @@ def _texts(path: Path) -> list[str]:
         return [e.text for s in store.iter_events() if isinstance(e := s.event(), StatementEvent)]
 
 
+def _segment_of(path: Path, *seqs: int) -> tuple[Path, list[bytes]]:
+    """A segment of the store at `path`, as a killed proxy would leave it: the records of
+    these statements (the caller writes them, whole or cut)."""
+    directory = segment_directory(path)
+    directory.mkdir()
+    return directory / f"00000000000000000001-1{SEGMENT_SUFFIX}", [frame(encode_event(_event(s)).payload) for s in seqs]
+
+
 async def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
     """Wait for the appender (a process: it takes a moment to start) to make `check` true."""
     deadline = time.monotonic() + timeout
@@ -141,17 +149,14 @@ def test_a_killed_proxys_segment_is_recovered_once(tmp_path: Path) -> None:
     says how far), a torn record at its end. Recovery appends the rest exactly once."""
     path = tmp_path / "j.db"
     hasher = ChainHasher(None)
-    directory = segment_directory(path)
-    directory.mkdir()
-    segment = directory / f"00000000000000000001-1{SEGMENT_SUFFIX}"
-    records = [frame(encode_event(_event(seq)).payload) for seq in (1, 2, 3)]
+    segment, records = _segment_of(path, 1, 2, 3)
     segment.write_bytes(b"".join(records) + records[0][:7])  # the last write was cut
     with open_store("sqlite:///" + str(path)) as store:
         first = encode_event(_event(1))
         store.append_batch([first], hasher, mark=("segment:" + segment.name, len(records[0])))
     with open_store("sqlite:///" + str(path), create=False) as store:
-        assert recover_segments(store, hasher, directory) == 2
-        assert recover_segments(store, hasher, directory) == 0
+        assert recover_segments(store, hasher, segment.parent) == 2
+        assert recover_segments(store, hasher, segment.parent) == 0
         assert store.mark("segment:" + segment.name) == 0  # forgotten with the file
     assert not segment.exists()
     assert _texts(path) == ["SELECT 1", "SELECT 2", "SELECT 3"]
@@ -231,10 +236,7 @@ def test_the_appender_and_a_recovery_of_the_same_segment_never_append_an_event_t
     from where the first one stopped."""
     path = tmp_path / "j.db"
     hasher = ChainHasher(None)
-    directory = segment_directory(path)
-    directory.mkdir()
-    segment = directory / f"00000000000000000001-1{SEGMENT_SUFFIX}"
-    records = [frame(encode_event(_event(seq)).payload) for seq in (1, 2, 3)]
+    segment, records = _segment_of(path, 1, 2, 3)
     segment.write_bytes(b"".join(records))
     with open_store("sqlite:///" + str(path)) as store:
         # A first appender got as far as the first record...

@@ -6,6 +6,7 @@ of results come out byte for byte as with plans built anew."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -29,9 +30,9 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     count = [0]
     build = mysql_masking.build_plan
 
-    def spy(*args: object, **kwargs: object) -> ResultPlan:
+    def spy(*args: Any, **kwargs: Any) -> ResultPlan:
         count[0] += 1
-        return build(*args, **kwargs)  # type: ignore[arg-type]
+        return build(*args, **kwargs)
 
     monkeypatch.setattr(mysql_masking, "build_plan", spy)
     return count

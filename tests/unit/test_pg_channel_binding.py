@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -95,18 +97,18 @@ def _read(data: bytes, pos: int) -> tuple[int, int]:
     return pos, pos + length
 
 
-def _self_signed(key: object, algorithm: hashes.HashAlgorithm | None, pss: bool = False) -> bytes:
+def _self_signed(key: CertificateIssuerPrivateKeyTypes, algorithm: Any, pss: bool = False) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
     now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-               .public_key(key.public_key())  # type: ignore[attr-defined]
+               .public_key(key.public_key())
                .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)))
     if pss:
         assert algorithm is not None
-        certificate = builder.sign(key, algorithm,  # type: ignore[arg-type]
+        certificate = builder.sign(key, algorithm,
                                    rsa_padding=padding.PSS(mgf=padding.MGF1(algorithm), salt_length=32))
     else:
-        certificate = builder.sign(key, algorithm)  # type: ignore[arg-type]
+        certificate = builder.sign(key, algorithm)
     return certificate.public_bytes(serialization.Encoding.DER)
 
 

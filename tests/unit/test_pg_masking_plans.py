@@ -10,6 +10,7 @@ import asyncio
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -163,7 +164,7 @@ def test_ddl_through_the_proxy_drops_the_cached_plans() -> None:
     assert rows_of(masking.resume()) == [(b"0",)]
 
 
-def test_a_column_the_catalog_learns_is_masked_from_then_on() -> None:
+def test_a_column_the_catalog_learns_is_masked_from_then_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """The runtime's lookup fills the cache (`PgCatalogs.resolve`, here without a server): the
     plans built from what the catalog said before are dropped."""
     catalogs = PgCatalogs(UpstreamSettings("db.invalid", 5432, "svc", "pw", "app"))
@@ -178,7 +179,7 @@ def test_a_column_the_catalog_learns_is_masked_from_then_on() -> None:
     def lookup(database: str, request: CatalogRequest) -> tuple[dict[int, Relation], None, dict[object, object]]:
         return {USERS_OID: USERS_RENAMED}, None, {}
 
-    catalogs._lookup = lookup  # type: ignore[method-assign,assignment]
+    monkeypatch.setattr(catalogs, "_lookup", lookup)
     asyncio.run(catalogs.resolve("app", CatalogRequest(frozenset({USERS_OID}), False)))
     assert cache.generation > generation
     assert rows_of(run(masking, "SELECT ssn FROM users", response)) == [(b"0",)]
@@ -376,7 +377,7 @@ def _steps(draw: st.DrawFn) -> list[tuple[str, object, bytes, bytes]]:
     return steps
 
 
-class _NoPlans(dict[tuple[object, ...], object]):
+class _NoPlans(dict[tuple[object, ...], Any]):
     """A plan cache that keeps nothing: every plan is built anew."""
 
     def __setitem__(self, key: tuple[object, ...], value: object) -> None:
@@ -422,7 +423,7 @@ def test_cached_plans_mask_as_plans_built_anew(steps: list[tuple[str, object, by
             cache.loaded_at -= pg_masking.CATALOG_TTL + 1
             continue
         fresh_cache = full_catalog(truth[0])
-        fresh_cache.plans = _NoPlans()  # type: ignore[assignment]
+        fresh_cache.plans = _NoPlans()
         fresh = session(fresh_cache, masks=lambda: masks[0], encoding=lambda: encoding[0])
         expected = _drive(fresh, fresh_cache, truth[0], sent, answer)
         assert _drive(cached, cache, truth[0], sent, answer) == expected
