@@ -1,8 +1,8 @@
 # bench.relay_only — `dbguard serve` with no analysis and no policy: the bare relay, for benchmarks.
 # Owns: loading a dbguard configuration exactly as `dbguard serve` does (same validation, logging
 # set-up and event loop, SIGTERM/SIGINT drain, SIGHUP reload) but running the listeners with the
-# allow-all gate, so that a benchmark can tell the relay's cost from the policy's. Bench-only: it
-# is not a product switch and must never be offered as a way to run dbguard.
+# allow-all gate and no masks, so that a benchmark can tell the relay's cost from the policy's.
+# Bench-only: it is not a product switch and must never be offered as a way to run dbguard.
 """Run a dbguard configuration's listeners (PostgreSQL and MySQL) with `model.AllowAllGate` (no
 analysis, no rules).
 
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from dbguard.config import Config, ConfigError, load_config, resolve_config_path
 from dbguard.model import AllowAllGate
+from dbguard.policy.rules import Policy
 from dbguard.runtime import logs
 from dbguard.runtime.server import Server, check_supported, run_event_loop
 
@@ -30,6 +31,8 @@ async def relay(config: Config) -> None:
     # The server keeps enforcing the rules on MySQL listeners when given a gate (a protocol
     # test's gate is PostgreSQL-only); the relay baseline wants no policy there either.
     server.mysql_gate = AllowAllGate()
+    # Nor masking: the rules' masks would otherwise still rewrite (and scan) results.
+    server.masks.replace_policy(Policy())
     await server.start()
     await server.run_until_stopped()
 

@@ -146,6 +146,17 @@ def mysql_shape_key(sql: bytes, no_backslash_escapes: bool) -> bytes | None:
     return _MYSQL_INTEGER.sub(b"0", shape)
 
 
+def mysql_integer_shape_key(sql: bytes, no_backslash_escapes: bool) -> bytes | None:
+    """`mysql_shape_key` followed by the bodies of its strings, kept as written (NUL-separated:
+    such texts hold no NUL): two texts with the same key differ only in the values of their
+    integer literals. For what a string's value can change beyond a decision, such as the
+    names a string alias gives (`SELECT a FROM (SELECT ssn AS 'a', name AS 'b') d`)."""
+    shape = mysql_shape_key(sql, no_backslash_escapes)
+    if shape is None:
+        return None
+    return b"\x00".join((shape, *_MYSQL_STRING.findall(sql)))
+
+
 def pg_shape(sql: bytes) -> bytes | None:
     """The text with literal values replaced, or None when that cannot be done safely."""
     if len(sql) > MAX_CACHED_TEXT or _SHAPE_UNSAFE.search(sql):

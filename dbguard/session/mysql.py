@@ -98,6 +98,7 @@ from dbguard.session.mysql_masking import (
     Catalog,
     CatalogFailed,
     CatalogReader,
+    FastMasking,
     ResponseMasking,
     ResultPlan,
 )
@@ -504,9 +505,13 @@ class MysqlSession:
         if resp is None or self.phase is not Phase.READY or resp.state is not None or resp.change_user \
                 or resp.swallow or resp.catalog is not None:
             return False
+        # Masked: the read goes as it came if masking would change none of it (FastMasking).
         masking = resp.masking
-        if masking is not None and (resp.mode is not _Mode.ROWS or not masking.relays_rows):
-            return False  # masked: only rows of a result set with nothing to mask go as they came
+        fast: FastMasking | None = None
+        if masking is not None:
+            if masking.shift:
+                return False  # a row was re-framed into another packet count: ids shifted
+            fast = masking.fast_view()
         command = resp.command
         if command != _COM_QUERY and command != _COM_STMT_EXECUTE:
             return False
@@ -535,7 +540,9 @@ class MysqlSession:
             if done or n - pos < 5:
                 return False  # bytes after the response's end, or a partial packet
             if mode is rows:
-                # Rows: only the header and the first byte matter, until the result set's end.
+                # Rows: only the header and the first byte matter, until the result set's end
+                # (and, when masks apply, the rows' values: checked together, below).
+                batch: list[bytes] | None = [] if fast is not None else None
                 while pos < n:
                     if n - pos < 5:
                         return False
@@ -549,11 +556,19 @@ class MysqlSession:
                     first = data[start]
                     if first >= _EOF_HEADER:
                         break
+                    if batch is not None:
+                        batch.append(data[start:pos])
                     row_count += 1
                 else:
+                    if fast is not None and batch and not fast.rows_unchanged(batch):
+                        return False  # a value to mask: the general path rewrites the row
                     break  # the read ends among the rows
-                if first != _EOF_HEADER or masking is not None:
-                    return False  # ERR; or a masked response's result set ends (general path)
+                if fast is not None and batch and not fast.rows_unchanged(batch):
+                    return False
+                if first != _EOF_HEADER:
+                    return False  # ERR
+                if fast is not None and not fast.result_end():
+                    return False  # values of this result were masked: their counts go to the journal
                 # EOF, or DEPRECATE_EOF's OK: the result set's end
                 if deprecate_eof:
                     status = _ok_status(data, start, pos)
@@ -584,6 +599,8 @@ class MysqlSession:
                 if remaining <= 0:
                     return False
                 remaining -= 1
+                if fast is not None and not fast.definition(data[start:pos], self.capabilities):
+                    return False
                 if remaining == 0:
                     mode = rows if deprecate_eof else _Mode.COLUMNS_EOF
             elif mode is _Mode.COLUMNS_EOF:
@@ -597,18 +614,26 @@ class MysqlSession:
                         return False
                     if results is not None:
                         results.append(ok_affected_rows(data, start, pos))
+                    if fast is not None:
+                        fast.ok()
                     if not status & _MORE_RESULTS_EXISTS:
                         done = True
                 elif first < 0xFB and length == 1:  # the column count (0 is the OK header)
                     remaining = first
                     mode = _Mode.COLUMNS
+                    if fast is not None:
+                        fast.column_count(first)
                 else:
                     return False  # LOCAL INFILE request, a large column count, malformed
             else:
                 return False
+        if done and not self._client.at_boundary:
+            return False  # a pipelined command is taken as the response ends: general path
+        if fast is not None:
+            fast.commit()
+            if resp.executed is not None and fast.plan is not None:
+                resp.executed.cursor_plan = fast.plan  # as the general path does
         if done:
-            if not self._client.at_boundary:
-                return False  # a pipelined command is taken as the response ends: general path
             self._response = None
             self._client.expected_sequence = 0
         else:

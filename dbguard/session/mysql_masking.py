@@ -49,15 +49,18 @@ Must not: do I/O, know the session's state machine, or decide policy (`masking.s
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import InitVar, dataclass, field
 from typing import Final
 
 from dbguard.masking.columns import ColumnKind, MysqlColumn, WireFormat, mysql_charset, shape_of
+from dbguard.masking.detectors import DetectorSet, compile_detectors
 from dbguard.masking.session_masks import ColumnMask, ContentMask, SessionMasks
 from dbguard.masking.strategies import Masker, build_masker
 from dbguard.model import ANY_SOURCE, UNTRACEABLE, ResultLineage, SourceColumn
+from dbguard.policy.gate import mysql_integer_shape_key
 from dbguard.policy.rules import MaskStrategy
 from dbguard.sql.mysql_lineage import ViewLineage, statements_lineage, view_lineage
 from dbguard.wire.mysql import messages as m
@@ -256,6 +259,66 @@ class _Column:
     json: bool = False
 
 
+# Lineages by the message's integer shape (`policy.gate.mysql_integer_shape_key`), so that a
+# text query whose integers change every time (sysbench's point selects) is parsed once, not
+# per execution. Lineage does not depend on integer values (a function's sources are all its
+# arguments', whatever picks among them: `ELT(1, ssn, name)`); strings are in the key as written.
+_LINEAGES: dict[tuple[bytes, str | None, tuple[bool, bool]], tuple[ResultLineage, ...]] = {}
+_MAX_LINEAGES: Final = 2048
+
+
+def lineage_of_message(sql: str, database: str | None, sql_mode: tuple[bool, bool]) -> tuple[ResultLineage, ...]:
+    """`statements_lineage` of a message, cached by its integer shape when it has one."""
+    ansi_quotes, no_backslash_escapes = sql_mode
+    shape = mysql_integer_shape_key(sql.encode("utf-8", "surrogateescape"), no_backslash_escapes)
+    if shape is None:
+        return statements_lineage(sql, current_database=database, ansi_quotes=ansi_quotes,
+                                  no_backslash_escapes=no_backslash_escapes)
+    key = (shape, database, sql_mode)
+    found = _LINEAGES.get(key)
+    if found is None:
+        found = statements_lineage(sql, current_database=database, ansi_quotes=ansi_quotes,
+                                   no_backslash_escapes=no_backslash_escapes)
+        if len(_LINEAGES) >= _MAX_LINEAGES:
+            _LINEAGES.clear()
+        _LINEAGES[key] = found
+    return found
+
+
+@functools.cache
+def ascii_transparent(codec: str) -> bool:
+    """Whether `codec` reads every ASCII byte as that ASCII character (not so UTF-16 or UTF-32),
+    so that ASCII-only values can be checked as bytes."""
+    ascii_bytes = bytes(range(128))
+    try:
+        return ascii_bytes.decode(codec) == ascii_bytes.decode("ascii")
+    except (UnicodeDecodeError, LookupError):
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """What a plan does to rows, worked out once per plan (not per result set or row): the
+    columns with a mask or detectors, with their positions; and `batch`, the detectors of all
+    of them when they only detect (no column mask, no JSON) in ASCII-transparent codecs, so
+    that a batch of rows is cleared by one pre-check on their values joined
+    (`DetectorSet.could_match`)."""
+
+    active: tuple[tuple[int, _Column], ...]
+    batch: DetectorSet | None
+
+    @classmethod
+    def of(cls, columns: Sequence[_Column]) -> _Work:
+        active = tuple((i, column) for i, column in enumerate(columns) if column.masker is not None or column.content)
+        batch = None
+        if active and all(column.masker is None and not column.json and ascii_transparent(column.codec)
+                          for _, column in active):
+            names = sorted({str(detector) for _, column in active for mask in column.content
+                            for detector in mask.detectors.detectors})
+            batch = compile_detectors(names)
+        return cls(active, batch)
+
+
 @dataclass(slots=True)
 class ResultPlan:
     """The plan of one result set: built once, then `row()` per row. `rewrites` False: rows go
@@ -266,30 +329,60 @@ class ResultPlan:
     columns: tuple[_Column, ...]
     key: bytes = b""
     counts: dict[str, int] = field(default_factory=dict)
-    # The columns with something to do, with their positions (worked out from `columns` once
-    # per plan, not per row; `fresh` hands them on), and whether there is any.
-    active: InitVar[tuple[tuple[int, _Column], ...] | None] = None
+    # `fresh` hands on what `_Work` worked out.
+    work: InitVar[_Work | None] = None
+    _work: _Work = field(init=False, repr=False, compare=False)
     _active: tuple[tuple[int, _Column], ...] = field(init=False, repr=False, compare=False)
     rewrites: bool = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self, active: tuple[tuple[int, _Column], ...] | None) -> None:
-        if active is None:
-            active = tuple((i, column) for i, column in enumerate(self.columns)
-                           if column.masker is not None or column.content)
-        self._active = active
-        self.rewrites = bool(active)
+    def __post_init__(self, work: _Work | None) -> None:
+        if work is None:
+            work = _Work.of(self.columns)
+        self._work = work
+        self._active = work.active
+        self.rewrites = bool(work.active)
 
     def fresh(self) -> ResultPlan:
         """A copy for one result set (its own counts): a plan `Catalog.plans` keeps is never
         used on rows itself."""
-        return ResultPlan(self.binary, self.types, self.columns, self.key, active=self._active)
+        return ResultPlan(self.binary, self.types, self.columns, self.key, work=self._work)
 
     def row(self, payload: bytes) -> bytes:
         """The row as the client gets it (the same object when nothing changed). Only the
         columns with a mask or detectors are looked at: the others' values stay as they are."""
+        rewritten = self._rewritten(payload)
+        if rewritten is None:
+            return payload
+        values, names = rewritten
+        counts = self.counts
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+        return m.encode_binary_row(values, self.types) if self.binary else m.encode_text_row(values)
+
+    def rows_unchanged(self, payloads: Sequence[bytes]) -> bool:
+        """Whether `row()` would give each of these rows as it came (nothing counted). When
+        the plan only detects, their values are first checked together: ASCII values, joined,
+        that no detector's pre-check takes are clear. ProtocolViolation for a malformed row."""
+        if not self.rewrites:
+            return True
+        batch = self._work.batch
+        if batch is not None:
+            binary, types, count = self.binary, self.types, len(self.types)
+            values: list[bytes] = []
+            for payload in payloads:
+                row = m.decode_binary_row(payload, types) if binary else m.decode_text_row(payload, count)
+                values.extend(value for i, _ in self._active if (value := row[i]) is not None)
+            joined = b"\n".join(values)
+            if joined.isascii() and not batch.could_match(joined.decode("ascii")):
+                return True
+        return all(self._rewritten(payload) is None for payload in payloads)
+
+    def _rewritten(self, payload: bytes) -> tuple[list[bytes | None], list[str]] | None:
+        """The row's values with the masked ones replaced and the masked columns' names; None
+        when nothing changes."""
         values = m.decode_binary_row(payload, self.types) if self.binary else \
             m.decode_text_row(payload, len(self.types))
-        changed = False
+        names: list[str] | None = None
         for i, column in self._active:
             value = values[i]
             if value is None:
@@ -297,11 +390,10 @@ class ResultPlan:
             masked = self._value(column, value)
             if masked is not value:
                 values[i] = masked
-                changed = True
-                self.counts[column.name] = self.counts.get(column.name, 0) + 1
-        if not changed:
-            return payload
-        return m.encode_binary_row(values, self.types) if self.binary else m.encode_text_row(values)
+                if names is None:
+                    names = []
+                names.append(column.name)
+        return None if names is None else (values, names)
 
     def _value(self, column: _Column, value: bytes) -> bytes | None:
         if column.masker is not None:
@@ -488,9 +580,7 @@ class ResponseMasking:
     def _load(self) -> None:
         if self._union is not None:
             return
-        ansi_quotes, no_backslash_escapes = self._sql_mode
-        found = statements_lineage(self._sql, current_database=self._database, ansi_quotes=ansi_quotes,
-                                   no_backslash_escapes=no_backslash_escapes)
+        found = lineage_of_message(self._sql, self._database, self._sql_mode)
         sources: set[SourceColumn] = set()
         for lineage in found:
             sources |= lineage.sources
@@ -499,12 +589,14 @@ class ResponseMasking:
             self._union = found[0]
         self._lineages = None if any(lineage is UNTRACEABLE for lineage in found) else found
 
-    def lineage(self) -> ResultLineage:
-        """The lineage of the result set now coming."""
+    def lineage(self, index: int | None = None) -> ResultLineage:
+        """The lineage of the result set now coming (or of the `index`th)."""
         self._load()
         assert self._union is not None
-        if self._lineages is not None and self._index < len(self._lineages):
-            return self._lineages[self._index]
+        if index is None:
+            index = self._index
+        if self._lineages is not None and index < len(self._lineages):
+            return self._lineages[index]
         return self._union
 
     def sensitive(self) -> bool:
@@ -533,24 +625,28 @@ class ResponseMasking:
     def definition(self, payload: bytes, capabilities: m.Capability) -> None:
         self._definitions.append(payload)
         if len(self._definitions) == self._expected:
-            self.plan = self._build(capabilities)
+            self.plan = self.build(self._definitions, self._index, capabilities)
 
-    def _build(self, capabilities: m.Capability) -> ResultPlan:
+    def fast_view(self) -> FastMasking:
+        """The session's hot path's view of this masking, for one read (see `FastMasking`)."""
+        return FastMasking(self, list(self._definitions), self._expected, self.plan, self._index)
+
+    def build(self, definitions: Sequence[bytes], index: int, capabilities: m.Capability) -> ResultPlan:
         """The plan of the result whose column definitions are in, from the catalog's cache
         when a result looked the same before. Its key holds all `build_plan` reads but the
         catalog, which drops the cache when it changes: the definitions (their bytes, and the
         capability that changes how they read), the statement's lineage at this result (by
         value: the same statement with other literals shares it), the masks (by identity: a
         reloaded policy gives new ones) and the protocol."""
-        lineage = self.lineage()
+        lineage = self.lineage(index)
         extended = capabilities & m.Capability.MARIADB_EXTENDED_TYPE_INFO
-        key = (*self._definitions, extended, self.binary, self.masks, lineage)
+        key = (*definitions, extended, self.binary, self.masks, lineage)
         plans = self.catalog.plans
         plan = plans.get(key)
         if plan is None:
-            definitions = [m.ColumnDefinition41.decode(payload, capabilities) for payload in self._definitions]
-            plan = build_plan(definitions, lineage, self.masks, self.catalog, binary=self.binary)
-            if sum(len(payload) for payload in self._definitions) <= _MAX_KEYED_DEFINITIONS:
+            decoded = [m.ColumnDefinition41.decode(payload, capabilities) for payload in definitions]
+            plan = build_plan(decoded, lineage, self.masks, self.catalog, binary=self.binary)
+            if sum(len(payload) for payload in definitions) <= _MAX_KEYED_DEFINITIONS:
                 if len(plans) >= _MAX_PLANS:
                     plans.clear()
                 plans[key] = plan
@@ -573,7 +669,66 @@ class ResponseMasking:
     def error(self, payload: bytes) -> bytes:
         return redact_error(payload, self.masks, quoted_values=self.sensitive())
 
-    @property
-    def relays_rows(self) -> bool:
-        """Rows of the current result set may go as they came (the session's fast path)."""
-        return self.plan is not None and not self.plan.rewrites and self.shift == 0
+
+
+class FastMasking:
+    """A `ResponseMasking` as the session's hot path (`MysqlSession.upstream_fast`) walks one
+    read: the general path's steps (column count, definitions, rows, a result's end, an OK) on
+    copies of the state, written back by `commit()` only when the hot path takes the whole read,
+    so that a read it gives up on reaches the general path with nothing changed. The hot path
+    only relays: a row that masking would change (`row_unchanged` False), or a result's end
+    while values of it were masked earlier, sends the read to the general path."""
+
+    __slots__ = ("_masking", "definitions", "expected", "index", "plan")
+
+    def __init__(self, masking: ResponseMasking, definitions: list[bytes], expected: int,
+                 plan: ResultPlan | None, index: int) -> None:
+        self._masking = masking
+        self.definitions = definitions
+        self.expected = expected
+        self.plan = plan
+        self.index = index
+
+    def column_count(self, count: int) -> None:
+        self.definitions = []
+        self.expected = count
+        self.plan = None
+
+    def definition(self, payload: bytes, capabilities: m.Capability) -> bool:
+        """False: a malformed definition (the general path reports it)."""
+        self.definitions.append(payload)
+        if len(self.definitions) == self.expected:
+            try:
+                self.plan = self._masking.build(self.definitions, self.index, capabilities)
+            except ProtocolViolation:
+                return False
+        return True
+
+    def rows_unchanged(self, payloads: Sequence[bytes]) -> bool:
+        """False: a row masking would change, or a malformed one (the general path's)."""
+        plan = self.plan
+        if plan is None:
+            return False
+        try:
+            return plan.rows_unchanged(payloads)
+        except ProtocolViolation:
+            return False
+
+    def result_end(self) -> bool:
+        """The current result set ends; False when some of its values were masked (their
+        counts go to the journal by the general path)."""
+        plan = self.plan
+        if plan is None or plan.counts:
+            return False
+        self.index += 1
+        return True
+
+    def ok(self) -> None:
+        self.index += 1
+
+    def commit(self) -> None:
+        masking = self._masking
+        masking._definitions = self.definitions
+        masking._expected = self.expected
+        masking.plan = self.plan
+        masking._index = self.index

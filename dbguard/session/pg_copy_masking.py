@@ -389,8 +389,6 @@ class CopyRowRewriter:
             return None if new is None else new.decode(self.codec, "surrogateescape")
         text, changed = value, False
         for detectors, strategy in column.detectors:
-            if not detectors.could_match(text):
-                continue
             text, found = detectors.redact(text, strategy, key=self._key)
             if found and strategy is MaskStrategy.NULL:
                 column.count += 1

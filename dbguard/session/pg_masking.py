@@ -455,8 +455,6 @@ def _detect(slot: _Slot, value: bytes, key: bytes) -> bytes | None:
         return value
     changed = False
     for detectors, strategy, _mask_id in slot.detectors:
-        if not detectors.could_match(text):
-            continue
         text, found = detectors.redact(text, strategy, key=key)
         if found and strategy is MaskStrategy.NULL:
             return None
@@ -1114,8 +1112,7 @@ class PgResultMasking:
                     new = _QUOTED.sub('"****"', new)
                     new = _VALUE_LIST.sub(r"\1(****)", new)
                 for content in masks.content:
-                    if content.detectors.could_match(new):
-                        new, _count = content.detectors.redact(new, content.strategy, key=masks.hash_key)
+                    new, _count = content.detectors.redact(new, content.strategy, key=masks.hash_key)
             changed = changed or new != value
             fields.append((code, new))
         if not changed:

@@ -10,9 +10,11 @@ import json
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dbguard.masking import DetectorSet, compile_detectors
-from dbguard.masking.detectors import iban_valid, luhn_valid
+from dbguard.masking.detectors import _GROUP_RE, _SPECS, iban_valid, luhn_valid, run_lengths
 from dbguard.policy.rules import Detector, MaskStrategy, parse_policy_text
 
 KEY = b"k" * 32
@@ -329,6 +331,67 @@ def test_the_pre_check_is_per_detector() -> None:
     assert emails.could_match("a@b.io")
     assert only("secret").could_match("x" * 10 + "AKIAIOSFODNN7EXAMPLE")
     assert not only("secret").could_match("x" * 40)
+
+
+# Pieces a text is built from for the digit-run check: digit runs of every length (ASCII and
+# other Unicode digits, which `\d` also reads), the separators and labels the patterns know,
+# and characters that case-fold onto a label's letters.
+_PIECES = st.one_of(
+    st.text(alphabet="0123456789", min_size=1, max_size=20),
+    st.integers(min_value=0, max_value=19).map(lambda n: "\u0663" * n + "4"),
+    st.sampled_from([" ", "-", ".", "(", ")", "+", "#", "/", ":", "=", "x", "SSN ", "ss# ",
+                     "social security no. ", "\u017fsn ", "SSN is ", "0", "415", "4111", "  "]),
+)
+
+
+@st.composite
+def _near_values(draw: st.DrawFn) -> str:
+    """A true card, SSN or phone with a few characters replaced by pieces, between pieces: most
+    stay findable, many in a changed shape."""
+    chars = list(draw(st.sampled_from([*CARDS, *SSNS, *PHONES, "SSN 123456789", "ssn: 12345-6789"])))
+    for _ in range(draw(st.integers(min_value=0, max_value=3))):
+        at = draw(st.integers(min_value=0, max_value=len(chars) - 1))
+        chars[at] = draw(_PIECES)
+    pieces = st.lists(_PIECES, max_size=3).map("".join)
+    return draw(pieces) + "".join(chars) + draw(pieces)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.lists(_PIECES, max_size=14).map("".join), _near_values()))
+def test_the_digit_run_check_never_hides_a_find(text: str) -> None:
+    # A detector with a digit-run check would have found nothing whenever the check says no:
+    # the check is a pre-filter, never a second opinion.
+    lengths = frozenset(map(len, _GROUP_RE.findall(text)))
+    for detector, spec in _SPECS.items():
+        if spec.runs is not None and not spec.runs(lengths, text):
+            assert list(spec.find(text)) == [], (detector, text)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.text(), st.text(alphabet="0123456789 -+@\t\n\x0b\x0c\x1c\x1dx\u0663\uff11\u00b2")))
+def test_run_lengths_are_the_digit_runs_the_patterns_read(text: str) -> None:
+    # The ASCII shortcut (translate and split) gives what `\d+` finds, separators that split()
+    # or str.isdigit() treat specially included; other text takes the regex itself.
+    assert run_lengths(text) == frozenset(map(len, _GROUP_RE.findall(text)))
+
+
+@pytest.mark.parametrize("text", [*CARDS, *SSNS, *PHONES, "SSN 123456789", "ssn: 12345-6789", "ssn 123 456789"])
+def test_the_digit_run_check_lets_true_values_through(text: str) -> None:
+    lengths = frozenset(map(len, _GROUP_RE.findall(text)))
+    checks = [spec.runs for spec in _SPECS.values() if spec.runs is not None and list(spec.find(text))]
+    assert checks, text
+    assert all(runs(lengths, text) for runs in checks)
+
+
+def test_long_digit_groups_are_cheap_and_found_nothing_in() -> None:
+    # sysbench's c and pad columns: 11-digit groups joined by dashes. No run has a length a
+    # card, an SSN or a phone can start with, so the patterns never run (and find nothing).
+    rng = random.Random(7)
+    value = "-".join("".join(rng.choice("0123456789") for _ in range(11)) for _ in range(10))
+    lengths = frozenset(map(len, _GROUP_RE.findall(value)))
+    assert lengths == {11}
+    assert not any(spec.runs(lengths, value) for spec in _SPECS.values() if spec.runs is not None)
+    assert ALL.find(value) == []
 
 
 def test_large_values_without_anything_are_cheap() -> None:

@@ -20,6 +20,8 @@ import json
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dbguard.journal import OutcomeEvent
 from dbguard.masking.session_masks import MaskDirectory, SessionMasks
@@ -37,6 +39,7 @@ from dbguard.model import (
 from dbguard.policy.conditions import Condition, Mode
 from dbguard.policy.rules import Detector, Mask, MaskStrategy, Policy
 from dbguard.session.mysql_masking import (
+    _LINEAGES,
     CATALOG_QUERY,
     Catalog,
     CatalogFailed,
@@ -45,11 +48,12 @@ from dbguard.session.mysql_masking import (
     ResultPlan,
     build_plan,
     column_sources,
+    lineage_of_message,
     redact_error,
     redact_error_message,
 )
 from dbguard.session.pg_actions import SendUpstream
-from dbguard.sql.mysql_lineage import result_lineage
+from dbguard.sql.mysql_lineage import result_lineage, statements_lineage
 from dbguard.wire.mysql import messages as m
 from dbguard.wire.mysql.packets import MAX_PACKET_PAYLOAD, PacketReader, encode_packets
 from tests.unit.test_mysql_session import (
@@ -115,6 +119,92 @@ def plan_for(definitions: Sequence[m.ColumnDefinition41], sql: str, *, binary: b
              session_masks: SessionMasks | None = None, cat: Catalog | None = None) -> ResultPlan:
     return build_plan(definitions, result_lineage(sql, current_database="app"), session_masks or masks(),
                       cat or catalog(), binary=binary)
+
+
+# ---------------------------------------------------------------------------- lineage by integer shape
+
+# Pairs that differ only in literals: the second, asked after the first, must get its own
+# lineage (a string alias, what ELT picks, a constant next to a column), never a stale one.
+LITERAL_PAIRS = [
+    ("SELECT c FROM customers WHERE id=1", "SELECT c FROM customers WHERE id=2"),
+    ("SELECT a FROM (SELECT ssn AS 'a', name AS 'b' FROM customers) d",
+     "SELECT a FROM (SELECT ssn AS 'b', name AS 'a' FROM customers) d"),
+    ("SELECT a FROM (SELECT 1 AS 'a', ssn AS 'b' FROM customers) d",
+     "SELECT a FROM (SELECT ssn AS 'a', 1 AS 'b' FROM customers) d"),
+    ("SELECT ELT(1, ssn, name) FROM customers", "SELECT ELT(2, ssn, name) FROM customers"),
+    ("SELECT 1, ssn FROM customers ORDER BY 1", "SELECT 2, ssn FROM customers ORDER BY 2"),
+    ("SELECT * FROM customers LIMIT 1", "SELECT * FROM customers LIMIT 2"),
+    ("SELECT 'ssn' AS x FROM customers", "SELECT 'name' AS x FROM customers"),
+    ("SELECT id FROM customers; SELECT ssn FROM customers WHERE id=1",
+     "SELECT id FROM customers; SELECT ssn FROM customers WHERE id=2"),
+]
+
+
+@pytest.mark.parametrize(("first", "second"), LITERAL_PAIRS)
+def test_lineage_cached_by_integer_shape_is_the_cold_lineage(first: str, second: str) -> None:
+    _LINEAGES.clear()
+    for text in (first, second, first):
+        cold = statements_lineage.__wrapped__(text, current_database="app")
+        assert lineage_of_message(text, "app", (False, False)) == cold, text
+
+
+def test_texts_differing_only_in_integers_are_parsed_once() -> None:
+    _LINEAGES.clear()
+    for n in range(50):
+        lineage_of_message(f"SELECT c FROM sbtest1 WHERE id={n}", "app", (False, False))
+    assert len(_LINEAGES) == 1
+    lineage_of_message("SELECT c FROM sbtest1 WHERE id=1", "other", (False, False))
+    lineage_of_message("SELECT c FROM sbtest1 WHERE id=1", "app", (True, False))
+    assert len(_LINEAGES) == 3, "the database and the sql_mode are part of the key"
+
+
+# ---------------------------------------------------------------------------- rows checked together
+
+DETECTING = Policy(masks=(Mask("content", detect=tuple(Detector), strategy=MaskStrategy.FULL),))
+UCS2_NOTE = coldef(b"note", charset=35)  # ucs2: not ASCII-transparent, checked row by row
+_VALUES = st.one_of(
+    st.none(),
+    st.sampled_from([b"plain", b"order 4111 of 2024", b"4111 1111 1111 1111", b"123-45-6789", b"a@b.example",
+                     b"+44 20 7946 0958", b"DE89370400440532013000", b"AKIAIOSFODNN7EXAMPLE", b"12345678901-" * 5,
+                     "\u0663\u0662\u0661-45-6789".encode(), "caf\u00e9 123-45-6789".encode()]),
+    st.binary(max_size=30),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.tuples(_VALUES, _VALUES, _VALUES), min_size=1, max_size=8), binary=st.booleans())
+def test_rows_checked_together_are_clear_exactly_when_each_is(
+        rows: list[tuple[bytes | None, bytes | None, bytes | None]], binary: bool) -> None:
+    # The hot path asks whether a batch of rows goes as it came; the answer must be the one
+    # row-by-row masking gives, whatever the values (PII in any row, non-ASCII text, a codec
+    # that is not ASCII-transparent, NULLs).
+    session_masks = masks(DETECTING)
+    definitions = [ID, NAME, UCS2_NOTE] if rows[0][2] is None else [ID, NAME, EMAIL]
+    plan = plan_for(definitions, "SELECT id, name, note FROM customers", binary=binary,
+                    session_masks=session_masks).fresh()
+    types = [d.type for d in definitions]
+    if definitions[2] is UCS2_NOTE:  # what the server sends in ucs2
+        rows = [(i, a, None if b is None else b.decode("latin-1").encode("utf-16-be")) for i, a, b in rows]
+    payloads = [m.encode_binary_row([b"\x01\x00\x00\x00", a, b], types) if binary else
+                m.encode_text_row([b"1", a, b]) for _id, a, b in rows]
+    expected = all(plan.row(payload) is payload for payload in payloads)
+    assert plan.fresh().rows_unchanged(payloads) == expected
+
+
+def test_a_batch_with_one_value_to_mask_is_not_clear() -> None:
+    plan = plan_for([ID, NAME], "SELECT id, name FROM customers", session_masks=masks(DETECTING))
+    rows = [m.encode_text_row([b"%d" % i, b"12345678901-" * 10]) for i in range(200)]
+    assert plan.fresh().rows_unchanged(rows)
+    rows[137] = m.encode_text_row([b"137", b"ssn 123-45-6789"])
+    assert not plan.fresh().rows_unchanged(rows)
+    # Not ASCII: `\d` reads other digits too; such values are checked one by one.
+    sample = Policy(masks=(Mask("pii-content", detect=(Detector.EMAIL, Detector.CREDIT_CARD, Detector.US_SSN),
+                                strategy=MaskStrategy.FULL),))
+    plan = plan_for([ID, NAME], "SELECT id, name FROM customers", session_masks=masks(sample))
+    arabic_indic = "\u0663\u0662\u0661\u0664\u0665\u0666\u0667\u0668\u0669"
+    fullwidth = "\uff11\uff12\uff13-\uff14\uff15-\uff16\uff17\uff18\uff19"
+    for value in (f"ssn {arabic_indic}", f"ssn {fullwidth}"):
+        assert not plan.fresh().rows_unchanged([m.encode_text_row([b"1", value.encode()])]), value
 
 
 # ---------------------------------------------------------------------------- text rows
@@ -467,16 +557,59 @@ def test_a_masked_session_rewrites_rows_and_journals_counts() -> None:
     assert (outcome.rows, outcome.masked) == (2, (("email", 2),))
 
 
-def test_rows_of_a_result_with_nothing_to_mask_take_the_hot_path() -> None:
-    d = masked_session()
-    send(d, b"SELECT id, total FROM customers")
+def test_a_response_masking_leaves_alone_takes_the_hot_path_whole() -> None:
+    d = masked_session(journal=True)
+    assert d.session.journal is not None
+    d.session.journal.take()
+    send(d, b"SELECT id, total, name FROM customers")
     total = coldef(b"total", T.NEWDECIMAL, charset=63)  # not text: the content detectors do not apply
-    packets = resultset([ID, total], [(b"1", b"1.50"), (b"2", b"2.00"), (b"3", b"3.25")])
-    head, rows, end = b"".join(packets[:3]), b"".join(packets[3:6]), packets[6]
-    assert drive(d, head) == head
-    assert d.session.upstream_fast(rows), "plain rows go as they came"
-    assert not d.session.upstream_fast(end), "the result set's end is the general path's"
+    # `name` is text: the card detector reads it, and finds nothing in these values.
+    packets = resultset([ID, total, NAME], [(b"1", b"1.50", b"order 4111 of 2024"), (b"2", b"2.00", None),
+                                            (b"3", b"3.25", b"9" * 16)])
+    head, rows, end = b"".join(packets[:4]), b"".join(packets[4:7]), packets[7]
+    assert d.session.upstream_fast(head), "the definitions: the plan is built on the hot path"
+    assert d.session.upstream_fast(rows), "rows masking would not change go as they came"
+    assert d.session.upstream_fast(end), "and so does the result's end"
+    assert not d.session.busy
+    events, _ = d.session.journal.take()
+    [outcome] = [e for e in events if isinstance(e, OutcomeEvent)]
+    assert (outcome.rows, outcome.masked) == (3, ())
+    send(d, b"SELECT 1")  # the session goes on, in step with both sides
+
+
+def test_a_value_to_mask_after_clean_reads_is_masked_and_counted() -> None:
+    d = masked_session(journal=True)
+    assert d.session.journal is not None
+    d.session.journal.take()
+    send(d, b"SELECT id, name FROM customers")
+    packets = resultset([ID, NAME], [(b"1", b"plain"), (b"2", b"card 4111 1111 1111 1111 here"), (b"3", b"x")])
+    head, clean, mixed, end = b"".join(packets[:3]), packets[3], b"".join(packets[4:6]), packets[6]
+    assert d.session.upstream_fast(head)
+    assert d.session.upstream_fast(clean)
+    assert not d.session.upstream_fast(mixed), "a row masking changes: the general path"
+    out = to_client(d.upstream(mixed))
+    assert b"4111" not in out
+    assert b"card ******************* here" in out
+    assert not d.session.upstream_fast(end), "the result's counts go to the journal by the general path"
     assert to_client(d.upstream(end)) == end
+    events, _ = d.session.journal.take()
+    [outcome] = [e for e in events if isinstance(e, OutcomeEvent)]
+    assert (outcome.rows, outcome.masked) == (3, (("name", 1),))
+
+
+def test_a_clean_first_result_moves_the_hot_path_to_the_next_statement() -> None:
+    # The second result's column is computed: only the second statement's lineage says it is
+    # an e-mail. A hot path that did not count the first result would plan it as the first's.
+    d = masked_session()
+    send(d, b"SELECT id FROM customers; SELECT upper(email) AS e FROM customers")
+    more = m.OkPacket(status_flags=m.ServerStatus.AUTOCOMMIT | m.ServerStatus.MORE_RESULTS_EXISTS,
+                      header=0xFE).encode(m.Capability(0))
+    first = [m.encode_column_count(1), ID.encode(), m.encode_text_row([b"1"]), more]
+    second = [m.encode_column_count(1), computed(b"e").encode(), m.encode_text_row([b"ALICE@EXAMPLE.COM"]), OK_FE]
+    framed = [pkt(payload, 1 + i) for i, payload in enumerate(first + second)]
+    assert d.session.upstream_fast(b"".join(framed[:4])), "the first result goes as it came"
+    out = drive(d, b"".join(framed[4:]))
+    assert b"ALICE" not in out
     assert not d.session.busy
 
 

@@ -27,6 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dbguard.wire.mysql import messages
 from dbguard.wire.mysql.messages import (
     NO_CAPABILITIES,
     AuthMoreData,
@@ -849,3 +850,39 @@ def test_mutated_golden_only_protocol_violation(decoder: Callable[[bytes], objec
         mutated[flip % len(mutated)] ^= data.draw(st.integers(1, 255))
     with contextlib.suppress(ProtocolViolation):
         decoder(bytes(mutated))
+
+
+def _decoded(decode: Callable[..., list[bytes | None]], *args: object) -> object:
+    try:
+        return decode(*args)
+    except ProtocolViolation as exc:
+        return ("error", str(exc))
+
+
+@given(row=binary_rows(), cut=st.integers(min_value=-3, max_value=3), junk=st.binary(max_size=3))
+@settings(max_examples=400, deadline=None)
+def test_binary_rows_read_inline_agree_with_the_strict_reader(row: tuple[list[int], list[bytes | None]],
+                                                             cut: int, junk: bytes) -> None:
+    # The inline reader is a shortcut: on every row, whole, cut short or with bytes after it,
+    # it gives the strict reader's values or its error.
+    types, values = row
+    payload = encode_binary_row(values, types)
+    payload = payload[:cut] + junk if cut < 0 else payload + junk[:cut]
+    assert _decoded(decode_binary_row, payload, types) == \
+        _decoded(messages._decode_binary_row_strictly, payload, types)
+
+
+@given(payload=st.binary(max_size=40), count=st.integers(min_value=0, max_value=6))
+@settings(max_examples=400, deadline=None)
+def test_text_rows_read_inline_agree_with_the_strict_reader(payload: bytes, count: int) -> None:
+    assert _decoded(decode_text_row, payload, count) == _decoded(messages._decode_text_row_strictly, payload, count)
+
+
+@given(values=st.lists(st.one_of(st.none(), st.binary(max_size=300)), max_size=6), junk=st.binary(max_size=3))
+@settings(max_examples=200, deadline=None)
+def test_text_rows_with_long_values_read_inline_agree_with_the_strict_reader(values: list[bytes | None],
+                                                                             junk: bytes) -> None:
+    payload = encode_text_row(values) + junk
+    for count in (len(values) - 1, len(values), len(values) + 1):
+        assert _decoded(decode_text_row, payload, count) == \
+            _decoded(messages._decode_text_row_strictly, payload, count)

@@ -24,6 +24,7 @@ from enum import IntEnum, IntFlag
 from typing import Final
 
 from dbguard.wire.mysql.packets import (
+    NULL_MARKER,
     PayloadReader,
     ProtocolViolation,
     UnsupportedFeature,
@@ -683,7 +684,33 @@ Row = list[bytes | None]
 
 
 def decode_text_row(payload: bytes, column_count: int) -> Row:
-    """A text-protocol row: one lenenc string or 0xFB (NULL) per column."""
+    """A text-protocol row: one lenenc string or 0xFB (NULL) per column.
+
+    Values shorter than 251 bytes are read inline (the rows a proxy sees most); any other
+    prefix, and anything malformed, is read by the strict reader, which names the problem."""
+    values: Row = []
+    pos = 0
+    size = len(payload)
+    for _ in range(column_count):
+        if pos >= size:
+            break
+        first = payload[pos]
+        if first < 0xFB:
+            end = pos + 1 + first
+            values.append(payload[pos + 1 : end])
+            pos = end
+        elif first == NULL_MARKER:
+            values.append(None)
+            pos += 1
+        else:
+            break
+    else:
+        if pos == size:
+            return values
+    return _decode_text_row_strictly(payload, column_count)
+
+
+def _decode_text_row_strictly(payload: bytes, column_count: int) -> Row:
     r = PayloadReader(payload, "text row")
     values = [r.lenenc_bytes_or_null() for _ in range(column_count)]
     r.end()
@@ -753,7 +780,38 @@ def decode_binary_row(payload: bytes, column_types: Sequence[int]) -> Row:
     """A binary-protocol row (COM_STMT_EXECUTE results): 0x00, NULL bitmap with offset 2, values.
 
     Values are the raw bytes of each column without their length prefix (fixed-width ints and
-    floats little-endian; temporal values in their variable-length form; the rest as strings)."""
+    floats little-endian; temporal values in their variable-length form; the rest as strings).
+    Fixed-width values and strings shorter than 251 bytes are read inline; anything else, and
+    anything malformed, by the strict reader, which names the problem."""
+    n = len(column_types)
+    pos = 1 + (n + 9) // 8
+    size = len(payload)
+    if size >= pos and payload[0] == 0x00:
+        values: Row = []
+        fixed_sizes = _FIXED_SIZES
+        for i, column_type in enumerate(column_types):
+            bit = i + 2
+            if payload[1 + (bit >> 3)] >> (bit & 7) & 1:
+                values.append(None)
+                continue
+            fixed = fixed_sizes.get(column_type)
+            if fixed is not None:
+                end = pos + fixed
+            elif pos < size and payload[pos] < 0xFB and column_type not in _DATE_TYPES \
+                    and column_type != ColumnType.TIME:
+                end = pos + 1 + payload[pos]
+                pos += 1
+            else:
+                break
+            values.append(payload[pos:end])
+            pos = end
+        else:
+            if pos == size:
+                return values
+    return _decode_binary_row_strictly(payload, column_types)
+
+
+def _decode_binary_row_strictly(payload: bytes, column_types: Sequence[int]) -> Row:
     r = PayloadReader(payload, "binary row")
     if r.uint8() != 0x00:
         raise r.fail("header is not 0x00")
