@@ -542,7 +542,12 @@ class MysqlSession:
             if mode is rows:
                 # Rows: only the header and the first byte matter, until the result set's end
                 # (and, when masks apply, the rows' values: checked together, below).
-                batch: list[bytes] | None = [] if fast is not None else None
+                batch: list[bytes] | None = None
+                if fast is not None:
+                    if fast.plan is None:
+                        return False  # rows before their definitions: the general path's error
+                    if fast.plan.rewrites:
+                        batch = []
                 while pos < n:
                     if n - pos < 5:
                         return False
