@@ -30,7 +30,15 @@ NULL when anything is found.
 Plans are kept per session (`Catalog.plans`), by the column definitions' bytes and what else
 they depend on (the statement's lineage, by value, the session's masks, the protocol); the
 catalog drops them whenever it changes, so a result like an earlier one is neither decoded nor
-planned again.
+planned again. Lineages are kept for the process by the message's integer shape
+(`lineage_of_message`), so a text query with new integers is not parsed again.
+
+The session's hot path (`MysqlSession.upstream_fast`) walks a masked response through
+`FastMasking`, a copy of the response's state written back only when it relays the whole read
+as it came: it plans each result on the way and checks the read's rows together
+(`ResultPlan.rows_unchanged`: when the plan only detects, in ASCII-transparent character sets,
+one detector pre-check over all the values joined); anything masking would change goes to the
+general path.
 
 Rows: a plan with nothing to do relays rows as they came (`rewrites` False, worked out once per
 plan: no per-row work). Otherwise each row is decoded, the values of the columns with a mask or
