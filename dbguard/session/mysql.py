@@ -634,6 +634,8 @@ class MysqlSession:
                 return False
         if done and not self._client.at_boundary:
             return False  # a pipelined command is taken as the response ends: general path
+        if done and fast is not None and self._catalog_due(resp):
+            return False  # DDL ran, or a result named an unknown table: the general path reads the catalog
         if fast is not None:
             fast.commit()
             if resp.executed is not None and fast.plan is not None:

@@ -678,14 +678,14 @@ class ResponseMasking:
         return redact_error(payload, self.masks, quoted_values=self.sensitive())
 
 
-
 class FastMasking:
     """A `ResponseMasking` as the session's hot path (`MysqlSession.upstream_fast`) walks one
     read: the general path's steps (column count, definitions, rows, a result's end, an OK) on
     copies of the state, written back by `commit()` only when the hot path takes the whole read,
     so that a read it gives up on reaches the general path with nothing changed. The hot path
-    only relays: a row that masking would change (`row_unchanged` False), or a result's end
-    while values of it were masked earlier, sends the read to the general path."""
+    only relays: a row that masking would change (`rows_unchanged` False), or a result's end
+    while values of it were masked earlier, sends the read to the general path (as does a
+    response whose end must read the catalog: the session checks that)."""
 
     __slots__ = ("_masking", "definitions", "expected", "index", "plan")
 

@@ -659,6 +659,8 @@ def test_an_err_is_redacted_for_the_client_and_the_journal() -> None:
 def test_ddl_makes_the_session_read_the_catalog_again() -> None:
     d = masked_session()
     send(d, b"CREATE VIEW w2 AS SELECT email FROM customers")
+    assert not d.session.upstream_fast(pkt(m.OkPacket().encode(m.Capability(0)), 1)), \
+        "the catalog is read as the response ends: the general path's"
     actions = d.upstream(pkt(m.OkPacket().encode(m.Capability(0)), 1))
     assert to_client(actions) == pkt(m.OkPacket().encode(m.Capability(0)), 1)
     assert to_upstream(actions) == CATALOG_FRAME
@@ -667,6 +669,16 @@ def test_ddl_makes_the_session_read_the_catalog_again() -> None:
     send(d, b"SELECT email FROM w2")
     out = client_packets(drive(d, b"".join(resultset([coldef(b"email", table=b"w2")], [(b"c@d.example",)]))))
     assert out[2] == b"\x0e****@d.example"
+
+
+def test_a_result_naming_an_unknown_table_makes_the_session_read_the_catalog() -> None:
+    d = masked_session()
+    send(d, b"SELECT email FROM fresh_table WHERE id = 0")
+    response = b"".join(resultset([coldef(b"email", table=b"fresh_table")], []))  # no row to mask
+    assert not d.session.upstream_fast(response), "a stale catalog: the general path reads it as the response ends"
+    actions = d.upstream(response)
+    assert to_client(actions) == response
+    assert to_upstream(actions) == CATALOG_FRAME
 
 
 def test_a_failed_catalog_read_is_retried_then_masks_strictly() -> None:
