@@ -556,6 +556,32 @@ def redact_error(payload: bytes, masks: SessionMasks, *, quoted_values: bool) ->
 # ----------------------------------------------------------------------------- one response
 
 
+@dataclass(slots=True)
+class ResultProgress:
+    """Where a response's masking is: the statement whose result comes next (`index`), the
+    current result's column definitions as they came and how many there will be, and its plan
+    once they are all in. Stepped through by the general path (`ResponseMasking`) and, on a
+    copy, by the hot path (`FastMasking`)."""
+
+    plan: ResultPlan | None = None
+    index: int = 0
+    definitions: list[bytes] = field(default_factory=list)
+    expected: int = 0
+
+    def column_count(self, count: int) -> None:
+        self.definitions = []
+        self.expected = count
+        self.plan = None
+
+    def definition(self, payload: bytes) -> bool:
+        """True when this was the result's last definition (its plan is due)."""
+        self.definitions.append(payload)
+        return len(self.definitions) == self.expected
+
+    def copy(self) -> ResultProgress:
+        return ResultProgress(self.plan, self.index, list(self.definitions), self.expected)
+
+
 class ResponseMasking:
     """Masking of one command's response: result sets (and OKs) follow the message's
     statements in order; each result set gets its plan when its last column definition is in.
@@ -576,10 +602,7 @@ class ResponseMasking:
         self._tables = tuple(tables)  # "database.table" the statement reads or writes
         self._lineages: tuple[ResultLineage, ...] | None = None
         self._union: ResultLineage | None = None
-        self._index = 0  # the statement whose result comes next
-        self._definitions: list[bytes] = []  # the current result's column definitions, as they came
-        self._expected = 0
-        self.plan = plan  # the current result set's (a cursor's, for COM_STMT_FETCH)
+        self.progress = ResultProgress(plan)  # `plan`: a cursor's, for COM_STMT_FETCH
         self.shift = 0  # sequence ids to add for the client (a row re-framed in another packet count)
         self.errors = 0
 
@@ -602,7 +625,7 @@ class ResponseMasking:
         self._load()
         assert self._union is not None
         if index is None:
-            index = self._index
+            index = self.progress.index
         if self._lineages is not None and index < len(self._lineages):
             return self._lineages[index]
         return self._union
@@ -625,19 +648,22 @@ class ResponseMasking:
 
     # -- packets ---------------------------------------------------------------------------
 
+    @property
+    def plan(self) -> ResultPlan | None:
+        """The current result set's plan (None until its definitions are all in)."""
+        return self.progress.plan
+
     def column_count(self, count: int) -> None:
-        self._definitions = []
-        self._expected = count
-        self.plan = None
+        self.progress.column_count(count)
 
     def definition(self, payload: bytes, capabilities: m.Capability) -> None:
-        self._definitions.append(payload)
-        if len(self._definitions) == self._expected:
-            self.plan = self.build(self._definitions, self._index, capabilities)
+        progress = self.progress
+        if progress.definition(payload):
+            progress.plan = self.build(progress.definitions, progress.index, capabilities)
 
     def fast_view(self) -> FastMasking:
         """The session's hot path's view of this masking, for one read (see `FastMasking`)."""
-        return FastMasking(self, list(self._definitions), self._expected, self.plan, self._index)
+        return FastMasking(self, self.progress.copy())
 
     def build(self, definitions: Sequence[bytes], index: int, capabilities: m.Capability) -> ResultPlan:
         """The plan of the result whose column definitions are in, from the catalog's cache
@@ -668,11 +694,11 @@ class ResponseMasking:
 
     def result_end(self) -> tuple[tuple[str, int], ...]:
         """The current result set is over: its masked counts; the next statement's comes next."""
-        self._index += 1
+        self.progress.index += 1
         return self.plan.take_counts() if self.plan is not None else ()
 
     def ok(self) -> None:
-        self._index += 1
+        self.progress.index += 1
 
     def error(self, payload: bytes) -> bytes:
         return redact_error(payload, self.masks, quoted_values=self.sensitive())
@@ -687,27 +713,25 @@ class FastMasking:
     while values of it were masked earlier, sends the read to the general path (as does a
     response whose end must read the catalog: the session checks that)."""
 
-    __slots__ = ("_masking", "definitions", "expected", "index", "plan")
+    __slots__ = ("_masking", "progress")
 
-    def __init__(self, masking: ResponseMasking, definitions: list[bytes], expected: int,
-                 plan: ResultPlan | None, index: int) -> None:
+    def __init__(self, masking: ResponseMasking, progress: ResultProgress) -> None:
         self._masking = masking
-        self.definitions = definitions
-        self.expected = expected
-        self.plan = plan
-        self.index = index
+        self.progress = progress
+
+    @property
+    def plan(self) -> ResultPlan | None:
+        return self.progress.plan
 
     def column_count(self, count: int) -> None:
-        self.definitions = []
-        self.expected = count
-        self.plan = None
+        self.progress.column_count(count)
 
     def definition(self, payload: bytes, capabilities: m.Capability) -> bool:
         """False: a malformed definition (the general path reports it)."""
-        self.definitions.append(payload)
-        if len(self.definitions) == self.expected:
+        progress = self.progress
+        if progress.definition(payload):
             try:
-                self.plan = self._masking.build(self.definitions, self.index, capabilities)
+                progress.plan = self._masking.build(progress.definitions, progress.index, capabilities)
             except ProtocolViolation:
                 return False
         return True
@@ -728,15 +752,11 @@ class FastMasking:
         plan = self.plan
         if plan is None or plan.counts:
             return False
-        self.index += 1
+        self.progress.index += 1
         return True
 
     def ok(self) -> None:
-        self.index += 1
+        self.progress.index += 1
 
     def commit(self) -> None:
-        masking = self._masking
-        masking._definitions = self.definitions
-        masking._expected = self.expected
-        masking.plan = self.plan
-        masking._index = self.index
+        self._masking.progress = self.progress
