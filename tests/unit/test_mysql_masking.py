@@ -514,6 +514,22 @@ def masked_session(policy: Policy = POLICY, **kw: object) -> Driver:
     return d
 
 
+def journaled_session() -> Driver:
+    """A masked session with a journal, its login events taken."""
+    d = masked_session(journal=True)
+    assert d.session.journal is not None
+    d.session.journal.take()
+    return d
+
+
+def the_outcome(d: Driver) -> OutcomeEvent:
+    """The one outcome the session journaled since the last look."""
+    assert d.session.journal is not None
+    events, _ = d.session.journal.take()
+    [outcome] = [e for e in events if isinstance(e, OutcomeEvent)]
+    return outcome
+
+
 def resultset(definitions: Sequence[m.ColumnDefinition41], rows: Sequence[Sequence[bytes | None]],
               first_seq: int = 1) -> list[bytes]:
     payloads = [m.encode_column_count(len(definitions))] + [d.encode() for d in definitions]
@@ -543,24 +559,19 @@ def client_packets(data: bytes) -> list[bytes]:
 
 
 def test_a_masked_session_rewrites_rows_and_journals_counts() -> None:
-    d = masked_session(journal=True)
-    assert d.session.journal is not None
-    d.session.journal.take()
+    d = journaled_session()
     send(d, b"SELECT id, email FROM customers")
     response = resultset([ID, EMAIL], [(b"1", b"alice@example.com"), (b"2", b"bob@example.org")])
     assert not d.session.upstream_fast(b"".join(response)), "a masked result never takes the hot path"
     out = client_packets(to_client(d.upstream(b"".join(response))))
     assert out[3:5] == [b"\x011\x10****@example.com", b"\x012\x10****@example.org"]
     assert not d.session.busy
-    events, _ = d.session.journal.take()
-    [outcome] = [e for e in events if isinstance(e, OutcomeEvent)]
+    outcome = the_outcome(d)
     assert (outcome.rows, outcome.masked) == (2, (("email", 2),))
 
 
 def test_a_response_masking_leaves_alone_takes_the_hot_path_whole() -> None:
-    d = masked_session(journal=True)
-    assert d.session.journal is not None
-    d.session.journal.take()
+    d = journaled_session()
     send(d, b"SELECT id, total, name FROM customers")
     total = coldef(b"total", T.NEWDECIMAL, charset=63)  # not text: the content detectors do not apply
     # `name` is text: the card detector reads it, and finds nothing in these values.
@@ -571,16 +582,13 @@ def test_a_response_masking_leaves_alone_takes_the_hot_path_whole() -> None:
     assert d.session.upstream_fast(rows), "rows masking would not change go as they came"
     assert d.session.upstream_fast(end), "and so does the result's end"
     assert not d.session.busy
-    events, _ = d.session.journal.take()
-    [outcome] = [e for e in events if isinstance(e, OutcomeEvent)]
+    outcome = the_outcome(d)
     assert (outcome.rows, outcome.masked) == (3, ())
     send(d, b"SELECT 1")  # the session goes on, in step with both sides
 
 
 def test_a_value_to_mask_after_clean_reads_is_masked_and_counted() -> None:
-    d = masked_session(journal=True)
-    assert d.session.journal is not None
-    d.session.journal.take()
+    d = journaled_session()
     send(d, b"SELECT id, name FROM customers")
     packets = resultset([ID, NAME], [(b"1", b"plain"), (b"2", b"card 4111 1111 1111 1111 here"), (b"3", b"x")])
     head, clean, mixed, end = b"".join(packets[:3]), packets[3], b"".join(packets[4:6]), packets[6]
@@ -592,8 +600,7 @@ def test_a_value_to_mask_after_clean_reads_is_masked_and_counted() -> None:
     assert b"card ******************* here" in out
     assert not d.session.upstream_fast(end), "the result's counts go to the journal by the general path"
     assert to_client(d.upstream(end)) == end
-    events, _ = d.session.journal.take()
-    [outcome] = [e for e in events if isinstance(e, OutcomeEvent)]
+    outcome = the_outcome(d)
     assert (outcome.rows, outcome.masked) == (3, (("name", 1),))
 
 
@@ -644,15 +651,12 @@ def test_a_row_reframed_in_fewer_packets_shifts_the_sequence_ids() -> None:
 
 
 def test_an_err_is_redacted_for_the_client_and_the_journal() -> None:
-    d = masked_session(journal=True)
-    assert d.session.journal is not None
-    d.session.journal.take()
+    d = journaled_session()
     send(d, b"INSERT INTO customers (id, email) VALUES (9, 'alice@example.com')")
     error = pkt(m.err(1062, "23000", "Duplicate entry 'alice@example.com' for key 'email'").encode(), 1)
     [payload] = client_packets(drive(d, error))
     assert m.ErrPacket.decode(payload).message == b"Duplicate entry '****' for key 'email'"
-    events, _ = d.session.journal.take()
-    [outcome] = [e for e in events if isinstance(e, OutcomeEvent)]
+    outcome = the_outcome(d)
     assert "alice" not in outcome.error_message
 
 
