@@ -18,6 +18,7 @@ from typing import Any, Final, TypeAlias, cast
 from dbguard.model import Action, Decision, SessionInfo, StatementInfo
 
 __all__ = [
+    "ACTION_TEXT",
     "EVENT_TYPES",
     "SCHEMA_VERSION",
     "ApprovalEvent",
@@ -35,10 +36,13 @@ __all__ = [
     "decode_event",
     "event_to_dict",
     "iso_from_us",
+    "json_string",
     "now_us",
+    "outcome_payload",
     "parse_time",
     "session_start_from",
     "statement_from",
+    "statement_payload",
 ]
 
 # Version of the event encoding. Written into every event as "v"; a reader accepts every
@@ -294,6 +298,7 @@ def canonical_bytes(event: JournalEvent) -> bytes:
 # float, a list) goes the generic way, which also raises the errors. The bytes are the same
 # as the generic path's (tests/unit/test_journal_events.py checks it on random events).
 _json_string: Final[Callable[[str], str]] = json.encoder.encode_basestring  # json.dumps' escaping
+json_string: Final = _json_string  # a str as a JSON string, as the canonical encoding writes it
 # Per event type: (`,"key":` prefix, field name) in key order; a constant ("v", "kind") has
 # its value in the prefix and None for a name.
 _KEY_PLANS: dict[type[Any], tuple[tuple[str, str | None], ...]] = {}
@@ -557,7 +562,7 @@ def _summary(analysis: Sequence[StatementInfo]) -> _Summary:
 
 
 # Each action as plain text (an enum's `.value` is a slow descriptor; the encoder wants a str).
-_ACTION_TEXT: Final[Mapping[Action, str]] = {action: action.value for action in Action}
+ACTION_TEXT: Final[Mapping[Action, str]] = {action: action.value for action in Action}
 
 
 def statement_from(
@@ -591,7 +596,7 @@ def statement_from(
         time_us=time.time_ns() // 1000 if time_us is None else time_us,
         seq=seq,
         text=shown,
-        action=_ACTION_TEXT[decision.action],
+        action=ACTION_TEXT[decision.action],
         rule_ids=tuple(decision.rule_ids),
         reason=decision.reason,
         enforced=decision.enforced,
@@ -606,3 +611,81 @@ def statement_from(
         intent=None if intent is None else _clean(intent),
         text_truncated=truncated,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The two events of every statement, encoded straight from the session's values (no event
+# object): what the event loop does per statement (docs/performance.md, "The journal's cost").
+# Same bytes as `canonical_bytes` of the event `statement_from` / `OutcomeEvent` would build
+# (tests/unit/test_journal_events.py checks it on random values); None where a value is not
+# the plain kind these handle, and the caller builds the event instead.
+
+# Per decision (by identity; the gate's decision cache hands out the same object each time),
+# the JSON around a statement's own values, in key order: up to "intent", up to
+# "parameter_count", from "parameters_redacted" up to "seq", and from "v" to the end.
+_DECISION_JSON: dict[int, tuple[Decision, tuple[str, str, str, str] | None]] = {}
+_DECISION_JSON_MAX: Final = 4096
+
+
+def _decision_json(decision: Decision) -> tuple[str, str, str, str] | None:
+    found = _DECISION_JSON.get(id(decision))
+    if found is not None and found[0] is decision:
+        return found[1]
+    kinds, reads, writes, features = (_json_value(part) for part in _summary(decision.analysis))
+    rule_ids = _json_value(tuple(decision.rule_ids))
+    action = ACTION_TEXT.get(decision.action)
+    parts: tuple[str, str, str, str] | None = None
+    if (kinds is not None and reads is not None and writes is not None and features is not None
+            and rule_ids is not None and action is not None and type(decision.reason) is str
+            and type(decision.enforced) is bool):
+        parts = (f'{{"action":{_json_string(action)},"approval_id":null,"enforced":'
+                 f'{"true" if decision.enforced else "false"},"features":{features},"intent":',
+                 f',"kind":"statement","kinds":{kinds},"parameter_count":',
+                 f',"parameters_redacted":false,"reads":{reads},"reason":{_json_string(decision.reason)},'
+                 f'"rule_ids":{rule_ids},"seq":',
+                 f',"v":{SCHEMA_VERSION},"writes":{writes}}}')
+        try:
+            "".join(parts).encode()
+        except UnicodeEncodeError:  # a lone surrogate: the event path refuses it, and says so
+            parts = None
+    if len(_DECISION_JSON) >= _DECISION_JSON_MAX:
+        _DECISION_JSON.clear()
+    _DECISION_JSON[id(decision)] = (decision, parts)  # the decision is kept alive: its id stays its own
+    return parts
+
+
+def statement_payload(session_json: str, seq: int, time_us: int, text: str, decision: Decision,
+                      parameters: Sequence[str | None] | None, intent: str | None) -> bytes | None:
+    """The canonical bytes of `statement_from(session_id, seq, text, decision,
+    decision.analysis, parameters=parameters, intent=intent, time_us=time_us)` with
+    `session_json` the JSON string of session_id; None unless every text is ASCII, within
+    its bound (nothing to clean or cut) and the decision's values are plain."""
+    parts = _decision_json(decision)
+    if parts is None or not text.isascii() or len(text) > MAX_TEXT_CHARS:
+        return None
+    if intent is None:
+        intent_json = "null"
+    elif intent.isascii():
+        intent_json = _json_string(intent)
+    else:
+        return None
+    if parameters is None:
+        count, values = 0, "null"
+    else:
+        for value in parameters:
+            if value is not None and (not value.isascii() or len(value) > MAX_PARAMETER_CHARS):
+                return None
+        count = len(parameters)
+        values = "[" + ",".join(["null" if value is None else _json_string(value) for value in parameters]) + "]"
+    head, before_count, before_seq, end = parts
+    return (f'{head}{intent_json}{before_count}{count},"parameters":{values}{before_seq}{seq},"session_id":'
+            f'{session_json},"text":{_json_string(text)},"text_truncated":false,"time_us":{time_us}{end}').encode()
+
+
+def outcome_payload(session_json: str, time_us: int, seq: int, duration_us: int, rows: int | None) -> bytes:
+    """The canonical bytes of a statement's outcome without error or masked values:
+    `OutcomeEvent(session_id, time_us, seq, duration_us, rows)`, `session_json` the JSON
+    string of session_id (ASCII)."""
+    return (f'{{"duration_us":{duration_us},"error_code":"","error_message":"","kind":"outcome","masked":[],'
+            f'"rows":{"null" if rows is None else rows},"session_id":{session_json},"statement_seq":{seq},'
+            f'"time_us":{time_us},"v":{SCHEMA_VERSION}}}').encode()

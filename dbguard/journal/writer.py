@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 from dbguard.journal.chain import ChainHasher
 from dbguard.journal.events import JournalEvent
@@ -151,7 +151,7 @@ class JournalWriter:
         assert pending.future is not None
         return pending.future
 
-    def enqueue(self, events: Sequence[JournalEvent]) -> tuple[int, int]:
+    def enqueue(self, events: Sequence[JournalEvent | EncodedEvent]) -> tuple[int, int]:
         """Queue `events` without waiting and without a Future: returns their (first, last)
         tickets; commit listeners hear when that range is durable or failed.
 
@@ -159,7 +159,8 @@ class JournalWriter:
         callers bound themselves: a session waits for its statement's event before it
         forwards the statement, so it has at most a few events queued at any time.
         Raises EncodingError for an event that cannot be encoded, JournalClosed after close()."""
-        encoded = [encode_event(event) for event in events]
+        encoded = [event if type(event) is EncodedEvent else encode_event(cast(JournalEvent, event))
+                   for event in events]
         with self._lock:
             if self._closing:
                 raise JournalClosed("the journal is closed")

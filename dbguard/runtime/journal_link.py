@@ -25,8 +25,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
-from dbguard.journal import JournalEvent, JournalUnavailable, JournalWriter
-from dbguard.session.journal import SessionJournal
+from dbguard.journal import JournalUnavailable, JournalWriter
+from dbguard.session.journal import SessionEvent, SessionJournal
 
 log = logging.getLogger("dbguard.journal")
 _runtime_log = logging.getLogger("dbguard.runtime")
@@ -51,7 +51,10 @@ class EventSink(Protocol):
     """Where the sessions' events go: `JournalLink` (the writer thread) or
     `loop_journal.LoopJournal` (write-ahead segments on the event loop, appended by a child process)."""
 
-    def record(self, events: Sequence[JournalEvent], on_durable: DurableCallback | None) -> None: ...
+    def record(self, events: Sequence[SessionEvent], on_durable: DurableCallback | None) -> bool:
+        """Queue or write `events`. True: they are durable already and `on_durable` is not
+        called; False: `on_durable`, when given, is called on the loop once they are durable
+        (None) or could not be (the reason)."""
 
     async def settle(self) -> None:
         """Return once every event recorded so far is in the store (writes that go to the
@@ -82,9 +85,9 @@ class JournalLink:
     async def settle(self) -> None:
         """Nothing to wait for: a session's statement waits for its own commit before it goes on."""
 
-    def record(self, events: Sequence[JournalEvent], on_durable: DurableCallback | None) -> None:
+    def record(self, events: Sequence[SessionEvent], on_durable: DurableCallback | None) -> bool:
         """Queue `events`; with `on_durable`, call it on the loop once they are all durable
-        (None) or could not be written (the reason)."""
+        (None) or could not be written (the reason). Never durable at once: False."""
         try:
             first, last = self.writer.enqueue(events)
         except (JournalUnavailable, ValueError) as exc:
@@ -93,9 +96,10 @@ class JournalLink:
                 log.error("journal.event_lost", extra={"error": str(exc), "events": len(events)})
             else:
                 self._loop.call_soon(on_durable, str(exc))
-            return
+            return False
         if on_durable is not None:
             self._waiters.append((first, last, on_durable))
+        return False
 
     # -- the writer thread -------------------------------------------------------------------
 
@@ -198,7 +202,8 @@ class WriteAheadGate:
             return
         if ahead and not conn.closed:
             self.waits += 1
-            link.record(events, self._durable)
+            if link.record(events, self._durable):  # durable already (a local segment)
+                self.waits -= 1
         else:
             link.record(events, None)
 

@@ -40,13 +40,15 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 from dbguard.journal import ChainHasher, JournalEvent
 from dbguard.journal.events import canonical_bytes
 from dbguard.journal.segments import SEGMENT_SUFFIX, Segment, frame, recover_segments, segment_directory
+from dbguard.journal.store import EncodedEvent
 from dbguard.journal.store_sqlite import SqliteJournalStore
 from dbguard.runtime.journal_link import DurableCallback
+from dbguard.session.journal import SessionEvent
 
 log = logging.getLogger("dbguard.journal")
 
@@ -68,6 +70,10 @@ RESTART_SECONDS: Final = 1.0
 SETTLE_SECONDS: Final = 10.0
 
 
+def _payload(event: SessionEvent) -> bytes:
+    return event.payload if type(event) is EncodedEvent else canonical_bytes(cast(JournalEvent, event))
+
+
 class LoopJournal:
     """The event sink of every session of one process (see the module docstring)."""
 
@@ -81,10 +87,6 @@ class LoopJournal:
         self._loop = loop
         self._directory = segment_directory(path)
         self._segment = self._new_segment()
-        # This turn's events, framed, and who waits for them.
-        self._framed: list[bytes] = []
-        self._waiters: list[DurableCallback] = []
-        self._flush_scheduled = False
         # Written, not yet appended: (segment name, its size after the write, events), in order;
         # segments closed for size stay open (locked) until the appender has all of them.
         self._unappended: deque[tuple[str, int, int]] = deque()
@@ -110,30 +112,48 @@ class LoopJournal:
 
     # -- the sessions' side --------------------------------------------------------------------
 
-    def record(self, events: Sequence[JournalEvent], on_durable: DurableCallback | None) -> None:
-        """Queue `events` for this turn's write; with `on_durable`, call it once they are in the
-        segment (None) or could not be (the reason)."""
+    def record(self, events: Sequence[SessionEvent], on_durable: DurableCallback | None) -> bool:
+        """Write `events` to the segment now, in one write(). True: they are in it, and
+        `on_durable` is not called. False: they could not be written; `on_durable`, when
+        given, is called soon with the reason."""
         refusal = None if self.failure is None and self.waiting < MAX_BACKLOG and not self._closed else self._refusal()
         if refusal is not None:
-            if on_durable is not None:
-                self._loop.call_soon(on_durable, refusal)
+            return self._not_recorded(refusal, len(events), on_durable)
+        try:  # the appender reads the rest back from the payload
+            if len(events) == 1:
+                records = frame(_payload(events[0]))
             else:
-                log.error("journal.event_lost", extra={"error": refusal, "events": len(events)})
-            return
-        framed = self._framed
-        try:
-            for event in events:
-                framed.append(frame(canonical_bytes(event)))  # the appender reads the rest back
+                records = b"".join([frame(_payload(event)) for event in events])
         except ValueError as exc:  # EncodingError: an event that cannot be encoded
-            log.error("journal.event_lost", extra={"error": str(exc), "events": len(events)})
-            if on_durable is not None:
-                self._loop.call_soon(on_durable, str(exc))
-            return
+            return self._not_recorded(str(exc), len(events), on_durable)
+        segment = self._segment
+        try:
+            size = segment.append(records)
+        except OSError as exc:
+            reason = f"the journal could not write {segment.path}: {exc.strerror or exc}"
+            log.error("journal.write_failed", extra={"events": len(events), "error": reason})
+            return self._not_recorded(reason, len(events), on_durable)
+        unappended = self._unappended
+        if unappended and (last := unappended[-1])[0] == segment.name and last[1] > self._told.get(segment.name, 0):
+            unappended[-1] = (segment.name, size, last[2] + len(events))  # not told yet: one entry
+        else:
+            unappended.append((segment.name, size, len(events)))
+        self.waiting += len(events)
+        if size >= SEGMENT_BYTES:
+            self._notify()
+            self._retired[segment.name] = segment
+            self._send({"op": "retire", "segment": segment.name})
+            self._segment = self._new_segment()
+        if self._notify_handle is None and not self._closed:
+            self._notify_handle = self._loop.call_later(INGEST_INTERVAL, self._notify_turn)
+        return True
+
+    def _not_recorded(self, reason: str, count: int, on_durable: DurableCallback | None) -> bool:
         if on_durable is not None:
-            self._waiters.append(on_durable)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._call, on_durable, reason)
+        else:
+            log.error("journal.event_lost", extra={"error": reason, "events": count})
+        return False
 
     @property
     def failing(self) -> bool:
@@ -157,7 +177,6 @@ class LoopJournal:
     async def settle(self) -> None:
         """Return once every event recorded so far is in the store (as far as it can be): for
         writes that go to the store directly and must follow them in the chain (approvals)."""
-        self._flush()
         if not self._unappended or self._closed:
             return
         self._notify()
@@ -180,9 +199,7 @@ class LoopJournal:
         """Write what is pending, let the appender append it and delete the segments, stop it."""
         if self._closed:
             return
-        self._flush()
         self._closed = True
-        self._flush_scheduled = True  # no more flushes from the loop
         if self._notify_handle is not None:
             self._notify_handle.cancel()
         kept: list[str] | None = None
@@ -204,40 +221,6 @@ class LoopJournal:
         for future in self._settles.values():
             if not future.done():
                 future.set_result("the journal is closed")
-
-    # -- the loop: segment writes --------------------------------------------------------------
-
-    def _flush(self) -> None:
-        """End of a loop turn: this turn's events to the segment in one write, then the waiters."""
-        self._flush_scheduled = self._closed
-        framed = self._framed
-        if not framed:
-            return
-        waiters = self._waiters
-        self._framed, self._waiters = [], []
-        segment = self._segment
-        try:
-            size = segment.append(b"".join(framed))
-        except OSError as exc:
-            reason = f"the journal could not write {segment.path}: {exc.strerror or exc}"
-            log.error("journal.write_failed", extra={"events": len(framed), "error": reason})
-            for callback in waiters:
-                self._call(callback, reason)
-            return
-        self._unappended.append((segment.name, size, len(framed)))
-        self.waiting += len(framed)
-        if size >= SEGMENT_BYTES:
-            self._notify()
-            self._retired[segment.name] = segment
-            self._send({"op": "retire", "segment": segment.name})
-            self._segment = self._new_segment()
-        if self._notify_handle is None and not self._closed:
-            self._notify_handle = self._loop.call_later(INGEST_INTERVAL, self._notify_turn)
-        for callback in waiters:
-            try:
-                callback(None)
-            except Exception:  # one session's bug must not strand the others
-                log.exception("journal.callback_failed")
 
     @staticmethod
     def _call(callback: DurableCallback, reason: str | None) -> None:

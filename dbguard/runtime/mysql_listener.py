@@ -75,9 +75,9 @@ class _UpstreamProtocol(asyncio.Protocol):
             return
         session = conn.session
         if session.upstream_fast(data):  # whole packets of an ordinary result: as they came
-            conn.write_client(data)
             if session.journal is not None and session.journal.has_events:
-                conn.write_ahead.submit()  # outcomes: nothing waits for them
+                conn.write_ahead.submit()  # outcomes, in the segment before the client sees them
+            conn.write_client(data)
             return
         conn.execute(conn.session.upstream_data(data))
         if not conn.version_learned and conn.session.upstream_version is not None:

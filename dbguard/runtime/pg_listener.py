@@ -80,11 +80,11 @@ class _UpstreamProtocol(asyncio.Protocol):
         conn = self.conn
         session = conn.session
         if session.upstream_fast(data, rows_only=rows_only):
+            if session.journal is not None and session.journal.has_events:
+                conn.write_ahead.submit()  # outcomes, in the segment before the client sees them
             client = conn.client
             if client is not None and not client.is_closing():
                 client.write(data)
-            if session.journal is not None and session.journal.has_events:
-                conn.write_ahead.submit()
             return
         conn.execute(conn.session.upstream_data(data))
 

@@ -16,23 +16,34 @@ Must not touch: sockets, threads, the writer, the store.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Final, TypeAlias
 
 from dbguard.journal.events import (
+    ACTION_TEXT,
     CancelEvent,
     JournalEvent,
     OutcomeEvent,
     SessionEndEvent,
+    json_string,
     now_us,
+    outcome_payload,
     session_start_from,
     statement_from,
+    statement_payload,
 )
 from dbguard.journal.intent import intent_from_comment
+from dbguard.journal.store import EncodedEvent
 from dbguard.model import Decision, SessionInfo
 
-__all__ = ["NOT_RUN", "NO_RESULT", "SessionJournal", "statement_text"]
+__all__ = ["NOT_RUN", "NO_RESULT", "SessionEvent", "SessionJournal", "statement_text"]
+
+# What a session hands the journal: the statement and outcome events of ordinary statements
+# already encoded (`events.statement_payload`, `events.outcome_payload`: no event object on
+# the hot path), every other event as an event object the sink encodes.
+SessionEvent: TypeAlias = JournalEvent | EncodedEvent
 
 # The outcome's error_code for a statement that was forwarded but never ran, because an
 # earlier statement of the same batch failed (the server skipped it).
@@ -72,6 +83,11 @@ def statement_text(sql: bytes | str) -> str:
         return sql.decode("utf-8", "replace")
 
 
+def _session_json(session_id: str) -> str | None:
+    """A session id as JSON, for the encoded events; None if not plain ASCII (events then)."""
+    return json_string(session_id) if session_id.isascii() else None
+
+
 class SessionJournal:
     """The journal side of one session. Not thread-safe: the session's own."""
 
@@ -79,6 +95,7 @@ class SessionJournal:
         "_cycles",
         "_events",
         "_open",
+        "_session_json",
         "_write_ahead",
         "intent",
         "redact_parameters",
@@ -88,10 +105,11 @@ class SessionJournal:
 
     def __init__(self, session_id: str, *, redact_parameters: bool = False) -> None:
         self.session_id = session_id
+        self._session_json = _session_json(session_id)
         self.redact_parameters = redact_parameters
         self.intent = ""  # declared for the whole session (the dbguard.intent startup option)
         self.seq = 0
-        self._events: list[JournalEvent] = []
+        self._events: list[SessionEvent] = []
         self._write_ahead = False
         self._open: list[_InFlight] = []  # statements of the cycle the client has not closed
         self._cycles: deque[list[_InFlight]] = deque()  # closed cycles, oldest first
@@ -102,7 +120,7 @@ class SessionJournal:
     def has_events(self) -> bool:
         return bool(self._events)
 
-    def take(self) -> tuple[list[JournalEvent], bool]:
+    def take(self) -> tuple[list[SessionEvent], bool]:
         """The events produced since the last call, and whether they must be durable before
         anything more is sent upstream (True when one of them is a statement or a session
         start)."""
@@ -134,18 +152,27 @@ class SessionJournal:
         never runs). `absorbs`: several statements in one message, so every result and the
         first error until the cycle's end are this one's."""
         self.seq += 1
+        seq = self.seq
         text = statement_text(sql)
-        intent = intent_from_comment(text) if text.rstrip(" \t\r\n;").endswith("*/") else None
-        event = statement_from(
-            self.session_id, self.seq, text, decision, decision.analysis,
-            parameters=parameters, redact_parameters=self.redact_parameters,
-            intent=intent or self.intent or None, approval_id=approval_id or None,
-        )
-        self._events.append(event)
+        intent = (intent_from_comment(text) if text.rstrip(" \t\r\n;").endswith("*/") else None) or self.intent or None
+        time_us = time.time_ns() // 1000
+        payload = None
+        if (approval_id is None and self._session_json is not None
+                and (parameters is None or not self.redact_parameters)):
+            payload = statement_payload(self._session_json, seq, time_us, text, decision, parameters, intent)
+        if payload is not None:
+            self._events.append(EncodedEvent("statement", self.session_id, time_us, payload, seq,
+                                             ACTION_TEXT[decision.action], None))
+        else:
+            self._events.append(statement_from(
+                self.session_id, seq, text, decision, decision.analysis,
+                parameters=parameters, redact_parameters=self.redact_parameters,
+                intent=intent, approval_id=approval_id or None, time_us=time_us,
+            ))
         self._write_ahead = True
         if forwarded:
-            self._open.append(_InFlight(self.seq, event.time_us, absorbs))
-        return self.seq
+            self._open.append(_InFlight(seq, time_us, absorbs))
+        return seq
 
     def statement_intent(self, sql: bytes | str) -> str:
         """The intent a statement would be journaled with (its comment's, else the session's)."""
@@ -199,8 +226,13 @@ class SessionJournal:
         if not cycle:
             return
         now = now_us()
+        events, session_json = self._events, self._session_json
         for entry in cycle:
-            self._events.append(OutcomeEvent(
+            if not entry.error_code and not entry.masked and session_json is not None:
+                events.append(EncodedEvent("outcome", self.session_id, now, outcome_payload(
+                    session_json, now, entry.seq, max(0, now - entry.started_us), entry.rows), entry.seq, "", None))
+                continue
+            events.append(OutcomeEvent(
                 self.session_id, now, entry.seq, max(0, now - entry.started_us),
                 entry.rows, entry.error_code, entry.error_message,
                 tuple(sorted(entry.masked.items())) if entry.masked else (),
@@ -230,6 +262,7 @@ class SessionJournal:
         re-authenticates as another identity), numbered from 1 again; `started()` follows.
         Events not taken yet stay queued, in order."""
         self.session_id = session_id
+        self._session_json = _session_json(session_id)
         self.seq = 0
         self.intent = ""
 

@@ -49,3 +49,22 @@ def journal_cli(proxy: ProxyProcess, *args: str) -> subprocess.CompletedProcess[
     return subprocess.run([sys.executable, "-m", "dbguard", "journal", *args, "-c", str(proxy.config_path)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, "COLUMNS": "250"})
+
+
+def answered_but_unjournaled(proxy: ProxyProcess, received: list[str]) -> tuple[list[str], list[str]]:
+    """After a kill -9: the markers a client received whose statement is not in the journal,
+    and those whose statement is but whose outcome is not. A marker is a statement's quoted
+    literal (`SELECT 'k9-1-3'`) or its bound parameter. Also checks the chain."""
+    verified = journal_cli(proxy, "verify")  # takes in what the killed proxy's segment held
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    with open_store(store_url(proxy), create=False) as store:
+        events = [stored.event() for stored in store.iter_events()]
+    where: dict[str, tuple[str, int]] = {}  # marker -> (session, statement number)
+    for event in events:
+        if isinstance(event, StatementEvent):
+            for value in (event.text, *(event.parameters or ())):
+                if value is not None and "k9" in value:
+                    where[value.split("'")[1] if "'" in value else value] = (event.session_id, event.seq)
+    outcomes = {(e.session_id, e.statement_seq) for e in events if isinstance(e, OutcomeEvent)}
+    return ([marker for marker in received if marker not in where],
+            [marker for marker in received if marker in where and where[marker] not in outcomes])

@@ -18,7 +18,10 @@ from dbguard.journal import (
     SessionEndEvent,
     SessionStartEvent,
     StatementEvent,
+    decode_event,
 )
+from dbguard.journal.store import EncodedEvent
+from dbguard.session.journal import SessionJournal
 
 T0 = 1_795_000_000_000_000  # 2026-11-18T...Z in microseconds
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -74,3 +77,10 @@ def fill(store: JournalStore, hasher: ChainHasher, events: Sequence[JournalEvent
     from dbguard.journal.store import encode_event
 
     return store.append_batch([encode_event(e) for e in events], hasher)
+
+
+def taken(journal: SessionJournal) -> tuple[list[JournalEvent], bool]:
+    """`journal.take()`, with the events it hands over already encoded read back, as the
+    store reads them (the session encodes ordinary statements and outcomes itself)."""
+    events, ahead = journal.take()
+    return [decode_event(e.payload) if isinstance(e, EncodedEvent) else e for e in events], ahead

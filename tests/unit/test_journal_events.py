@@ -180,3 +180,70 @@ def test_the_fast_encoder_writes_the_generic_encoders_bytes(cls: type[JournalEve
                                         .map(tuple))
     event = dataclasses.replace(base, **changes)
     assert canonical_bytes(event) == events_module._dumps(events_module.event_to_dict(event))
+
+
+# The statement and outcome events of ordinary statements are encoded from the session's
+# values without an event object (`statement_payload`, `outcome_payload`): the bytes must be
+# those of the event the builders make, or None (then the session builds the event).
+# Non-ASCII and lone surrogates (as the wire decoders keep undecodable bytes) included: the
+# payload is then None, never other bytes.
+_anything = st.text(alphabet=st.characters(exclude_categories=()), max_size=30)
+_kinds = st.sets(st.sampled_from(list(StatementKind)), max_size=3)
+_tables = st.sets(st.text(max_size=12), max_size=3)
+
+
+@st.composite
+def _decisions(draw: st.DrawFn) -> Decision:
+    analysis = tuple(StatementInfo(text="x", command="SELECT", kinds=frozenset(draw(_kinds)),
+                                   reads=frozenset(draw(_tables)), writes=frozenset(draw(_tables)),
+                                   features=frozenset(draw(st.sets(st.sampled_from(list(Feature)), max_size=2))))
+                     for _ in range(draw(st.integers(0, 2))))
+    return Decision(draw(st.sampled_from(list(Action))), rule_ids=tuple(draw(st.lists(_anything, max_size=3))),
+                    reason=draw(_anything), enforced=draw(st.booleans()), analysis=analysis)
+
+
+@settings(max_examples=400, deadline=None)
+@given(session_id=st.one_of(st.just("3f2a9c0e-1111-2222-3333-444455556666"), _texts),
+       seq=st.integers(0, 2**63), time_us=st.integers(0, 2**63), decision=_decisions(),
+       text=st.one_of(_anything, st.text(alphabet=st.characters(max_codepoint=127), max_size=60)),
+       parameters=st.one_of(st.none(), st.lists(st.one_of(st.none(), _anything), max_size=3)),
+       intent=st.one_of(st.none(), _anything))
+def test_the_statement_payload_is_the_statement_events_bytes(
+        session_id: str, seq: int, time_us: int, decision: Decision, text: str,
+        parameters: list[str | None] | None, intent: str | None) -> None:
+    payload = events_module.statement_payload(events_module.json_string(session_id), seq, time_us, text, decision,
+                                              parameters, intent)
+    expected = statement_from(session_id, seq, text, decision, decision.analysis, parameters=parameters,
+                              intent=intent, time_us=time_us)
+    try:
+        expected_bytes = canonical_bytes(expected)
+    except EncodingError:  # a rule's or table's name with a lone surrogate: the event says so
+        assert payload is None
+        return
+    if payload is None:  # only where cleaning or cutting is needed
+        assert not (text.isascii() and (intent is None or intent.isascii())
+                    and all(p is None or p.isascii() for p in parameters or ()))
+        return
+    assert payload == expected_bytes == events_module._dumps(events_module.event_to_dict(expected))
+
+
+def test_a_long_text_or_parameter_is_left_to_the_event_which_cuts_it() -> None:
+    decision = Decision(Action.ALLOW)
+    session = events_module.json_string("s-1")
+    long_text = "x" * (events_module.MAX_TEXT_CHARS + 1)
+    assert events_module.statement_payload(session, 1, 1, long_text, decision, None, None) is None
+    long_value = "y" * (events_module.MAX_PARAMETER_CHARS + 1)
+    assert events_module.statement_payload(session, 1, 1, "SELECT $1", decision, [long_value], None) is None
+    assert statement_from("s-1", 1, long_text, decision).text_truncated
+
+
+@settings(max_examples=300, deadline=None)
+@given(session_id=st.text(alphabet=st.characters(max_codepoint=127), max_size=40),
+       time_us=st.integers(0, 2**63), seq=st.integers(0, 2**63), duration=st.integers(0, 2**40),
+       rows=st.one_of(st.none(), st.integers(0, 2**63)))
+def test_the_outcome_payload_is_the_outcome_events_bytes(session_id: str, time_us: int, seq: int, duration: int,
+                                                        rows: int | None) -> None:
+    payload = events_module.outcome_payload(events_module.json_string(session_id), time_us, seq, duration, rows)
+    assert payload == canonical_bytes(OutcomeEvent(session_id, time_us, seq, duration, rows))
+    assert payload == events_module._dumps(events_module.event_to_dict(OutcomeEvent(session_id, time_us, seq,
+                                                                                    duration, rows)))

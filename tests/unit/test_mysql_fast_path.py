@@ -27,6 +27,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dbguard.journal import decode_event
+from dbguard.journal.store import EncodedEvent
 from dbguard.model import Action, Decision, SessionInfo, StatementSource
 from dbguard.session.mysql import MysqlSession
 from dbguard.session.mysql_actions import MysqlSessionAction
@@ -156,7 +158,8 @@ def _journal_events(s: MysqlSession) -> list[dict[str, object]]:
     (their ids and times)."""
     assert s.journal is not None
     out = []
-    for event in s.journal._events:
+    for item in s.journal._events:
+        event = decode_event(item.payload) if isinstance(item, EncodedEvent) else item
         fields = {name: getattr(event, name) for name in event.__dataclass_fields__}
         for varying in ("session_id", "time_us", "duration_us"):
             fields.pop(varying, None)

@@ -22,6 +22,7 @@ from dbguard.session.mysql import Phase
 from dbguard.session.mysql_actions import MysqlSessionAction
 from dbguard.session.pg_actions import Close, SendClient, SendUpstream
 from dbguard.wire.mysql import messages as m
+from tests.unit.journal_helpers import taken
 from tests.unit.test_mysql_session import (
     COLDEF,
     OK,
@@ -80,7 +81,7 @@ def busy(d: Driver) -> bool:
 
 def statement_events(d: Driver) -> list[StatementEvent]:
     assert d.session.journal is not None
-    events, _ = d.session.journal.take()
+    events, _ = taken(d.session.journal)
     return [e for e in events if isinstance(e, StatementEvent)]
 
 
@@ -187,7 +188,7 @@ def test_the_journal_records_the_statement_once_with_its_approval_id() -> None:
     d.session.hold_resolved(HoldResolved("ap_testtest01", run=True))
     d.upstream(pkt(m.OkPacket(affected_rows=3).encode(m.Capability(0)), 1))
     assert d.session.journal is not None
-    events, write_ahead = d.session.journal.take()
+    events, write_ahead = taken(d.session.journal)
     assert write_ahead
     statements = [e for e in events if isinstance(e, StatementEvent)]
     assert [(s.seq, s.action, s.approval_id) for s in statements] == [(1, "allow", None), (2, "hold", "ap_testtest01")]
@@ -202,7 +203,7 @@ def test_a_denied_statement_is_journaled_without_an_outcome() -> None:
     d.client(SELECT)
     d.upstream(resultset())
     assert d.session.journal is not None
-    events, _ = d.session.journal.take()
+    events, _ = taken(d.session.journal)
     statements = [e for e in events if isinstance(e, StatementEvent)]
     assert [(s.seq, s.action, s.approval_id) for s in statements] == [(1, "hold", "ap_testtest01"), (2, "allow", None)]
     assert statements[0].reason == DENIAL

@@ -56,6 +56,7 @@ from dbguard.session.pg_actions import SendUpstream
 from dbguard.sql.mysql_lineage import result_lineage, statements_lineage
 from dbguard.wire.mysql import messages as m
 from dbguard.wire.mysql.packets import MAX_PACKET_PAYLOAD, PacketReader, encode_packets
+from tests.unit.journal_helpers import taken
 from tests.unit.test_mysql_session import (
     OK_FE,
     BlockDrops,
@@ -525,7 +526,7 @@ def journaled_session() -> Driver:
 def the_outcome(d: Driver) -> OutcomeEvent:
     """The one outcome the session journaled since the last look."""
     assert d.session.journal is not None
-    events, _ = d.session.journal.take()
+    events, _ = taken(d.session.journal)
     [outcome] = [e for e in events if isinstance(e, OutcomeEvent)]
     return outcome
 

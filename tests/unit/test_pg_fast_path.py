@@ -18,6 +18,7 @@ from dbguard.model import Action, Decision, SessionInfo, StatementSource
 from dbguard.session.pg import REFUSAL_TOKEN
 from dbguard.session.pg_actions import SendClient, SendUpstream, SessionAction
 from dbguard.wire.pg import messages as m
+from tests.unit.journal_helpers import taken
 from tests.unit.test_pg_session import Driver, client_login, make_settings, upstream_login
 
 
@@ -289,7 +290,7 @@ def _journaled() -> Driver:
 
 def _events_without_times(d: Driver) -> list[dict[str, object]]:
     assert d.session.journal is not None
-    events, _ = d.session.journal.take()
+    events, _ = taken(d.session.journal)
     out = []
     for event in events:
         fields = {name: getattr(event, name) for name in event.__dataclass_fields__}

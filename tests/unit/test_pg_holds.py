@@ -27,6 +27,7 @@ from dbguard.session.pg import REFUSAL_TOKEN, Phase
 from dbguard.session.pg_actions import SendClient, SendUpstream, SessionAction
 from dbguard.wire.pg import messages as m
 from dbguard.wire.pg.framing import frame
+from tests.unit.journal_helpers import taken
 from tests.unit.test_pg_session import (
     Driver,
     backend_messages,
@@ -183,7 +184,7 @@ def test_the_journal_records_the_statement_once_with_its_approval_id() -> None:
     assert hold.held.statement_seq == 2
     d.session.hold_resolved(HoldResolved("ap_testtest01", run=True))
     assert d.session.journal is not None
-    events, write_ahead = d.session.journal.take()
+    events, write_ahead = taken(d.session.journal)
     assert write_ahead
     statements = [e for e in events if isinstance(e, StatementEvent)]
     assert [(s.seq, s.action, s.approval_id) for s in statements] == [(1, "allow", None), (2, "hold", "ap_testtest01")]
@@ -194,7 +195,7 @@ def test_a_session_ending_while_held_journals_the_statement_as_not_run() -> None
     d.client(DELETE)
     d.session.hold_abandoned("client closed")
     assert d.session.journal is not None
-    events, _ = d.session.journal.take()
+    events, _ = taken(d.session.journal)
     [statement] = [e for e in events if isinstance(e, StatementEvent)]
     assert statement.action == "hold"
     assert "ended while held" in statement.reason
