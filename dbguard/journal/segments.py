@@ -1,6 +1,7 @@
 # dbguard/journal/segments.py — owns the write-ahead segment files of a sqlite journal store:
 # where they live (`<store file>-segments/`, owner-only), the record format (length, CRC-32,
-# the event's canonical bytes), appending records with one write() per batch under an
+# the event's canonical bytes, with the store's columns before them for the events of every
+# statement), appending records with one write() per batch under an
 # exclusive flock held for the life of the file, reading records back up to the first torn
 # one, the ingest mark (how far a segment is in the store: a journal_meta row written in the
 # same transaction as the events, see JournalStore.append_batch), and recovering the segments
@@ -31,7 +32,9 @@ __all__ = [
     "SegmentRecord",
     "UnreadableRecord",
     "append_segment",
+    "event_of_record",
     "frame",
+    "frame_event",
     "mark_name",
     "read_segment",
     "recover_segments",
@@ -55,6 +58,50 @@ def segment_directory(store_path: Path) -> Path:
 def frame(payload: bytes) -> bytes:
     """One record: what `read_segment` gives back as the payload."""
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+# A record's payload is an event's canonical bytes (a JSON object: it begins with "{"), or,
+# for a statement or outcome event the session encoded itself (`EncodedEvent` without an
+# event object), _COLUMNS (mark, kind, time_us, stmt_seq, the lengths of the session id and
+# of the action), those two texts, then the canonical bytes: the appender takes the store's
+# columns from there instead of reading the JSON. `journal verify` checks that the stored
+# columns agree with the event's content, as for every event.
+_COLUMNS: Final = struct.Struct("!BBqqBB")
+_COLUMNS_MARK: Final = 1
+_KIND_CODES: Final = {"statement": 1, "outcome": 2}
+_CODE_KINDS: Final = {code: kind for kind, code in _KIND_CODES.items()}
+
+
+def frame_event(event: EncodedEvent) -> bytes:
+    """One record of an encoded event, with its columns when it is a statement or outcome."""
+    code = _KIND_CODES.get(event.kind)
+    session = event.session_id.encode("utf-8", "surrogatepass")
+    action = event.action.encode()
+    if code is None or event.stmt_seq is None or len(session) > 255 or len(action) > 255:
+        return frame(event.payload)
+    payload = (_COLUMNS.pack(_COLUMNS_MARK, code, event.time_us, event.stmt_seq, len(session), len(action))
+               + session + action + event.payload)
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def event_of_record(payload: bytes) -> EncodedEvent:
+    """The event a record holds, ready to append (its canonical bytes and the store's
+    columns). Raises EncodingError for a record that is neither form."""
+    if payload[:1] != b"\x01":
+        return encoded_from_payload(payload)
+    if len(payload) < _COLUMNS.size:
+        raise EncodingError("a record's columns are cut short")
+    _mark, code, time_us, stmt_seq, session_length, action_length = _COLUMNS.unpack_from(payload)
+    kind = _CODE_KINDS.get(code)
+    start = _COLUMNS.size + session_length + action_length
+    if kind is None or len(payload) <= start or payload[start : start + 1] != b"{":
+        raise EncodingError("a record's columns do not describe an event")
+    try:
+        session_id = payload[_COLUMNS.size : _COLUMNS.size + session_length].decode("utf-8", "surrogatepass")
+        action = payload[_COLUMNS.size + session_length : start].decode()
+    except UnicodeDecodeError as exc:
+        raise EncodingError(f"a record's columns are not text: {exc}") from None
+    return EncodedEvent(kind, session_id, time_us, payload[start:], stmt_seq, action, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +232,7 @@ def append_segment(store: JournalStore, hasher: ChainHasher, path: Path, start: 
         try:
             for record in read_segment(path, start, end):
                 try:
-                    batch.append(encoded_from_payload(record.payload))
+                    batch.append(event_of_record(record.payload))
                 except EncodingError as exc:  # a record whose CRC holds cannot be unreadable unless edited
                     if batch:
                         store.append_batch(batch, hasher, mark=(mark, position), mark_from=start)

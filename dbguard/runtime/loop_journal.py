@@ -44,7 +44,14 @@ from typing import Final, cast
 
 from dbguard.journal import ChainHasher, JournalEvent
 from dbguard.journal.events import canonical_bytes
-from dbguard.journal.segments import SEGMENT_SUFFIX, Segment, frame, recover_segments, segment_directory
+from dbguard.journal.segments import (
+    SEGMENT_SUFFIX,
+    Segment,
+    frame,
+    frame_event,
+    recover_segments,
+    segment_directory,
+)
 from dbguard.journal.store import EncodedEvent
 from dbguard.journal.store_sqlite import SqliteJournalStore
 from dbguard.runtime.journal_link import DurableCallback
@@ -70,8 +77,11 @@ RESTART_SECONDS: Final = 1.0
 SETTLE_SECONDS: Final = 10.0
 
 
-def _payload(event: SessionEvent) -> bytes:
-    return event.payload if type(event) is EncodedEvent else canonical_bytes(cast(JournalEvent, event))
+def _record(event: SessionEvent) -> bytes:
+    """The segment record of one event (EncodingError if it cannot be encoded)."""
+    if type(event) is EncodedEvent:
+        return frame_event(event)
+    return frame(canonical_bytes(cast(JournalEvent, event)))  # the appender decodes the rest
 
 
 class LoopJournal:
@@ -119,11 +129,8 @@ class LoopJournal:
         refusal = None if self.failure is None and self.waiting < MAX_BACKLOG and not self._closed else self._refusal()
         if refusal is not None:
             return self._not_recorded(refusal, len(events), on_durable)
-        try:  # the appender reads the rest back from the payload
-            if len(events) == 1:
-                records = frame(_payload(events[0]))
-            else:
-                records = b"".join([frame(_payload(event)) for event in events])
+        try:
+            records = _record(events[0]) if len(events) == 1 else b"".join([_record(event) for event in events])
         except ValueError as exc:  # EncodingError: an event that cannot be encoded
             return self._not_recorded(str(exc), len(events), on_durable)
         segment = self._segment

@@ -9,11 +9,14 @@ import logging
 import os
 import signal
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dbguard.journal import ChainHasher, StatementEvent, now_us, open_store
 from dbguard.journal.events import EncodingError, JournalEvent
@@ -21,14 +24,18 @@ from dbguard.journal.segments import (
     SEGMENT_SUFFIX,
     UnreadableRecord,
     append_segment,
+    event_of_record,
     frame,
+    frame_event,
     read_segment,
     recover_segments,
     segment_directory,
 )
-from dbguard.journal.store import MarkMoved, encode_event, encoded_from_payload
+from dbguard.journal.store import EncodedEvent, MarkMoved, encode_event, encoded_from_payload
+from dbguard.model import Action, Decision
 from dbguard.runtime import loop_journal
 from dbguard.runtime.loop_journal import LoopJournal
+from dbguard.session.journal import SessionJournal
 from tests.unit.journal_helpers import every_kind
 
 
@@ -269,3 +276,69 @@ def test_a_record_read_back_fills_the_stores_columns_as_the_event_did(event: Jou
 def test_a_record_that_is_no_event_is_refused(payload: bytes) -> None:
     with pytest.raises(EncodingError):
         encoded_from_payload(payload)
+
+
+# Records of the events a session encodes itself carry the store's columns before the
+# canonical bytes (segments.frame_event): what the appender reads from them must be what
+# reading the JSON gives, and columns that lie are caught by `journal verify`.
+
+def _session_events(session_id: str, seq: int, action: Action, rows: int | None) -> list[EncodedEvent]:
+    journal = SessionJournal(session_id)
+    journal.seq = seq - 1
+    journal.statement(b"SELECT 'x'", Decision(action), absorbs=True)
+    journal.client_cycle_end()
+    journal.result(rows)
+    journal.server_cycle_end()
+    events, _ = journal.take()
+    assert all(isinstance(e, EncodedEvent) for e in events)
+    return [e for e in events if isinstance(e, EncodedEvent)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(session_id=st.text(alphabet=st.characters(max_codepoint=127), max_size=60),
+       seq=st.integers(1, 2**62), action=st.sampled_from(list(Action)),
+       rows=st.one_of(st.none(), st.integers(0, 2**62)))
+def test_a_record_with_columns_reads_back_as_its_json_does(session_id: str, seq: int, action: Action,
+                                                          rows: int | None) -> None:
+    for event in _session_events(session_id, seq, action, rows):
+        [record] = list(_records(frame_event(event)))
+        read, from_json = event_of_record(record), encoded_from_payload(event.payload)
+        assert (read.kind, read.session_id, read.time_us, read.payload, read.stmt_seq, read.action) == (
+            from_json.kind, from_json.session_id, from_json.time_us, from_json.payload, from_json.stmt_seq,
+            from_json.action)
+        assert record.endswith(event.payload)
+
+
+def _records(data: bytes) -> list[bytes]:
+    path = Path(tempfile.mkdtemp()) / "r.seg"
+    path.write_bytes(data)
+    return [r.payload for r in read_segment(path)]
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x01", b"\x01\x09" + bytes(18) + b"{}", b"\x01\x01" + bytes(16) + b"\x05\x00ab{}",
+    b"\x01\x01" + bytes(16) + b"\x00\x00", b"\x01\x01" + bytes(16) + b"\x00\x00[1]"])
+def test_a_record_whose_columns_describe_no_event_is_refused(payload: bytes) -> None:
+    with pytest.raises(EncodingError):
+        event_of_record(payload)
+
+
+def test_columns_that_disagree_with_the_event_are_caught_by_verify(tmp_path: Path) -> None:
+    """Someone who can write the segment directory could put columns before an event that
+    are not its own (another session, another time): the chain covers the event's bytes, and
+    verification compares the stored columns with them."""
+    path = tmp_path / "j.db"
+    statement, outcome = _session_events("s-honest", 1, Action.ALLOW, 1)
+    forged = EncodedEvent(statement.kind, "s-someone-else", statement.time_us, statement.payload,
+                          statement.stmt_seq, statement.action, None)
+    garbage = EncodedEvent(outcome.kind, outcome.session_id, outcome.time_us, b'{"not":"an event"}',
+                           outcome.stmt_seq, outcome.action, None)
+    directory = segment_directory(path)
+    directory.mkdir()
+    segment = directory / f"00000000000000000001-1{SEGMENT_SUFFIX}"
+    segment.write_bytes(frame_event(forged) + frame_event(outcome) + frame_event(garbage))
+    with open_store("sqlite:///" + str(path)) as store:
+        assert recover_segments(store, ChainHasher(None), directory) == 3
+        report = store.verify(ChainHasher(None))
+    assert not report.ok
+    assert [(problem.seq, problem.problem) for problem in report.problems] == [(1, "edited"), (3, "malformed")]
