@@ -62,25 +62,41 @@ def frame(payload: bytes) -> bytes:
 
 # A record's payload is an event's canonical bytes (a JSON object: it begins with "{"), or,
 # for a statement or outcome event the session encoded itself (`EncodedEvent` without an
-# event object), _COLUMNS (mark, kind, time_us, stmt_seq, the lengths of the session id and
-# of the action), those two texts, then the canonical bytes: the appender takes the store's
-# columns from there instead of reading the JSON. `journal verify` checks that the stored
-# columns agree with the event's content, as for every event.
-_COLUMNS: Final = struct.Struct("!BBqqBB")
+# event object), the store's columns first: _COLUMNS (mark, kind, the lengths of the session
+# id and of the action), those two texts, _NUMBERS (time_us, stmt_seq), then the canonical
+# bytes. The appender takes the columns from there instead of reading the JSON; `journal
+# verify` checks that the stored columns agree with the event's content, as for every event.
+_COLUMNS: Final = struct.Struct("!BBBB")
+_NUMBERS: Final = struct.Struct("!qq")
 _COLUMNS_MARK: Final = 1
 _KIND_CODES: Final = {"statement": 1, "outcome": 2}
 _CODE_KINDS: Final = {code: kind for kind, code in _KIND_CODES.items()}
+# The part before the numbers, per (kind, session id, action): the same for every statement
+# of a session.
+_PREFIXES: dict[tuple[str, str, str], bytes | None] = {}
+_PREFIXES_MAX: Final = 4096
+
+
+def _prefix(kind: str, session_id: str, action: str) -> bytes | None:
+    code = _KIND_CODES.get(kind)
+    session = session_id.encode("utf-8", "surrogatepass")
+    action_bytes = action.encode("utf-8", "surrogatepass")
+    prefix = None
+    if code is not None and len(session) <= 255 and len(action_bytes) <= 255:
+        prefix = _COLUMNS.pack(_COLUMNS_MARK, code, len(session), len(action_bytes)) + session + action_bytes
+    if len(_PREFIXES) >= _PREFIXES_MAX:
+        _PREFIXES.clear()
+    _PREFIXES[(kind, session_id, action)] = prefix
+    return prefix
 
 
 def frame_event(event: EncodedEvent) -> bytes:
     """One record of an encoded event, with its columns when it is a statement or outcome."""
-    code = _KIND_CODES.get(event.kind)
-    session = event.session_id.encode("utf-8", "surrogatepass")
-    action = event.action.encode()
-    if code is None or event.stmt_seq is None or len(session) > 255 or len(action) > 255:
+    key = (event.kind, event.session_id, event.action)
+    prefix = _PREFIXES[key] if key in _PREFIXES else _prefix(*key)
+    if prefix is None or event.stmt_seq is None:
         return frame(event.payload)
-    payload = (_COLUMNS.pack(_COLUMNS_MARK, code, event.time_us, event.stmt_seq, len(session), len(action))
-               + session + action + event.payload)
+    payload = prefix + _NUMBERS.pack(event.time_us, event.stmt_seq) + event.payload
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -91,14 +107,16 @@ def event_of_record(payload: bytes) -> EncodedEvent:
         return encoded_from_payload(payload)
     if len(payload) < _COLUMNS.size:
         raise EncodingError("a record's columns are cut short")
-    _mark, code, time_us, stmt_seq, session_length, action_length = _COLUMNS.unpack_from(payload)
+    _mark, code, session_length, action_length = _COLUMNS.unpack_from(payload)
     kind = _CODE_KINDS.get(code)
-    start = _COLUMNS.size + session_length + action_length
+    numbers = _COLUMNS.size + session_length + action_length
+    start = numbers + _NUMBERS.size
     if kind is None or len(payload) <= start or payload[start : start + 1] != b"{":
         raise EncodingError("a record's columns do not describe an event")
+    time_us, stmt_seq = _NUMBERS.unpack_from(payload, numbers)
     try:
         session_id = payload[_COLUMNS.size : _COLUMNS.size + session_length].decode("utf-8", "surrogatepass")
-        action = payload[_COLUMNS.size + session_length : start].decode()
+        action = payload[_COLUMNS.size + session_length : numbers].decode("utf-8", "surrogatepass")
     except UnicodeDecodeError as exc:
         raise EncodingError(f"a record's columns are not text: {exc}") from None
     return EncodedEvent(kind, session_id, time_us, payload[start:], stmt_seq, action, None)
@@ -148,11 +166,12 @@ class Segment:
     def append(self, records: bytes) -> int:
         """Write `records` (one or more `frame`s); the size of the file after them. On a failed
         write the file is cut back to where it was, so no partial record stays in it."""
-        view = memoryview(records)
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            written = os.write(self._fd, records)
+            if written < len(records):  # a short write (a full disk, a signal): the rest, or an error
+                view = memoryview(records)[written:]
+                while view:
+                    view = view[os.write(self._fd, view):]
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self.size)

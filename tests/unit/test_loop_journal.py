@@ -5,6 +5,7 @@ killed proxy's segment is recovered, once."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from dbguard.journal.segments import (
 from dbguard.journal.store import EncodedEvent, MarkMoved, encode_event, encoded_from_payload
 from dbguard.model import Action, Decision
 from dbguard.runtime import loop_journal
+from dbguard.runtime.journal_link import WriteAheadGate
 from dbguard.runtime.loop_journal import LoopJournal
 from dbguard.session.journal import SessionJournal
 from tests.unit.journal_helpers import every_kind
@@ -316,8 +318,9 @@ def _records(data: bytes) -> list[bytes]:
 
 
 @pytest.mark.parametrize("payload", [
-    b"\x01", b"\x01\x09" + bytes(18) + b"{}", b"\x01\x01" + bytes(16) + b"\x05\x00ab{}",
-    b"\x01\x01" + bytes(16) + b"\x00\x00", b"\x01\x01" + bytes(16) + b"\x00\x00[1]"])
+    b"\x01", b"\x01\x09\x00\x00" + bytes(16) + b"{}", b"\x01\x01\x05\x00ab" + bytes(16) + b"{}",
+    b"\x01\x01\x00\x00" + bytes(16), b"\x01\x01\x00\x00" + bytes(16) + b"[1]",
+    b"\x01\x01\x00\x00" + bytes(10) + b"{}"])
 def test_a_record_whose_columns_describe_no_event_is_refused(payload: bytes) -> None:
     with pytest.raises(EncodingError):
         event_of_record(payload)
@@ -342,3 +345,79 @@ def test_columns_that_disagree_with_the_event_are_caught_by_verify(tmp_path: Pat
         report = store.verify(ChainHasher(None))
     assert not report.ok
     assert [(problem.seq, problem.problem) for problem in report.problems] == [(1, "edited"), (3, "malformed")]
+
+
+class _Connection:
+    """The connection side a WriteAheadGate serves, recording what the gate asks of it."""
+
+    def __init__(self, journal: SessionJournal) -> None:
+        self.closed = False
+        self.refuses_unjournaled = True
+        self.released: list[bytes] = []
+        self.refused = False
+        self._journal = journal
+
+    @property
+    def session(self) -> _Connection:
+        return self
+
+    @property
+    def session_id(self) -> str:
+        return self._journal.session_id
+
+    @property
+    def journal(self) -> SessionJournal:
+        return self._journal
+
+    def release_upstream(self, data: bytes) -> None:
+        self.released.append(data)
+
+    def pause_client_for_journal(self) -> None: ...
+
+    def resume_client_after_journal(self) -> None: ...
+
+    def refuse_unjournaled(self) -> None:
+        self.refused = True
+        self.closed = True
+
+
+def test_a_statement_whose_segment_write_fails_is_refused_and_leaves_no_partial_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk is full: the statement's bytes never reach the upstream, the connection is
+    refused (journal.on_store_failure: refuse), and the segment holds only whole records."""
+    path = tmp_path / "j.db"
+
+    async def run() -> tuple[_Connection, int, int]:
+        journal = LoopJournal(path, ChainHasher(None), asyncio.get_running_loop())
+        session = SessionJournal("s-full")
+        conn = _Connection(session)
+        gate = WriteAheadGate(conn, journal)
+        session.statement(b"SELECT 1", Decision(Action.ALLOW))
+        gate.submit()
+        assert gate.waits == 0, "durable at once"
+        size_before = journal._segment.size
+        real_write = os.write
+
+        def half_then_full(fd: int, data: bytes | memoryview) -> int:
+            if fd == journal._segment._fd:
+                if len(data) > 8:
+                    return real_write(fd, bytes(data)[:8])  # a short write, then no space
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(os, "write", half_then_full)  # segments calls os.write
+        session.statement(b"DELETE FROM t", Decision(Action.ALLOW))
+        gate.submit()
+        assert gate.waits == 1, "not durable: upstream bytes wait"
+        gate.hold(b"the DELETE's bytes")
+        await asyncio.sleep(0.05)
+        monkeypatch.undo()
+        size_after = os.path.getsize(journal._segment.path)
+        journal.close()
+        return conn, size_before, size_after
+
+    conn, size_before, size_after = asyncio.run(run())
+    assert conn.refused
+    assert conn.released == []
+    assert size_after == size_before, "the cut record was taken back out"
+    assert _texts(path) == ["SELECT 1"]
