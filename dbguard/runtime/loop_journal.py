@@ -1,20 +1,22 @@
 """The journal of a local sqlite store with `journal.sync: normal`: write-ahead to a segment file
-at the end of every loop turn; a child process (`journal.appender`) appends the segments to the
-store in large batches.
+as the sessions hand their events over; a child process (`journal.appender`) appends the
+segments to the store in large batches.
 
-Owns: collecting every event the sessions record during one turn of the event loop, writing
-them to this process's segment file (`journal/segments.py`) with one write() at the end of
-that turn, telling the waiting sessions (a statement is forwarded once its event is in the
-segment: it survives a crash of the proxy from then on, as a commit to sqlite's WAL without
-fsync would), and running the appender: telling it every INGEST_INTERVAL how far the segment
-holds whole records, keeping count of what it has appended, restarting it if it dies, closing
-segments past SEGMENT_BYTES (the appender deletes them once they are in). Segments a killed
-proxy left are recovered at start (and by every `dbguard journal` command).
+Owns: writing a session's events to this process's segment file (`journal/segments.py`) with
+one write() the moment the session hands them over, before the bytes that depend on them go
+on (a statement's event before the statement goes upstream, an outcome before the client gets
+the result): from then on they survive a crash of the proxy, as a commit to sqlite's WAL
+without fsync would, and nobody waits or is called back. Also running the appender: telling it
+every INGEST_INTERVAL how far the segment holds whole records, keeping count of what it has
+appended, restarting it if it dies, closing segments past SEGMENT_BYTES (the appender deletes
+them once they are in). Segments a killed proxy left are recovered at start (and by every
+`dbguard journal` command).
 
 Why this shape (docs/performance.md, "The journal's cost"): a governed connection's throughput
-is bounded by this process's event loop. On it, a loop turn's events cost one write();
-chaining and inserting them into sqlite (~12 µs an event even in transactions of hundreds)
-happens in the appender, which a thread could not do without fighting the loop for the GIL.
+is bounded by this process's event loop. On it, an event costs its encoding and a share of one
+write(); chaining and inserting it into sqlite (~8 µs an event even in transactions of
+hundreds) happens in the appender, which a thread could not do without fighting the loop for
+the GIL.
 
 While the store cannot be appended to (locked by another process, broken, the appender dead),
 events wait in the segment; after INGEST_GIVE_UP_SECONDS of that, or with MAX_BACKLOG events

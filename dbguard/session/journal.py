@@ -7,9 +7,11 @@ when a response cycle is closed on the client's side (a Query, a Sync, a MySQL c
 `result()` / `error()` as the server reports each statement's end, and `server_cycle_end()`
 when the server has finished that cycle (ReadyForQuery, a MySQL command's last packet).
 
-The driver takes what accumulated with `take()` after every session call, hands it to the
-journal writer, and, when `take()` says so, holds every byte for the upstream until those
-events are durable: that is the write-ahead guarantee (docs/journal.md).
+The driver takes what accumulated with `take()` after every session call and hands it to the
+journal before anything that depends on it goes on; when `take()` says so and the journal
+cannot make the events durable at once (a writer thread), it holds every byte for the upstream
+until they are: that is the write-ahead guarantee (docs/journal.md). Ordinary statements and
+their outcomes are handed over already encoded (`EncodedEvent`), the rest as event objects.
 
 Must not touch: sockets, threads, the writer, the store.
 """
