@@ -9,7 +9,7 @@ import enum
 import hashlib
 import hmac
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -96,6 +96,22 @@ class ChainHasher:
         if self._key is None:
             return hashlib.sha256(message).hexdigest()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def links(self, prev_hash: str, first_seq: int, payloads: Sequence[bytes]) -> list[str]:
+        """`link` for consecutive events: the hash of each, chained from `prev_hash`."""
+        if self._key is not None:
+            out: list[str] = []
+            for seq, payload in enumerate(payloads, first_seq):
+                prev_hash = self.link(prev_hash, seq, payload)
+                out.append(prev_hash)
+            return out
+        hashes: list[str] = []
+        previous = _prev_bytes(prev_hash)
+        sha256 = hashlib.sha256
+        for seq, payload in enumerate(payloads, first_seq):
+            previous = sha256(previous + seq.to_bytes(8, "big", signed=False) + payload).digest()
+            hashes.append(previous.hex())
+        return hashes
 
     def mac(self, data: bytes) -> str:
         """An HMAC of other data under the chain key (export headers); '' without a key."""

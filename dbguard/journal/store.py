@@ -519,20 +519,25 @@ class JournalStore(abc.ABC):
         self._bind_chain(hasher)
         last_seq, last_hash = int(head[0][0]), str(head[0][1])
         rows: list[tuple[Any, ...]] = []
-        seqs: list[int] = []
-        for enc in events:
+        first_seq = last_seq + 1
+        hashes = hasher.links(last_hash, first_seq, [enc.payload for enc in events])
+        identities = self._identities
+        for enc, digest in zip(events, hashes, strict=True):
             last_seq += 1
-            digest = hasher.link(last_hash, last_seq, enc.payload)
             event = enc.event
-            if isinstance(event, SessionStartEvent):
-                self._identities[event.session_id] = event.identity
-                self._exec(_INSERT_SESSION, _session_row(event, last_seq))
-            elif isinstance(event, SessionEndEvent):
-                self._exec(_END_SESSION, (event.time_us, event.reason, event.session_id))
-            rows.append((last_seq, enc.time_us, enc.kind, enc.session_id, enc.payload, last_hash, digest,
-                         self._identity_of(enc.session_id), enc.action, enc.stmt_seq))
-            seqs.append(last_seq)
+            if event is not None:  # the events of every statement come without one (nothing to do here)
+                if isinstance(event, SessionStartEvent):
+                    identities[event.session_id] = event.identity
+                    self._exec(_INSERT_SESSION, _session_row(event, last_seq))
+                elif isinstance(event, SessionEndEvent):
+                    self._exec(_END_SESSION, (event.time_us, event.reason, event.session_id))
+            session_id = enc.session_id
+            identity = identities.get(session_id)
+            rows.append((last_seq, enc.time_us, enc.kind, session_id, enc.payload, last_hash, digest,
+                         identity if identity is not None else self._identity_of(session_id), enc.action,
+                         enc.stmt_seq))
             last_hash = digest
+        seqs = list(range(first_seq, last_seq + 1))
         self._exec_many(_INSERT_EVENT, rows)
         self._exec("UPDATE journal_head SET last_seq = ?, last_hash = ? WHERE id = 1", (last_seq, last_hash))
         return seqs

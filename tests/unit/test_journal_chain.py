@@ -140,3 +140,17 @@ def test_key_mismatch_explained() -> None:
     assert ChainHasher(KEY).check_matches("hmac-sha256", ChainHasher(KEY).key_id) is None
     with pytest.raises(ValueError, match="empty"):
         ChainHasher(b"")
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["sha256", "hmac"])
+@pytest.mark.parametrize("start", [GENESIS_HASH, "ab" * 32, "not a hash"])
+def test_links_of_a_batch_are_each_events_link(key: bytes | None, start: str) -> None:
+    """The appender chains a batch at once; every hash must be what `link` gives one by one."""
+    hasher = ChainHasher(key)
+    payloads = [canonical_bytes(event) for event in session_events()]
+    expected, previous = [], start
+    for seq, payload in enumerate(payloads, 41):
+        previous = hasher.link(previous, seq, payload)
+        expected.append(previous)
+    assert hasher.links(start, 41, payloads) == expected
+    assert hasher.links(start, 41, []) == []
