@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -502,8 +503,14 @@ def _clean(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:  # a surrogate that is no escaped byte (U+D800...): each one replaced
+            return _SURROGATE.sub("\ufffd", text)
     return text
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 def session_start_from(

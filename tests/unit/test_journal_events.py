@@ -247,3 +247,15 @@ def test_the_outcome_payload_is_the_outcome_events_bytes(session_id: str, time_u
     assert payload == canonical_bytes(OutcomeEvent(session_id, time_us, seq, duration, rows))
     assert payload == events_module._dumps(events_module.event_to_dict(OutcomeEvent(session_id, time_us, seq,
                                                                                     duration, rows)))
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("caf\udcc3\udca9", "café"),  # bytes kept by surrogateescape that were UTF-8 after all
+    ("bad \udcff byte", "bad \ufffd byte"),  # a byte that is not UTF-8
+    ("lone \ud800 surrogate", "lone \ufffd surrogate"),  # no decoder of ours makes it: still encodable
+    ("both \udcff and \udfff", "both \ufffd and \ufffd"),
+])
+def test_texts_that_are_not_valid_unicode_are_journaled_with_replacement_characters(text: str, shown: str) -> None:
+    event = statement_from("s-1", 1, text, Decision(Action.ALLOW), intent=text, parameters=(text,))
+    assert (event.text, event.intent, event.parameters) == (shown, shown, (shown,))
+    assert decode_event(canonical_bytes(event)) == event
