@@ -205,7 +205,7 @@ class LoopJournal:
             log.warning("journal.settle_incomplete", extra={"error": error, "waiting": self.waiting})
 
     def close(self) -> None:
-        """Write what is pending, let the appender append it and delete the segments, stop it."""
+        """Let the appender append what was written and delete the segments, then stop it."""
         if self._closed:
             return
         self._closed = True
