@@ -12,8 +12,7 @@ import contextlib
 import datetime
 import struct
 import uuid
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from dbguard.wire.pg import messages as m
 from dbguard.wire.pg.framing import ProtocolViolation
@@ -33,8 +32,7 @@ _TIMESTAMP_OIDS: Final = frozenset({1114, 1184})  # timestamp, timestamptz (as U
 _PG_EPOCH: Final = datetime.datetime(2000, 1, 1)
 
 
-@dataclass(frozen=True, slots=True)
-class BoundValues:
+class BoundValues(NamedTuple):  # a tuple: one is read for every execution of a prepared statement
     """One Bind's statement name and parameter values, as sent (text or binary format)."""
 
     statement: bytes
@@ -43,6 +41,7 @@ class BoundValues:
 
 
 _U16: Final = struct.Struct("!H")
+_I16: Final = struct.Struct("!h")
 _I32: Final = struct.Struct("!i")
 
 
@@ -64,7 +63,8 @@ def bind_parameters(payload: bytes) -> BoundValues:
     pos += 2
     if pos + 2 * nformats + 2 > end:
         raise _truncated()
-    formats = struct.unpack_from(f"!{nformats}h", payload, pos) if nformats else ()
+    formats = (() if not nformats else _I16.unpack_from(payload, pos) if nformats == 1
+               else struct.unpack_from(f"!{nformats}h", payload, pos))
     pos += 2 * nformats
     nvalues = _U16.unpack_from(payload, pos)[0]
     pos += 2
