@@ -61,7 +61,7 @@ from dbguard.session.journal import SessionEvent
 
 log = logging.getLogger("dbguard.journal")
 
-__all__ = ["LoopJournal"]
+__all__ = ["LoopJournal", "record_bytes"]
 
 # A segment is closed and a new one begun past this size; the appender deletes a closed
 # segment once all its events are in the store.
@@ -79,7 +79,7 @@ RESTART_SECONDS: Final = 1.0
 SETTLE_SECONDS: Final = 10.0
 
 
-def _record(event: SessionEvent) -> bytes:
+def record_bytes(event: SessionEvent) -> bytes:
     """The segment record of one event (EncodingError if it cannot be encoded)."""
     if type(event) is EncodedEvent:
         return frame_event(event)
@@ -132,7 +132,8 @@ class LoopJournal:
         if refusal is not None:
             return self._not_recorded(refusal, len(events), on_durable)
         try:
-            records = _record(events[0]) if len(events) == 1 else b"".join([_record(event) for event in events])
+            records = (record_bytes(events[0]) if len(events) == 1
+                       else b"".join([record_bytes(event) for event in events]))
         except ValueError as exc:  # EncodingError: an event that cannot be encoded
             return self._not_recorded(str(exc), len(events), on_durable)
         segment = self._segment
