@@ -312,7 +312,9 @@ def test_greetings_announce_the_servers_version(mariadb_server: ThrowawayMariaDB
 
     fresh_mariadb_server.stop()
     late = proxy_factory(fresh_mariadb_server.dsn(), **MYSQL)
-    assert "listener.upstream_version_unknown" in late.log()
+    # The listener reads the version after it starts listening: wait until that has failed,
+    # so the server is not back before the listener gave up on it.
+    assert _wait_for(lambda: "listener.upstream_version_unknown" in late.log()), late.log()
     fresh_mariadb_server.start()
     before_login = _connect(late)  # its greeting went out before dbguard had seen the server
     assert _greeting_version(before_login) == "5.5.5-10.11.0-MariaDB-dbguard"
