@@ -143,11 +143,7 @@ class LoopJournal:
             reason = f"the journal could not write {segment.path}: {exc.strerror or exc}"
             log.error("journal.write_failed", extra={"events": len(events), "error": reason})
             return self._not_recorded(reason, len(events), on_durable)
-        unappended = self._unappended
-        if unappended and (last := unappended[-1])[0] == segment.name and last[1] > self._told.get(segment.name, 0):
-            unappended[-1] = (segment.name, size, last[2] + len(events))  # not told yet: one entry
-        else:
-            unappended.append((segment.name, size, len(events)))
+        self._unappended.append((segment.name, size, len(events)))
         self.waiting += len(events)
         if size >= SEGMENT_BYTES:
             self._notify()
