@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, Generic, TypeAlias, TypeVar, cast
 
 from dbguard.model import Action, Decision, SessionInfo, StatementInfo
 
@@ -237,6 +237,8 @@ EVENT_TYPES: Final[Mapping[EventKind, type[Any]]] = {
 }
 
 _RESERVED: Final = ("v", "kind")
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,22 +372,36 @@ def _fast_canonical(event: JournalEvent) -> bytes | None:
 # each value checked for its exact plain type (anything else returns None: the generic path
 # encodes it, or raises). Tuples repeat from statement to statement (a cached decision's rule
 # ids and analysis summary are the same objects each time), so their JSON is kept by identity.
-_TUPLE_JSON: dict[int, tuple[tuple[object, ...], str | None]] = {}
-_TUPLE_JSON_MAX: Final = 4096
+class _ByIdentity(Generic[K, V]):
+    """What was computed from an immutable object, remembered by the object's identity: each
+    entry keeps its object alive, so the id stays its own. Cleared when it holds 4096."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[K, V]] = {}
+
+    def get(self, key: K) -> tuple[K, V] | None:
+        """(key, value) when `key` itself is remembered, else None."""
+        found = self._items.get(id(key))
+        return found if found is not None and found[0] is key else None
+
+    def put(self, key: K, value: V) -> V:
+        if len(self._items) >= 4096:
+            self._items.clear()
+        self._items[id(key)] = (key, value)
+        return value
+
+
+_TUPLE_JSON: Final[_ByIdentity[tuple[object, ...], str | None]] = _ByIdentity()
 
 
 def _tuple_json(value: object) -> str | None:
     """The JSON of a tuple of plain values (None if it is not one), remembered by identity."""
     if type(value) is not tuple:
         return None
-    found = _TUPLE_JSON.get(id(value))
-    if found is not None and found[0] is value:
-        return found[1]
-    encoded = _json_value(value)
-    if len(_TUPLE_JSON) >= _TUPLE_JSON_MAX:
-        _TUPLE_JSON.clear()
-    _TUPLE_JSON[id(value)] = (value, encoded)  # the tuple is kept alive: its id stays its own
-    return encoded
+    found = _TUPLE_JSON.get(value)
+    return found[1] if found is not None else _TUPLE_JSON.put(value, _json_value(value))
 
 
 def _json_bool(value: object) -> str | None:
@@ -542,14 +558,13 @@ def session_start_from(
 _Summary: TypeAlias = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 # Analysis summaries by the identity of the analysis (a cached decision carries the same
 # StatementInfo tuple every time), each kept with its analysis so the id stays its own.
-_SUMMARIES: dict[int, tuple[Sequence[StatementInfo], _Summary]] = {}
-_SUMMARIES_MAX: Final = 4096
+_SUMMARIES: Final[_ByIdentity[Sequence[StatementInfo], _Summary]] = _ByIdentity()
 
 
 def _summary(analysis: Sequence[StatementInfo]) -> _Summary:
     """The sorted kinds, reads, writes and features of every statement of `analysis`."""
-    found = _SUMMARIES.get(id(analysis))
-    if found is not None and found[0] is analysis:
+    found = _SUMMARIES.get(analysis)
+    if found is not None:
         return found[1]
     kinds: set[str] = set()
     reads: set[str] = set()
@@ -562,9 +577,7 @@ def _summary(analysis: Sequence[StatementInfo]) -> _Summary:
         features.update(f.value for f in info.features)
     summary = (tuple(sorted(kinds)), tuple(sorted(reads)), tuple(sorted(writes)), tuple(sorted(features)))
     if isinstance(analysis, tuple):  # immutable: safe to remember
-        if len(_SUMMARIES) >= _SUMMARIES_MAX:
-            _SUMMARIES.clear()
-        _SUMMARIES[id(analysis)] = (analysis, summary)
+        _SUMMARIES.put(analysis, summary)
     return summary
 
 
@@ -630,13 +643,12 @@ def statement_from(
 # Per decision (by identity; the gate's decision cache hands out the same object each time),
 # the JSON around a statement's own values, in key order: up to "intent", up to
 # "parameter_count", from "parameters_redacted" up to "seq", and from "v" to the end.
-_DECISION_JSON: dict[int, tuple[Decision, tuple[str, str, str, str] | None]] = {}
-_DECISION_JSON_MAX: Final = 4096
+_DECISION_JSON: Final[_ByIdentity[Decision, tuple[str, str, str, str] | None]] = _ByIdentity()
 
 
 def _decision_json(decision: Decision) -> tuple[str, str, str, str] | None:
-    found = _DECISION_JSON.get(id(decision))
-    if found is not None and found[0] is decision:
+    found = _DECISION_JSON.get(decision)
+    if found is not None:
         return found[1]
     kinds, reads, writes, features = (_json_value(part) for part in _summary(decision.analysis))
     rule_ids = _json_value(tuple(decision.rule_ids))
@@ -655,10 +667,7 @@ def _decision_json(decision: Decision) -> tuple[str, str, str, str] | None:
             "".join(parts).encode()
         except UnicodeEncodeError:  # a lone surrogate: the event path refuses it, and says so
             parts = None
-    if len(_DECISION_JSON) >= _DECISION_JSON_MAX:
-        _DECISION_JSON.clear()
-    _DECISION_JSON[id(decision)] = (decision, parts)  # the decision is kept alive: its id stays its own
-    return parts
+    return _DECISION_JSON.put(decision, parts)
 
 
 def statement_payload(session_json: str, seq: int, time_us: int, text: str, decision: Decision,
