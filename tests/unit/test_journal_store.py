@@ -3,8 +3,8 @@
 # test_journal_postgres_store.py imports these same tests and runs them against a throwaway
 # PostgreSQL by overriding `backend`. Covers appending and reading, verification and every
 # tamper case (edit, delete, insert, reorder, tail truncation, a rebuilt chain with and
-# without the key), exports of the store and tampered exports, prune, migrations from a v1
-# store, group commit counted by the store's commit hook, and two concurrent writers.
+# without the key), exports of the store and tampered exports, prune, migrations from v1 and
+# v2 stores, group commit counted by the store's commit hook, and two concurrent writers.
 from __future__ import annotations
 
 import io
@@ -380,6 +380,40 @@ def test_migrates_a_version_1_store(backend: StoreBackend) -> None:
         assert s.verify(H).ok
     versions = [int(r[0]) for r in backend.raw("SELECT version FROM journal_migrations ORDER BY version")]
     assert versions == list(range(1, CURRENT_SCHEMA_VERSION + 1))
+
+
+def _event_indexes(backend: StoreBackend) -> set[str]:
+    if backend.name == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'journal_events'"
+    else:
+        sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'journal_events' AND schemaname = current_schema()"
+    return {str(row[0]) for row in backend.raw(sql)}
+
+
+def test_migrates_a_version_2_store(backend: StoreBackend) -> None:
+    """Version 3 drops the identity index and, in sqlite, makes seq the rowid: every event,
+    hash and session survives it, and the chain goes on."""
+    with backend.open(migrate=False) as old:
+        assert old.migrate(target=2) == [1, 2]
+        _two_sessions(old)
+        before = [(e.seq, e.time_us, e.session_id, e.payload, e.prev_hash, e.hash) for e in old.iter_events()]
+    assert "journal_events_identity" in _event_indexes(backend)
+    with backend.open() as s:
+        assert s.schema_version() == CURRENT_SCHEMA_VERSION
+        assert [(e.seq, e.time_us, e.session_id, e.payload, e.prev_hash, e.hash) for e in s.iter_events()] == before
+        assert s.verify(H).ok
+        assert [x.session_id for x in s.sessions(identity="alice")] == ["s-0002"]
+        assert verify_export(_export(s, identity="alice")).checked == 10
+        fill(s, H, session_events("s-0003", t0=T0 + 10**8))
+        assert s.verify(H).ok
+        assert s.head().seq == len(before) + 10
+    assert _event_indexes(backend) >= {"journal_events_time", "journal_events_session"}
+    assert "journal_events_identity" not in _event_indexes(backend)
+    if backend.name == "sqlite":
+        columns = {str(r[1]): (str(r[2]), int(r[5])) for r in backend.raw("PRAGMA table_info(journal_events)")}
+        assert columns["seq"] == ("INTEGER", 1)  # the rowid itself: no second B-tree for seq
+        assert [int(r[0]) for r in backend.raw("SELECT rowid FROM journal_events ORDER BY seq")] == list(
+            range(1, len(before) + 11))
 
 
 def test_newer_schema_is_refused(backend: StoreBackend) -> None:
