@@ -68,7 +68,7 @@ from dbguard.masking.detectors import DetectorSet, compile_detectors
 from dbguard.masking.session_masks import ColumnMask, ContentMask, SessionMasks
 from dbguard.masking.strategies import Masker, build_masker
 from dbguard.model import ANY_SOURCE, UNTRACEABLE, ResultLineage, SourceColumn
-from dbguard.policy.gate import mysql_integer_shape_key
+from dbguard.policy.gate import MAX_CACHED_TEXT, mysql_integer_shape_key
 from dbguard.policy.rules import MaskStrategy
 from dbguard.sql.mysql_lineage import ViewLineage, statements_lineage, view_lineage
 from dbguard.wire.mysql import messages as m
@@ -105,6 +105,7 @@ _REDACTED: Final = "****"
 # of column definitions a key may hold (a wider result is planned each time).
 _MAX_PLANS: Final = 128
 _MAX_KEYED_DEFINITIONS: Final = 8192
+_EXTENDED_TYPE_INFO: Final = int(m.Capability.MARIADB_EXTENDED_TYPE_INFO)
 
 
 # ----------------------------------------------------------------------------- the catalog
@@ -290,6 +291,37 @@ def lineage_of_message(sql: str, database: str | None, sql_mode: tuple[bool, boo
         if len(_LINEAGES) >= _MAX_LINEAGES:
             _LINEAGES.clear()
         _LINEAGES[key] = found
+    return found
+
+
+# What `ResponseMasking` reads per response, by the message's exact text (a prepared statement's
+# every execution, a query repeated as written): its statements' lineages (None when result
+# sets cannot be matched to statements) and their union. A text whose integers change every
+# time misses here and is found by its shape in `_LINEAGES`.
+_LOADED: dict[tuple[str, str | None, tuple[bool, bool]], tuple[ResultLineage, tuple[ResultLineage, ...] | None]] = {}
+
+
+def loaded_lineage(sql: str, database: str | None,
+                   sql_mode: tuple[bool, bool]) -> tuple[ResultLineage, tuple[ResultLineage, ...] | None]:
+    """The union of the lineages of a message's statements, and the lineages themselves (None
+    when one of them cannot be traced)."""
+    key = (sql, database, sql_mode)
+    found = _LOADED.get(key)
+    if found is not None:
+        return found
+    lineages = lineage_of_message(sql, database, sql_mode)
+    if len(lineages) == 1:
+        union = lineages[0]
+    else:
+        sources: set[SourceColumn] = set()
+        for lineage in lineages:
+            sources |= lineage.sources
+        union = ResultLineage(None, frozenset(sources)) if lineages else ResultLineage((), frozenset())
+    found = (union, None if any(lineage is UNTRACEABLE for lineage in lineages) else lineages)
+    if len(sql) <= MAX_CACHED_TEXT:
+        if len(_LOADED) >= _MAX_LINEAGES:
+            _LOADED.clear()
+        _LOADED[key] = found
     return found
 
 
@@ -609,16 +641,8 @@ class ResponseMasking:
     # -- lineage ---------------------------------------------------------------------------
 
     def _load(self) -> None:
-        if self._union is not None:
-            return
-        found = lineage_of_message(self._sql, self._database, self._sql_mode)
-        sources: set[SourceColumn] = set()
-        for lineage in found:
-            sources |= lineage.sources
-        self._union = ResultLineage(None, frozenset(sources)) if found else ResultLineage((), frozenset())
-        if len(found) == 1:
-            self._union = found[0]
-        self._lineages = None if any(lineage is UNTRACEABLE for lineage in found) else found
+        if self._union is None:
+            self._union, self._lineages = loaded_lineage(self._sql, self._database, self._sql_mode)
 
     def lineage(self, index: int | None = None) -> ResultLineage:
         """The lineage of the result set now coming (or of the `index`th)."""
@@ -673,7 +697,7 @@ class ResponseMasking:
         value: the same statement with other literals shares it), the masks (by identity: a
         reloaded policy gives new ones) and the protocol."""
         lineage = self.lineage(index)
-        extended = capabilities & m.Capability.MARIADB_EXTENDED_TYPE_INFO
+        extended = int(capabilities) & _EXTENDED_TYPE_INFO  # an int: IntFlag's own `&` is ~6x slower
         key = (*definitions, extended, self.binary, self.masks, lineage)
         plans = self.catalog.plans
         plan = plans.get(key)

@@ -27,6 +27,7 @@ from dbguard.journal import OutcomeEvent
 from dbguard.masking.session_masks import MaskDirectory, SessionMasks
 from dbguard.model import (
     ANY_SOURCE,
+    UNTRACEABLE,
     Action,
     Decision,
     Identity,
@@ -49,6 +50,7 @@ from dbguard.session.mysql_masking import (
     build_plan,
     column_sources,
     lineage_of_message,
+    loaded_lineage,
     redact_error,
     redact_error_message,
 )
@@ -157,6 +159,25 @@ def test_texts_differing_only_in_integers_are_parsed_once() -> None:
     lineage_of_message("SELECT c FROM sbtest1 WHERE id=1", "other", (False, False))
     lineage_of_message("SELECT c FROM sbtest1 WHERE id=1", "app", (True, False))
     assert len(_LINEAGES) == 3, "the database and the sql_mode are part of the key"
+
+
+@pytest.mark.parametrize("text", [
+    "SELECT ssn FROM customers WHERE id=1",
+    "SELECT id FROM customers; SELECT ssn FROM customers WHERE id=2",
+    "CALL p(); SELECT id FROM customers",
+    "SELECT /* no shape */ email FROM customers",
+])
+def test_loaded_lineage_is_the_union_of_the_cold_lineages(text: str) -> None:
+    """What a response reads per execution (a prepared statement's: the same text each time)
+    is worked out once, and is what the statements' own lineages give."""
+    cold = statements_lineage.__wrapped__(text, current_database="app")
+    union, lineages = loaded_lineage(text, "app", (False, False))
+    assert union.sources == frozenset().union(*(lineage.sources for lineage in cold))
+    if len(cold) == 1:
+        assert union == cold[0]
+    assert lineages == (None if any(lineage is UNTRACEABLE for lineage in cold) else cold)
+    assert loaded_lineage(text, "app", (False, False)) is loaded_lineage(text, "app", (False, False))
+    assert loaded_lineage(text, "other", (False, False))[0] is not union, "the database is part of the key"
 
 
 # ---------------------------------------------------------------------------- rows checked together
