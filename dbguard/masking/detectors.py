@@ -301,16 +301,21 @@ def run_lengths(text: str) -> RunLengths:
     return frozenset(map(len, _GROUP_RE.findall(text)))
 
 
+_CARD_RUNS: Final = frozenset({4, *range(13, 20)})
+_SSN_RUNS: Final = frozenset({3, 5, 9})
+_PHONE_RUNS: Final = frozenset(range(2, 6))
+
+
 def _card_runs(lengths: RunLengths, _text: str) -> bool:
-    return 4 in lengths or any(13 <= n <= 19 for n in lengths)
+    return not _CARD_RUNS.isdisjoint(lengths)
 
 
 def _ssn_runs(lengths: RunLengths, _text: str) -> bool:
-    return 3 in lengths or 5 in lengths or 9 in lengths
+    return not _SSN_RUNS.isdisjoint(lengths)
 
 
 def _phone_runs(lengths: RunLengths, text: str) -> bool:
-    return "+" in text or any(2 <= n <= 5 for n in lengths)
+    return "+" in text or not _PHONE_RUNS.isdisjoint(lengths)
 
 
 class _Spec(NamedTuple):
@@ -354,13 +359,16 @@ class DetectorSet:
         joined texts too: False for `"\\n".join(texts)` means False for each of them (a
         detector's triggers are lengths, characters and digit runs, which joining can only add
         to), so one call can clear a batch of values."""
-        return next(self._candidates(text), None) is not None
+        return bool(self._candidates(text))
 
-    def _candidates(self, text: str) -> Iterator[tuple[Detector, _Spec]]:
-        """The detectors whose pre-checks `text` passes (the only ones `find` runs)."""
+    def _candidates(self, text: str) -> list[tuple[Detector, _Spec]]:
+        """The detectors whose pre-checks `text` passes (the only ones `find` runs). A list,
+        not a generator: `could_match` runs per batch of rows, and the checks are cheaper than
+        a generator's frames."""
         size = len(text)
+        passed: list[tuple[Detector, _Spec]] = []
         if size < self.min_len:
-            return
+            return passed
         lengths: RunLengths | None = None
         for det, spec in self._specs:
             if size < spec.min_len:
@@ -376,7 +384,8 @@ class DetectorSet:
                     continue
             elif not _SECRET_HINT_RE.search(text):
                 continue
-            yield det, spec
+            passed.append((det, spec))
+        return passed
 
     def find(self, text: str) -> list[Finding]:
         """Every detected span, in order, never overlapping (of overlapping finds, the one that
