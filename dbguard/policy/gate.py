@@ -132,6 +132,22 @@ def mysql_shape_key(sql: bytes, no_backslash_escapes: bool) -> bytes | None:
     the same key differ only in string contents and integer values. Decimals, floats, hex and bit
     numbers stay as written (part of the key).
     """
+    global _LAST_MYSQL_SHAPE
+    last = _LAST_MYSQL_SHAPE
+    if last is not None and last[1] is no_backslash_escapes and last[0] == sql:
+        return last[2]
+    key = _mysql_shape_key(sql, no_backslash_escapes)
+    if type(sql) is bytes:  # (immutable: safe to keep)
+        _LAST_MYSQL_SHAPE = (sql, no_backslash_escapes, key)
+    return key
+
+
+# The last text's shape key: the gate and then masking ask for the same text's key (a text
+# query whose integers change every time misses the caches of both, and each needs the key).
+_LAST_MYSQL_SHAPE: tuple[bytes, bool, bytes | None] | None = None
+
+
+def _mysql_shape_key(sql: bytes, no_backslash_escapes: bool) -> bytes | None:
     if len(sql) > MAX_CACHED_TEXT or _MYSQL_NOT_PRINTABLE.search(sql):
         return None
     if not no_backslash_escapes and b"\\" in sql:
