@@ -1628,8 +1628,11 @@ class MysqlSession:
         if resp.catalog is not None:
             return self._catalog.stale  # a failed read is tried again at once (a few times)
         decision = resp.decision
-        if decision is not None and any(info.kinds & _CATALOG_CHANGES for info in decision.analysis):
-            self._catalog.invalidate()
+        if decision is not None:
+            for info in decision.analysis:
+                if not _CATALOG_CHANGES.isdisjoint(info.kinds):
+                    self._catalog.invalidate()
+                    break
         if not self._catalog.stale:
             return False
         masks = directory.for_session(self.info)
