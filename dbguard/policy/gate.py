@@ -137,7 +137,7 @@ def mysql_shape_key(sql: bytes, no_backslash_escapes: bool) -> bytes | None:
     if last is not None and last[1] is no_backslash_escapes and last[0] == sql:
         return last[2]
     key = _mysql_shape_key(sql, no_backslash_escapes)
-    if type(sql) is bytes:  # (immutable: safe to keep)
+    if type(sql) is bytes and len(sql) <= MAX_CACHED_TEXT:  # (immutable, and small: safe to keep)
         _LAST_MYSQL_SHAPE = (sql, no_backslash_escapes, key)
     return key
 
