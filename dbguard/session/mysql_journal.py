@@ -101,54 +101,18 @@ def execute_parameters(
     return _decoded_execute_parameters(payload, count, previous_types, long_data)
 
 
-# The hot path's parameters (sysbench's, an ORM's ids and short strings): integers and strings
-# of under 251 bytes, read in place; anything else (or anything odd) goes to the decoder.
-_INTEGER_SIZES: Final[dict[int, int]] = {T.TINY: 1, T.SHORT: 2, T.YEAR: 2, T.LONG: 4, T.INT24: 4, T.LONGLONG: 8}
-_SHORT_STRINGS: Final = frozenset({T.VARCHAR, T.VAR_STRING, T.STRING, T.NEWDECIMAL, T.BLOB, T.TINY_BLOB,
-                                   T.MEDIUM_BLOB, T.LONG_BLOB})
-_EXECUTE_HEAD: Final = 10  # command, statement id, flags, iteration count
-
-
 def _plain_execute_parameters(
     payload: bytes, count: int, previous_types: Sequence[tuple[int, bool]] | None,
 ) -> tuple[tuple[str | None, ...], tuple[tuple[int, bool], ...]] | None:
-    """`execute_parameters` of a payload whose values are all NULL, integers or short strings,
-    without the decoder's objects; None for any other payload (the decoder reads it, or says
-    what is wrong with it). tests/unit/test_mysql_journal.py checks it against the decoder."""
-    size = len(payload)
-    bound_at = _EXECUTE_HEAD + (count + 7) // 8
-    if size <= bound_at or payload[0] != m.Command.STMT_EXECUTE:
+    """`execute_parameters` of a payload whose values the wire layer reads in place
+    (`messages.execute_values_inline`: fixed-width, NULL, strings under 251 bytes), without the
+    decoder's objects; None for any other payload (the decoder reads it)."""
+    found = m.execute_values_inline(payload, count, previous_types)
+    if found is None:
         return None
-    pos = bound_at + 1
-    if payload[bound_at] == 1:
-        if pos + 2 * count > size:
-            return None
-        types = tuple((payload[at], payload[at + 1] & 0x80 != 0) for at in range(pos, pos + 2 * count, 2))
-        pos += 2 * count
-    elif payload[bound_at] == 0 and previous_types is not None and len(previous_types) == count:
-        types = tuple(previous_types)
-    else:
-        return None
-    values: list[str | None] = []
-    for index, (column_type, unsigned) in enumerate(types):
-        if payload[_EXECUTE_HEAD + (index >> 3)] >> (index & 7) & 1:
-            values.append(None)
-            continue
-        width = _INTEGER_SIZES.get(column_type)
-        if width is not None:
-            start = pos
-        elif column_type in _SHORT_STRINGS and pos < size and payload[pos] < 0xFB:
-            start = pos + 1
-            width = payload[pos]
-        else:
-            return None
-        pos = start + width
-        if pos > size:
-            return None
-        values.append(parameter_text(column_type, unsigned, payload[start:pos]))
-    if pos != size:
-        return None
-    return tuple(values), types
+    raw, types = found
+    return tuple([None if value is None else parameter_text(column_type, unsigned, value)
+                  for value, (column_type, unsigned) in zip(raw, types, strict=True)]), types
 
 
 def _decoded_execute_parameters(

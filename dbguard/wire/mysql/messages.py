@@ -783,32 +783,69 @@ def decode_binary_row(payload: bytes, column_types: Sequence[int]) -> Row:
     floats little-endian; temporal values in their variable-length form; the rest as strings).
     Fixed-width values and strings shorter than 251 bytes are read inline; anything else, and
     anything malformed, by the strict reader, which names the problem."""
-    n = len(column_types)
-    pos = 1 + (n + 9) // 8
-    size = len(payload)
-    if size >= pos and payload[0] == 0x00:
-        values: Row = []
-        fixed_sizes = _FIXED_SIZES
-        for i, column_type in enumerate(column_types):
-            bit = i + 2
-            if payload[1 + (bit >> 3)] >> (bit & 7) & 1:
-                values.append(None)
-                continue
-            fixed = fixed_sizes.get(column_type)
-            if fixed is not None:
-                end = pos + fixed
-            elif pos < size and payload[pos] < 0xFB and column_type not in _DATE_TYPES \
-                    and column_type != ColumnType.TIME:
-                end = pos + 1 + payload[pos]
-                pos += 1
-            else:
-                break
-            values.append(payload[pos:end])
-            pos = end
-        else:
-            if pos == size:
-                return values
+    pos = 1 + (len(column_types) + 9) // 8
+    if len(payload) >= pos and payload[0] == 0x00:
+        found = _binary_values_inline(payload, column_types, 1, 2, pos)
+        if found is not None and found[1] == len(payload):
+            return found[0]
     return _decode_binary_row_strictly(payload, column_types)
+
+
+def _binary_values_inline(payload: bytes, types: Sequence[int], bitmap_at: int, bit_offset: int,
+                          pos: int) -> tuple[Row, int] | None:
+    """Binary-protocol values of `types` from `pos` (their NULL bitmap at `bitmap_at`, its first
+    `bit_offset` bits unused), read in place: (values, the position after them), or None when
+    one is neither fixed-width nor a string shorter than 251 bytes. A value cut short shows as
+    a position past the end: the caller then reads the payload with the strict reader."""
+    values: Row = []
+    size = len(payload)
+    fixed_sizes = _FIXED_SIZES
+    for i, column_type in enumerate(types):
+        bit = i + bit_offset
+        if payload[bitmap_at + (bit >> 3)] >> (bit & 7) & 1:
+            values.append(None)
+            continue
+        fixed = fixed_sizes.get(column_type)
+        if fixed is not None:
+            end = pos + fixed
+        elif pos < size and payload[pos] < 0xFB and column_type not in _DATE_TYPES \
+                and column_type != ColumnType.TIME:
+            end = pos + 1 + payload[pos]
+            pos += 1
+        else:
+            return None
+        values.append(payload[pos:end])
+        pos = end
+    return values, pos
+
+
+def execute_values_inline(payload: bytes, param_count: int, previous_types: Sequence[tuple[int, bool]] | None,
+                          ) -> tuple[Row, tuple[tuple[int, bool], ...]] | None:
+    """A COM_STMT_EXECUTE's parameter values (raw, as `ComStmtExecute.decode` gives them; no
+    query attributes) and the types they were bound with, read in place when every value is
+    fixed-width, NULL or a string shorter than 251 bytes; None for any other payload, which
+    `ComStmtExecute.decode` reads (or says what is wrong with it). For the journal, which
+    renders every execution's parameters (tests/unit/test_mysql_journal.py compares the two)."""
+    bound_at = 10 + (param_count + 7) // 8  # command, statement id, flags, iteration count, NULL bitmap
+    if len(payload) <= bound_at or payload[0] != Command.STMT_EXECUTE:
+        return None
+    pos = bound_at + 1
+    if payload[bound_at] == 1:
+        if pos + 2 * param_count > len(payload):
+            return None
+        end = pos + 2 * param_count
+        column_types: Sequence[int] = payload[pos:end:2]  # (bytes: a sequence of ints)
+        types = tuple([(payload[at], payload[at + 1] & 0x80 != 0) for at in range(pos, end, 2)])
+        pos = end
+    elif payload[bound_at] == 0 and previous_types is not None and len(previous_types) == param_count:
+        types = tuple(previous_types)
+        column_types = [column_type for column_type, _ in types]
+    else:
+        return None
+    found = _binary_values_inline(payload, column_types, 10, 0, pos)
+    if found is None or found[1] != len(payload):
+        return None
+    return found[0], types
 
 
 def _decode_binary_row_strictly(payload: bytes, column_types: Sequence[int]) -> Row:
