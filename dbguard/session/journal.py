@@ -156,7 +156,7 @@ class SessionJournal:
         self.seq += 1
         seq = self.seq
         text = statement_text(sql)
-        intent = (intent_from_comment(text) if text.rstrip(" \t\r\n;").endswith("*/") else None) or self.intent or None
+        intent = self.statement_intent(text) or None
         time_us = time.time_ns() // 1000
         payload = None
         if (approval_id is None and self._session_json is not None
