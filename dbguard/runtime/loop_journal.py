@@ -2,19 +2,19 @@
 as the sessions hand their events over; a child process (`journal.appender`) appends the
 segments to the store in large batches.
 
-Owns: writing a session's events to this process's segment file (`journal/segments.py`) with
-one write() the moment the session hands them over, before the bytes that depend on them go
-on (a statement's event before the statement goes upstream, an outcome before the client gets
-the result): from then on they survive a crash of the proxy, as a commit to sqlite's WAL
-without fsync would, and nobody waits or is called back. Also running the appender: telling it
-every INGEST_INTERVAL how far the segment holds whole records, keeping count of what it has
-appended, restarting it if it dies, closing segments past SEGMENT_BYTES (the appender deletes
-them once they are in). Segments a killed proxy left are recovered at start (and by every
-`dbguard journal` command).
+Owns: writing a session's events to this process's segment file (`journal/segments.py`: one
+copy into its memory map, or one write()) the moment the session hands them over, before the
+bytes that depend on them go on (a statement's event before the statement goes upstream, an
+outcome before the client gets the result): from then on they survive a crash of the proxy,
+as a commit to sqlite's WAL without fsync would, and nobody waits or is called back. Also
+running the appender: telling it every INGEST_INTERVAL how far the segment holds whole
+records, keeping count of what it has appended, restarting it if it dies, closing segments
+past SEGMENT_BYTES (the appender deletes them once they are in). Segments a killed proxy left
+are recovered at start (and by every `dbguard journal` command).
 
 Why this shape (docs/performance.md, "The journal's cost"): a governed connection's throughput
-is bounded by this process's event loop. On it, an event costs its encoding and a share of one
-write(); chaining and inserting it into sqlite (~8 µs an event even in transactions of
+is bounded by this process's event loop. On it, an event costs its encoding and one copy into
+the segment; chaining and inserting it into sqlite (~8 µs an event even in transactions of
 hundreds) happens in the appender, which a thread could not do without fighting the loop for
 the GIL.
 
@@ -125,7 +125,7 @@ class LoopJournal:
     # -- the sessions' side --------------------------------------------------------------------
 
     def record(self, events: Sequence[SessionEvent], on_durable: DurableCallback | None) -> bool:
-        """Write `events` to the segment now, in one write(). True: they are in it, and
+        """Write `events` to the segment now, in one piece. True: they are in it, and
         `on_durable` is not called. False: they could not be written; `on_durable`, when
         given, is called soon with the reason."""
         refusal = None if self.failure is None and self.waiting < MAX_BACKLOG and not self._closed else self._refusal()

@@ -1,4 +1,5 @@
-"""LoopJournal: write-ahead to a segment at once (one write per record() call), appended to the store in batches by the
+"""LoopJournal: write-ahead to a segment at once (one copy into its memory map, or one write,
+per record() call), appended to the store in batches by the
 appender process; a locked store waits in the segment; a dead appender is started again; a
 killed proxy's segment is recovered, once."""
 
@@ -7,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import mmap
 import os
+import shutil
 import signal
 import sqlite3
 import tempfile
@@ -19,15 +22,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dbguard.journal import ChainHasher, StatementEvent, now_us, open_store
+from dbguard.journal import ChainHasher, StatementEvent, now_us, open_store, segments
 from dbguard.journal.events import EncodingError, JournalEvent
 from dbguard.journal.segments import (
     SEGMENT_SUFFIX,
+    Segment,
     UnreadableRecord,
     append_segment,
     event_of_record,
+    filesystem_type,
     frame,
     frame_event,
+    maps_safely,
     read_segment,
     recover_segments,
     segment_directory,
@@ -381,13 +387,70 @@ class _Connection:
         self.closed = True
 
 
-def test_a_statement_whose_segment_write_fails_is_refused_and_leaves_no_partial_record(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The disk is full: the statement's bytes never reach the upstream, the connection is
-    refused (journal.on_store_failure: refuse), and the segment holds only whole records."""
-    path = tmp_path / "j.db"
+def _map_segments(monkeypatch: pytest.MonkeyPatch, mapped: bool, chunk: int = segments.MAP_CHUNK) -> None:
+    """Segments mapped (or written) wherever the test's directory is, in chunks of `chunk`."""
+    monkeypatch.setattr(segments, "maps_safely", lambda _directory: mapped)
+    monkeypatch.setattr(segments, "MAP_CHUNK", chunk)
 
-    async def run() -> tuple[_Connection, int, int]:
+
+def test_the_file_system_of_a_path_is_read_from_the_mount_table(tmp_path: Path) -> None:
+    assert filesystem_type(Path("/proc/self")) == "proc"
+    assert not maps_safely(Path("/proc/self")), "only file systems known to allocate up front are mapped"
+    assert filesystem_type(tmp_path) != ""
+
+
+def test_a_mapped_segment_holds_every_record_across_its_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Records copied into the map, across chunk boundaries and larger than a chunk, read back
+    whole; while it is open the file has allocated, empty space after them, which readers (the
+    appender, a recovery after kill -9) take as the end; closing cuts it off."""
+    chunk = mmap.ALLOCATIONGRANULARITY
+    _map_segments(monkeypatch, True, chunk)
+    records = [frame(bytes([65 + n % 26]) * size) for n, size in enumerate((10, 500, 3000, 3 * chunk, 1, 900, 4000))]
+    segment = Segment(tmp_path / "segments", "a" + SEGMENT_SUFFIX)
+    ends = [segment.append(record) for record in records]
+    assert segment.mapped
+    assert ends == [sum(len(r) for r in records[: n + 1]) for n in range(len(records))]
+    assert os.path.getsize(segment.path) > segment.size, "space is allocated ahead"
+    with caplog.at_level(logging.WARNING, logger="dbguard.journal"):
+        assert [r.payload for r in read_segment(segment.path)] == [r[8:] for r in records]
+        assert [r.end for r in read_segment(segment.path, ends[1], ends[4])] == ends[2:5]
+    assert not caplog.records, "the allocated tail is not a torn record"
+    segment.close()
+    assert os.path.getsize(segment.path) == ends[-1]
+    assert [r.payload for r in read_segment(segment.path)] == [r[8:] for r in records]
+
+
+def test_a_mapped_segment_a_killed_proxy_left_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 never closes the segment: its file keeps the allocated tail, and recovery
+    appends exactly the records before it."""
+    _map_segments(monkeypatch, True)
+    path = tmp_path / "j.db"
+    live = Segment(tmp_path / "live", "x" + SEGMENT_SUFFIX)
+    for seq in (1, 2, 3):
+        live.append(frame(encode_event(_event(seq)).payload))
+    directory = segment_directory(path)
+    directory.mkdir()
+    left = directory / f"00000000000000000001-1{SEGMENT_SUFFIX}"
+    shutil.copyfile(live.path, left)  # the file as the page cache holds it, the process gone
+    live.close()
+    assert os.path.getsize(left) == segments.MAP_CHUNK
+    with open_store("sqlite:///" + str(path)) as store:
+        assert recover_segments(store, ChainHasher(None), directory) == 3
+    assert _texts(path) == ["SELECT 1", "SELECT 2", "SELECT 3"]
+
+
+@pytest.mark.parametrize("mapped", [False, True], ids=["written", "mapped"])
+def test_a_statement_whose_segment_write_fails_is_refused_and_leaves_no_partial_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mapped: bool) -> None:
+    """The disk is full: the statement's bytes never reach the upstream, the connection is
+    refused (journal.on_store_failure: refuse), and the segment holds only whole records. A
+    mapped segment finds out when its next chunk cannot be allocated: it stops mapping, cuts
+    the allocated space off and writes, which fails with an error (never a SIGBUS later)."""
+    path = tmp_path / "j.db"
+    _map_segments(monkeypatch, mapped, mmap.ALLOCATIONGRANULARITY)
+
+    async def run() -> tuple[_Connection, int, int, bool]:
         journal = LoopJournal(path, ChainHasher(None), asyncio.get_running_loop())
         session = SessionJournal("s-full")
         conn = _Connection(session)
@@ -395,18 +458,24 @@ def test_a_statement_whose_segment_write_fails_is_refused_and_leaves_no_partial_
         session.statement(b"SELECT 1", Decision(Action.ALLOW))
         gate.submit()
         assert gate.waits == 0, "durable at once"
+        was_mapped = journal._segment.mapped
         size_before = journal._segment.size
-        real_write = os.write
+        real_pwrite = os.pwrite
 
-        def half_then_full(fd: int, data: bytes | memoryview) -> int:
+        def half_then_full(fd: int, data: bytes | memoryview, offset: int) -> int:
             if fd == journal._segment._fd:
                 if len(data) > 8:
-                    return real_write(fd, bytes(data)[:8])  # a short write, then no space
+                    return real_pwrite(fd, bytes(data)[:8], offset)  # a short write, then no space
                 raise OSError(errno.ENOSPC, "No space left on device")
-            return real_write(fd, data)
+            return real_pwrite(fd, data, offset)
 
-        monkeypatch.setattr(os, "write", half_then_full)  # segments calls os.write
-        session.statement(b"DELETE FROM t", Decision(Action.ALLOW))
+        def no_space(fd: int, offset: int, length: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "pwrite", half_then_full)  # segments calls os.pwrite
+        monkeypatch.setattr(os, "posix_fallocate", no_space)
+        session.statement(b"DELETE FROM t WHERE note = '" + b"x" * mmap.ALLOCATIONGRANULARITY + b"'",
+                          Decision(Action.ALLOW))
         gate.submit()
         assert gate.waits == 1, "not durable: upstream bytes wait"
         gate.hold(b"the DELETE's bytes")
@@ -414,10 +483,11 @@ def test_a_statement_whose_segment_write_fails_is_refused_and_leaves_no_partial_
         monkeypatch.undo()
         size_after = os.path.getsize(journal._segment.path)
         journal.close()
-        return conn, size_before, size_after
+        return conn, size_before, size_after, was_mapped
 
-    conn, size_before, size_after = asyncio.run(run())
+    conn, size_before, size_after, was_mapped = asyncio.run(run())
+    assert was_mapped == mapped
     assert conn.refused
     assert conn.released == []
-    assert size_after == size_before, "the cut record was taken back out"
+    assert size_after == size_before, "the cut record (and any allocated space) was taken back out"
     assert _texts(path) == ["SELECT 1"]
