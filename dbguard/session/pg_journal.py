@@ -166,8 +166,11 @@ def render_parameters(bound: BoundValues, types: tuple[int, ...]) -> tuple[str |
 def rows_from_tag(tag: bytes) -> int | None:
     """The row count a CommandComplete tag reports (`SELECT 5`, `INSERT 0 1`, `UPDATE 3`,
     `COPY 10`...), or None for a command without one (`BEGIN`, `CREATE TABLE`)."""
-    last = tag.rstrip(b"\x00").rpartition(b" ")[2]
-    return int(last) if last.isdigit() and b" " in tag else None
+    space = tag.rfind(b" ")
+    if space < 0:
+        return None
+    last = tag[space + 1 :].rstrip(b"\x00")
+    return int(last) if last.isdigit() else None
 
 
 def error_fields(payload: bytes) -> tuple[str, str]:

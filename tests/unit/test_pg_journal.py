@@ -56,6 +56,13 @@ def test_row_counts_from_command_tags(tag: bytes, rows: int | None) -> None:
     assert rows_from_tag(tag + b"\x00") == rows
 
 
+@given(st.binary(max_size=24) | st.lists(st.sampled_from([b"SELECT", b" ", b"0", b"12", b"\x00", b"x", b"\xd9\xa3"]),
+                                         max_size=6).map(b"".join))
+def test_a_tag_reads_as_its_last_word_after_a_space_when_that_is_ascii_digits(tag: bytes) -> None:
+    last = tag.rstrip(b"\x00").rpartition(b" ")[2]
+    assert rows_from_tag(tag) == (int(last) if last.isdigit() and b" " in tag else None)
+
+
 def _reference_bind_parameters(payload: bytes) -> BoundValues:
     """What bind_parameters gave through the strict generic decoder."""
     bind = m.decode_frontend(b"B", payload)
