@@ -621,7 +621,8 @@ class PgResultMasking:
         values of which columns were masked (for the journal; never the values)."""
         if not self._masked:
             return ()
-        return tuple(sorted(self._masked.popleft().items()))
+        counts = self._masked.popleft()
+        return tuple(sorted(counts.items())) if counts else ()
 
     def _process(self, data: bytes) -> bytes:
         out: list[bytes] = []
