@@ -89,6 +89,7 @@ _CODE_KINDS: Final = {code: kind for kind, code in _KIND_CODES.items()}
 # of a session.
 _PREFIXES: dict[tuple[str, str, str], bytes | None] = {}
 _PREFIXES_MAX: Final = 4096
+_UNKNOWN: Final = b"unknown"  # (by identity: not in _PREFIXES yet)
 
 
 def _prefix(kind: str, session_id: str, action: str) -> bytes | None:
@@ -107,7 +108,9 @@ def _prefix(kind: str, session_id: str, action: str) -> bytes | None:
 def frame_event(event: EncodedEvent) -> bytes:
     """One record of an encoded event, with its columns when it is a statement or outcome."""
     key = (event.kind, event.session_id, event.action)
-    prefix = _PREFIXES[key] if key in _PREFIXES else _prefix(*key)
+    prefix = _PREFIXES.get(key, _UNKNOWN)
+    if prefix is _UNKNOWN:
+        prefix = _prefix(*key)
     if prefix is None or event.stmt_seq is None:
         return frame(event.payload)
     payload = prefix + _NUMBERS.pack(event.time_us, event.stmt_seq) + event.payload

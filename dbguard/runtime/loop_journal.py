@@ -132,8 +132,11 @@ class LoopJournal:
         if refusal is not None:
             return self._not_recorded(refusal, len(events), on_durable)
         try:
-            records = (record_bytes(events[0]) if len(events) == 1
-                       else b"".join([record_bytes(event) for event in events]))
+            if len(events) == 1:
+                first = events[0]
+                records = frame_event(first) if type(first) is EncodedEvent else record_bytes(first)
+            else:
+                records = b"".join([record_bytes(event) for event in events])
         except ValueError as exc:  # EncodingError: an event that cannot be encoded
             return self._not_recorded(str(exc), len(events), on_durable)
         segment = self._segment
