@@ -408,10 +408,13 @@ class ResultPlan:
         batch = self._work.batch
         if batch is not None:
             binary, types, count = self.binary, self.types, len(self.types)
-            values: list[bytes] = []
-            for payload in payloads:
-                row = m.decode_binary_row(payload, types) if binary else m.decode_text_row(payload, count)
-                values.extend(value for i, _ in self._active if (value := row[i]) is not None)
+            # One column (lookups, lists of names): its values read in place, no row lists.
+            values = m.lone_string_values(payloads, types[0], binary) if count == 1 else None
+            if values is None:
+                values = []
+                for payload in payloads:
+                    row = m.decode_binary_row(payload, types) if binary else m.decode_text_row(payload, count)
+                    values.extend(value for i, _ in self._active if (value := row[i]) is not None)
             joined = b"\n".join(values)
             if joined.isascii() and not batch.could_match(joined.decode("ascii")):
                 return True

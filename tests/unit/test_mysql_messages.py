@@ -77,6 +77,7 @@ from dbguard.wire.mysql.messages import (
     is_eof,
     is_err,
     is_ok,
+    lone_string_values,
     python_to_binary_value,
 )
 from dbguard.wire.mysql.packets import ProtocolViolation, UnsupportedFeature
@@ -468,6 +469,49 @@ def test_binary_row_null_bitmap_edges(columns: int) -> None:
         assert decode_binary_row(payload, types) == values
     all_null: list[bytes | None] = [None] * columns
     assert decode_binary_row(encode_binary_row(all_null, types), types) == all_null
+
+
+def _one_column_rows() -> st.SearchStrategy[bytes]:
+    """Rows of one column as servers send them (a short or long string, NULL) and mangled."""
+    value = st.one_of(st.none(), st.binary(max_size=300))
+    binary = value.map(lambda v: encode_binary_row([v], [ColumnType.VAR_STRING]))
+    text = value.map(lambda v: encode_text_row([v]))
+    return st.one_of(binary, text, st.binary(max_size=8),
+                     st.tuples(st.one_of(binary, text), st.binary(max_size=3)).map(lambda p: p[0] + p[1]),
+                     st.tuples(st.one_of(binary, text), st.integers(0, 255), st.integers(0, 300)).map(
+                         lambda p: p[0][: p[2]] + bytes([p[1]]) + p[0][p[2] + 1 :]))
+
+
+def _read_by_rows(payloads: list[bytes], column_type: int, binary: bool) -> list[bytes] | None:
+    try:
+        rows = [decode_binary_row(p, [column_type]) if binary else decode_text_row(p, 1) for p in payloads]
+    except ProtocolViolation:
+        return None
+    return [row[0] for row in rows if row[0] is not None]
+
+
+@settings(max_examples=400)
+@given(payloads=st.lists(_one_column_rows(), max_size=6), binary=st.booleans(),
+       column_type=st.sampled_from([ColumnType.VAR_STRING, ColumnType.BLOB, ColumnType.NEWDECIMAL, ColumnType.JSON]))
+def test_a_one_column_results_values_read_in_place_are_what_the_row_readers_give(
+        payloads: list[bytes], binary: bool, column_type: int) -> None:
+    """Where the in-place reader answers, the row readers read every row to the same values;
+    where a row reader fails on a row, the in-place reader steps aside."""
+    fast = lone_string_values(payloads, column_type, binary)
+    if fast is not None:
+        assert fast == _read_by_rows(payloads, column_type, binary)
+    elif _read_by_rows(payloads, column_type, binary) is not None:
+        assert any(len(p) > 251 for p in payloads), "it steps aside for a readable row only when a value is long"
+
+
+def test_a_fixed_width_or_temporal_lone_column_is_left_to_the_row_readers() -> None:
+    for column_type in (ColumnType.LONG, ColumnType.DOUBLE, ColumnType.DATE, ColumnType.DATETIME, ColumnType.TIME):
+        assert lone_string_values([encode_binary_row([b"\x01\x00\x00\x00"], [ColumnType.LONG])],
+                                  column_type, True) is None
+    assert lone_string_values([encode_text_row([b"abc"]), encode_text_row([None])], ColumnType.VAR_STRING,
+                              False) == [b"abc"]
+    assert lone_string_values([encode_binary_row([None], [ColumnType.VAR_STRING])], ColumnType.VAR_STRING,
+                              True) == []
 
 
 def test_binary_row_bitmap_sizes() -> None:

@@ -819,6 +819,43 @@ def _binary_values_inline(payload: bytes, types: Sequence[int], bitmap_at: int, 
     return values, pos
 
 
+def lone_string_values(payloads: Sequence[bytes], column_type: int, binary: bool) -> list[bytes] | None:
+    """The non-NULL values of rows of a one-column result (binary or text protocol) whose
+    column is neither fixed-width nor temporal, read in place: what `decode_binary_row` /
+    `decode_text_row` give for each row's one value, NULLs left out. None as soon as a row is
+    anything but NULL or a string shorter than 251 bytes (the row readers take those: they
+    read or name the rest). For masking's batch pre-check, which runs on every row of a
+    result (tests/unit/test_mysql_messages.py compares it with the row readers)."""
+    if column_type in _FIXED_SIZES or column_type in _DATE_TYPES or column_type == ColumnType.TIME:
+        return None
+    values: list[bytes] = []
+    append = values.append
+    if binary:  # 0x00, a NULL bitmap of one byte (the column's bit is 0x04), the value
+        for payload in payloads:
+            size = len(payload)
+            if size < 2 or payload[0] != 0:
+                return None
+            if payload[1] & 0x04:
+                if size != 2:
+                    return None
+                continue
+            if size < 3 or payload[2] >= 0xFB or size != 3 + payload[2]:
+                return None
+            append(payload[3:])
+    else:  # a lenenc string, or 0xFB for NULL
+        for payload in payloads:
+            size = len(payload)
+            if size == 0:
+                return None
+            first = payload[0]
+            if first == NULL_MARKER and size == 1:
+                continue
+            if first >= 0xFB or size != 1 + first:
+                return None
+            append(payload[1:])
+    return values
+
+
 def execute_values_inline(payload: bytes, param_count: int, previous_types: Sequence[tuple[int, bool]] | None,
                           ) -> tuple[Row, tuple[tuple[int, bool], ...]] | None:
     """A COM_STMT_EXECUTE's parameter values (raw, as `ComStmtExecute.decode` gives them; no
