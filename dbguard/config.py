@@ -120,6 +120,13 @@ class JournalSync(StrEnum):
     FULL = "full"  # also flushed to disk (fsync): survives a crash of the machine
 
 
+class SegmentWrites(StrEnum):
+    """How the proxy writes its write-ahead segment files (sqlite store, `sync: normal`)."""
+
+    AUTO = "auto"  # through a memory map where the file system allocates up front, else write()
+    WRITE = "write"  # always write(): a failing disk is an error, never a SIGBUS
+
+
 class LogLevel(StrEnum):
     DEBUG = "debug"
     INFO = "info"
@@ -350,6 +357,7 @@ class JournalConfig:
     # False: sessions write no journal at all (benchmarks, troubleshooting); logged loudly.
     enabled: bool = True
     sync: JournalSync = JournalSync.NORMAL
+    segment_writes: SegmentWrites = SegmentWrites.AUTO
 
 
 @dataclass(frozen=True)
@@ -752,8 +760,8 @@ _IDENTITY_KEYS: Final = ("name", "kind", "secret", "roles")
 _APPROVALS_KEYS: Final = ("timeout", "mode", "webhooks")
 _ADMIN_KEYS: Final = ("listen", "token")
 _LOG_KEYS: Final = ("level", "format")
-_JOURNAL_KEYS: Final = ("enabled", "sync", "hmac_key", "redact_parameters", "on_store_failure", "queue_size",
-                        "max_batch")
+_JOURNAL_KEYS: Final = ("enabled", "sync", "segment_writes", "hmac_key", "redact_parameters", "on_store_failure",
+                        "queue_size", "max_batch")
 # An HMAC key shorter than this is guessable offline from a journal's hashes.
 MIN_JOURNAL_KEY_BYTES: Final = 16
 
@@ -982,8 +990,11 @@ class _Reader(YamlReader):
         batch = self.present(m, "max_batch")
         enabled = self.present(m, "enabled")
         sync = self.present(m, "sync")
+        writes = self.present(m, "segment_writes")
         return JournalConfig(
             sync=self.choice(sync, "journal.sync", JournalSync) if sync is not None else JournalSync.NORMAL,
+            segment_writes=(self.choice(writes, "journal.segment_writes", SegmentWrites) if writes is not None
+                            else SegmentWrites.AUTO),
             enabled=self.boolean(enabled, "journal.enabled") if enabled is not None else True,
             hmac_key=key,
             redact_parameters=self.boolean(redact, "journal.redact_parameters") if redact is not None else False,

@@ -199,7 +199,8 @@ class Segment:
     Mapped (`maps_safely`), the file holds allocated, zeroed space past `size` while open;
     readers stop at the first empty record header, and closing cuts the file back to `size`."""
 
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(self, directory: Path, name: str, *, mapped: bool = True) -> None:
+        """`mapped`: through a memory map if `maps_safely(directory)`; False: write() only."""
         directory.mkdir(mode=0o700, exist_ok=True)
         self.name = name
         self.path = directory / name
@@ -210,7 +211,7 @@ class Segment:
             os.close(self._fd)
             raise
         self.size = 0
-        self._mappable = maps_safely(directory)
+        self._mappable = mapped and maps_safely(directory)
         self._map: mmap.mmap | None = None
         self._map_start = 0  # the file offset of the map's first byte
         self._map_end = 0  # the file offset after its last: the space allocated so far

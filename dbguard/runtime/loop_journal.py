@@ -90,12 +90,15 @@ class LoopJournal:
     """The event sink of every session of one process (see the module docstring)."""
 
     def __init__(self, path: Path, hasher: ChainHasher, loop: asyncio.AbstractEventLoop,
-                 key: bytes | None = None) -> None:
+                 key: bytes | None = None, *, mapped: bool = True) -> None:
+        """`mapped`: segments may be written through a memory map (`journal.segment_writes:
+        auto`, where the file system allows it); False: always write()."""
         with SqliteJournalStore(path, fsync=False) as store:  # recovery below may wait for a lock
             store.check_hasher(hasher)
             recover_segments(store, hasher, segment_directory(path))
         self._path = path
         self._key = key
+        self._mapped = mapped
         self._loop = loop
         self._directory = segment_directory(path)
         self._segment = self._new_segment()
@@ -120,7 +123,8 @@ class LoopJournal:
         loop.call_soon_threadsafe(self._attach)
 
     def _new_segment(self) -> Segment:
-        return Segment(self._directory, f"{time.time_ns():020d}-{os.getpid()}{SEGMENT_SUFFIX}")
+        return Segment(self._directory, f"{time.time_ns():020d}-{os.getpid()}{SEGMENT_SUFFIX}",
+                       mapped=self._mapped)
 
     # -- the sessions' side --------------------------------------------------------------------
 

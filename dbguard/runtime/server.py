@@ -36,6 +36,7 @@ from dbguard.config import (
     ListenerConfig,
     ListenerProtocol,
     OnStoreFailure,
+    SegmentWrites,
     load_config,
 )
 from dbguard.journal import ChainHasher, JournalUnavailable, JournalWriter, StoreError, start_writer
@@ -470,7 +471,8 @@ class Server:
 
             key = journal.hmac_key.reveal().encode() if journal.hmac_key else None
             try:
-                return await asyncio.to_thread(LoopJournal, store.path, ChainHasher(key), loop, key)
+                return await asyncio.to_thread(LoopJournal, store.path, ChainHasher(key), loop, key,
+                                               mapped=journal.segment_writes is SegmentWrites.AUTO)
             except StoreError as exc:
                 raise config.error("store", f"cannot open the journal store {store.redacted()}: {exc}") from None
         self.journal_writer = await asyncio.to_thread(open_journal, config)

@@ -31,7 +31,7 @@ from dbguard.journal import (
     SessionStartEvent,
     open_store,
 )
-from dbguard.journal.segments import SEGMENT_SUFFIX, read_segment, segment_directory
+from dbguard.journal.segments import SEGMENT_SUFFIX, maps_safely, read_segment, segment_directory
 from tests.integration import journal_sessions as js
 from tests.integration.harness import ProxyFactory, ProxyProcess
 
@@ -266,9 +266,13 @@ def test_store_failure_with_allow_runs_the_statement_loudly(pg_server: Throwaway
     assert "journal.allow_unjournaled" in log
 
 
+@pytest.mark.parametrize("segment_writes", ["auto", "write"])
 def test_kill_9_under_load_loses_no_statement_a_client_saw(pg_server: ThrowawayPostgres,
-                                                           proxy_factory: ProxyFactory) -> None:
-    proxy = proxy_factory(pg_server.dsn(sslmode="disable"))
+                                                           proxy_factory: ProxyFactory, segment_writes: str) -> None:
+    """Both ways of writing the segment (through a memory map, where the file system allows
+    it; write() always) lose nothing a client saw."""
+    proxy = proxy_factory(pg_server.dsn(sslmode="disable"),
+                          extra_yaml=f"journal: {{segment_writes: {segment_writes}}}\n")
     received: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -294,6 +298,10 @@ def test_kill_9_under_load_loses_no_statement_a_client_saw(pg_server: ThrowawayP
     for thread in threads:
         thread.start()
     time.sleep(2.0)
+    with open(f"/proc/{proxy.proc.pid}/maps", encoding="utf-8") as maps:
+        mapped = any(line.rstrip().endswith(SEGMENT_SUFFIX) for line in maps)
+    segments = segment_directory(proxy.config_path.parent / "dbguard.db")
+    assert mapped == (segment_writes == "auto" and maps_safely(segments))
     os.kill(proxy.proc.pid, signal.SIGKILL)
     proxy.proc.wait(10)
     stop.set()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dbguard.config import ConfigError, JournalConfig, OnStoreFailure, parse_config
+from dbguard.config import ConfigError, JournalConfig, OnStoreFailure, SegmentWrites, parse_config
 
 BASE = (
     "listeners:\n  - name: app-pg\n    protocol: postgres\n    listen: 127.0.0.1:0\n"
@@ -30,6 +30,12 @@ def test_defaults() -> None:
     assert journal.hmac_key is None
     assert not journal.redact_parameters
     assert journal.on_store_failure is OnStoreFailure.REFUSE
+    assert journal.segment_writes is SegmentWrites.AUTO
+
+
+def test_segment_writes() -> None:
+    assert parse("journal:\n  segment_writes: write\n").segment_writes is SegmentWrites.WRITE
+    assert parse("journal:\n  segment_writes: auto\n").segment_writes is SegmentWrites.AUTO
 
 
 def test_values() -> None:
@@ -55,6 +61,8 @@ def test_values() -> None:
         ("journal:\n  hmac_key: short\n", "dbguard.yaml:7: journal.hmac_key: too short"),
         ("journal:\n  on_store_failure: ignore\n",
          "dbguard.yaml:7: journal.on_store_failure: expected one of refuse, allow, got 'ignore'"),
+        ("journal:\n  segment_writes: mmap\n",
+         "dbguard.yaml:7: journal.segment_writes: expected one of auto, write, got 'mmap'"),
         ("journal:\n  redact_parameters: maybe\n", "dbguard.yaml:7: journal.redact_parameters: expected true or false"),
         ("journal:\n  queue_size: 0\n", "dbguard.yaml:7: journal.queue_size: must be at least 1"),
         ("journal: yes\n", "dbguard.yaml:6: journal: expected a mapping"),

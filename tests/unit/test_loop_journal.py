@@ -421,6 +421,23 @@ def test_a_mapped_segment_holds_every_record_across_its_chunks(tmp_path: Path, m
     assert [r.payload for r in read_segment(segment.path)] == [r[8:] for r in records]
 
 
+def test_segment_writes_write_never_maps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`journal.segment_writes: write`: write() even where mapping is safe; `auto` maps there."""
+    _map_segments(monkeypatch, True)
+
+    async def run(mapped: bool) -> tuple[bool, list[str]]:
+        path = tmp_path / f"{mapped}.db"
+        journal = LoopJournal(path, ChainHasher(None), asyncio.get_running_loop(), mapped=mapped)
+        assert journal.record([_event(1)], None)
+        was = journal._segment.mapped
+        await _eventually(lambda: len(_texts(path)) == 1)
+        journal.close()
+        return was, _texts(path)
+
+    assert asyncio.run(run(False)) == (False, ["SELECT 1"])
+    assert asyncio.run(run(True)) == (True, ["SELECT 1"])
+
+
 def test_a_mapped_segment_a_killed_proxy_left_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """kill -9 never closes the segment: its file keeps the allocated tail, and recovery
     appends exactly the records before it."""
