@@ -66,9 +66,19 @@ import logging
 import re
 import struct
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dbguard.model import Action, Decision, Identity, SessionGate, SessionInfo, StatementKind, StatementSource
+from dbguard.model import (
+    Action,
+    Decision,
+    Identity,
+    SessionGate,
+    SessionInfo,
+    StatementInfo,
+    StatementKind,
+    StatementSource,
+)
 from dbguard.session.holds import (
     MAX_HELD_BEHIND_HOLD,
     HeldStatement,
@@ -340,6 +350,19 @@ class _Hold:
     packet: Packet
     held: HeldStatement
     prepared: PreparedStatement | None = None  # COM_STMT_EXECUTE: the statement it executes
+
+
+class _StatementTables:
+    """The "database.table" names a decision's statements read or write, listed when iterated:
+    masking asks only when a response's error must be redacted, not for every command."""
+
+    __slots__ = ("_analysis",)
+
+    def __init__(self, analysis: tuple[StatementInfo, ...]) -> None:
+        self._analysis = analysis
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for info in self._analysis for name in (*info.reads, *info.writes))
 
 
 class MysqlSession:
@@ -1586,9 +1609,9 @@ class MysqlSession:
         masks = directory.for_session(self.info)
         if masks is None:
             return None
-        tables = [name for info in decision.analysis for name in (*info.reads, *info.writes)]
         return ResponseMasking(masks, self._catalog, sql=statement_text(sql), database=self.database or None,
-                               binary=binary, sql_mode=self._sql_mode, tables=tables, plan=plan)
+                               binary=binary, sql_mode=self._sql_mode, tables=_StatementTables(decision.analysis),
+                               plan=plan)
 
     def _relay_masked(self, resp: _Response, masking: ResponseMasking, packet: Packet, relay: list[bytes]) -> bytes:
         """Relay one packet of a masked response as the client may see it; returns that payload.

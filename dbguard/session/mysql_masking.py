@@ -634,7 +634,7 @@ class ResponseMasking:
         self._sql = sql
         self._database = database
         self._sql_mode = sql_mode  # (ANSI_QUOTES, NO_BACKSLASH_ESCAPES)
-        self._tables = tuple(tables)  # "database.table" the statement reads or writes
+        self._tables = tables  # "database.table" the statement reads or writes (read when needed)
         self._lineages: tuple[ResultLineage, ...] | None = None
         self._union: ResultLineage | None = None
         self.progress = ResultProgress(plan)  # `plan`: a cursor's, for COM_STMT_FETCH
