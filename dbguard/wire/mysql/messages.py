@@ -726,6 +726,8 @@ _FIXED_SIZES: Final[dict[int, int]] = {
     ColumnType.FLOAT: 4, ColumnType.LONGLONG: 8, ColumnType.DOUBLE: 8, ColumnType.NULL: 0,
 }
 _DATE_TYPES: Final = frozenset({ColumnType.DATE, ColumnType.DATETIME, ColumnType.TIMESTAMP, ColumnType.NEWDATE})
+# Temporal values: a length byte, but one of a few fixed layouts (never a plain string).
+_TEMPORAL_TYPES: Final = _DATE_TYPES | {ColumnType.TIME}
 _DATE_LENGTHS: Final = frozenset({0, 4, 7, 11})
 _TIME_LENGTHS: Final = frozenset({0, 8, 12})
 
@@ -808,8 +810,7 @@ def _binary_values_inline(payload: bytes, types: Sequence[int], bitmap_at: int, 
         fixed = fixed_sizes.get(column_type)
         if fixed is not None:
             end = pos + fixed
-        elif pos < size and payload[pos] < 0xFB and column_type not in _DATE_TYPES \
-                and column_type != ColumnType.TIME:
+        elif pos < size and payload[pos] < 0xFB and column_type not in _TEMPORAL_TYPES:
             end = pos + 1 + payload[pos]
             pos += 1
         else:
@@ -826,7 +827,7 @@ def lone_string_values(payloads: Sequence[bytes], column_type: int, binary: bool
     anything but NULL or a string shorter than 251 bytes (the row readers take those: they
     read or name the rest). For masking's batch pre-check, which runs on every row of a
     result (tests/unit/test_mysql_messages.py compares it with the row readers)."""
-    if column_type in _FIXED_SIZES or column_type in _DATE_TYPES or column_type == ColumnType.TIME:
+    if column_type in _FIXED_SIZES or column_type in _TEMPORAL_TYPES:  # (as `_binary_values_inline`)
         return None
     values: list[bytes] = []
     append = values.append
