@@ -86,9 +86,8 @@ class Run:
 
 def _cpu(pid: int) -> float:
     """utime + stime of one process (all its threads, not its children), in seconds."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as file:
-        fields = file.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = pgb._stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / pgb.CLOCK_TICKS
 
 
 def _children(pid: int) -> list[int]:
