@@ -634,7 +634,9 @@ class ResponseMasking:
         self._sql = sql
         self._database = database
         self._sql_mode = sql_mode  # (ANSI_QUOTES, NO_BACKSLASH_ESCAPES)
-        self._tables = tables  # "database.table" the statement reads or writes (read when needed)
+        # "database.table" the statement reads or writes: iterated each time an error needs it
+        # (a list, or the session's lazy view of its decision; never a one-shot generator)
+        self._tables = tables
         self._lineages: tuple[ResultLineage, ...] | None = None
         self._union: ResultLineage | None = None
         self.progress = ResultProgress(plan)  # `plan`: a cursor's, for COM_STMT_FETCH
